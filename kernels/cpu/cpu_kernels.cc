@@ -1,0 +1,149 @@
+#include "kernels/cpu/cpu_kernels.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace gptj::cpu {
+
+void embedding(const float* wte, const int32_t* ids, int n, int dim, float* out) {
+  for (int t = 0; t < n; ++t)
+    std::memcpy(out + static_cast<std::size_t>(t) * dim, wte + static_cast<std::size_t>(ids[t]) * dim,
+                sizeof(float) * dim);
+}
+
+void layernorm(const float* x, const float* gamma, const float* beta, float* y, int rows, int dim,
+               float eps) {
+#pragma omp parallel for if (rows > 8)
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + static_cast<std::size_t>(r) * dim;
+    float* yr = y + static_cast<std::size_t>(r) * dim;
+    float mean = 0;
+    for (int i = 0; i < dim; ++i) mean += xr[i];
+    mean /= dim;
+    float var = 0;
+    for (int i = 0; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+    var /= dim;
+    const float inv = 1.0f / std::sqrt(var + eps);
+    for (int i = 0; i < dim; ++i) yr[i] = (xr[i] - mean) * inv * gamma[i] + beta[i];
+  }
+}
+
+void linear(const float* x, int ldx, int rows, int in, const float* weight, int out,
+            const float* bias, float* y, int ldy) {
+  if (bias) {
+    for (int r = 0; r < rows; ++r) std::memcpy(y + static_cast<std::size_t>(r) * ldy, bias, sizeof(float) * out);
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, ldx, weight, in,
+              bias ? 1.0f : 0.0f, y, ldy);
+}
+
+void rotary_gptj(float* x, int tokens, int row_stride, int n_heads, int head_dim, int rotary_dim,
+                 const int32_t* positions) {
+  // inv_freq as transformers computes it: 1 / 10000^(2i / rotary_dim) in float32, and the angle
+  // pos * inv_freq rounded to float32 before sin/cos.
+  std::vector<float> inv_freq(rotary_dim / 2);
+  for (int i = 0; i < rotary_dim / 2; ++i)
+    inv_freq[i] = 1.0f / static_cast<float>(std::pow(10000.0, (2.0 * i) / rotary_dim));
+  for (int t = 0; t < tokens; ++t) {
+    float* row = x + static_cast<std::size_t>(t) * row_stride;
+    for (int i = 0; i < rotary_dim / 2; ++i) {
+      const float angle = static_cast<float>(positions[t]) * inv_freq[i];
+      const float c = std::cos(angle), s = std::sin(angle);
+      for (int h = 0; h < n_heads; ++h) {
+        float* pair = row + h * head_dim + 2 * i;
+        const float a = pair[0], b = pair[1];
+        pair[0] = a * c - b * s;
+        pair[1] = b * c + a * s;
+      }
+    }
+  }
+}
+
+void bias_gelu_new(float* x, const float* bias, int rows, int cols, int ld) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+#pragma omp parallel for if (rows * cols > 65536)
+  for (int r = 0; r < rows; ++r) {
+    float* xr = x + static_cast<std::size_t>(r) * ld;
+    for (int c = 0; c < cols; ++c) {
+      const float v = xr[c] + bias[c];
+      xr[c] = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
+    }
+  }
+}
+
+void add_inplace(float* x, const float* y, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+void add_bias(float* x, const float* bias, int rows, int cols) {
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) x[static_cast<std::size_t>(r) * cols + c] += bias[c];
+}
+
+namespace {
+inline std::size_t cache_offset(const int32_t* block_table, int block_size, int pos, int n_heads,
+                                int head_dim) {
+  const std::size_t block = static_cast<std::size_t>(block_table[pos / block_size]);
+  return ((block * block_size + pos % block_size) * n_heads) * head_dim;
+}
+}  // namespace
+
+void kv_write(const float* k, const float* v, int row_stride, int tokens, int start_pos,
+              const int32_t* block_table, int block_size, int n_heads, int head_dim,
+              float* k_cache, float* v_cache) {
+  const std::size_t width = static_cast<std::size_t>(n_heads) * head_dim;
+  for (int t = 0; t < tokens; ++t) {
+    const std::size_t at = cache_offset(block_table, block_size, start_pos + t, n_heads, head_dim);
+    std::memcpy(k_cache + at, k + static_cast<std::size_t>(t) * row_stride, width * sizeof(float));
+    std::memcpy(v_cache + at, v + static_cast<std::size_t>(t) * row_stride, width * sizeof(float));
+  }
+}
+
+void attention_paged(const float* q, int q_stride, int tokens, int start_pos,
+                     const int32_t* block_table, int block_size, int n_heads, int head_dim,
+                     const float* k_cache, const float* v_cache, float* out, int out_stride) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const int max_len = start_pos + tokens;
+#pragma omp parallel if (static_cast<long>(tokens) * n_heads * max_len > 4096)
+  {
+    std::vector<float> scores(max_len);
+    std::vector<float> acc(head_dim);
+#pragma omp for collapse(2) schedule(static)
+    for (int t = 0; t < tokens; ++t) {
+      for (int h = 0; h < n_heads; ++h) {
+        const float* qh = q + static_cast<std::size_t>(t) * q_stride + h * head_dim;
+        const int len = start_pos + t + 1;  // causal: keys 0..start_pos+t
+        float max_score = -INFINITY;
+        for (int p = 0; p < len; ++p) {
+          const float* kp =
+              k_cache + cache_offset(block_table, block_size, p, n_heads, head_dim) + h * head_dim;
+          float dot = 0;
+          for (int d = 0; d < head_dim; ++d) dot += qh[d] * kp[d];
+          scores[p] = dot * scale;
+          max_score = std::max(max_score, scores[p]);
+        }
+        float sum = 0;
+        for (int p = 0; p < len; ++p) {
+          scores[p] = std::exp(scores[p] - max_score);
+          sum += scores[p];
+        }
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        for (int p = 0; p < len; ++p) {
+          const float* vp =
+              v_cache + cache_offset(block_table, block_size, p, n_heads, head_dim) + h * head_dim;
+          const float w = scores[p];
+          for (int d = 0; d < head_dim; ++d) acc[d] += w * vp[d];
+        }
+        float* oh = out + static_cast<std::size_t>(t) * out_stride + h * head_dim;
+        const float inv = 1.0f / sum;
+        for (int d = 0; d < head_dim; ++d) oh[d] = acc[d] * inv;
+      }
+    }
+  }
+}
+
+}  // namespace gptj::cpu

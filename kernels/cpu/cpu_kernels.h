@@ -1,0 +1,52 @@
+// CPU kernels for GPT-J, float32. They take pointers and sizes and never allocate; each row-major
+// matrix argument names its shape. Threads: OpenMP across rows/heads where it pays.
+// The CUDA kernels (kernels/cuda) implement the same semantics; tests/gpu compares them to these.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace gptj::cpu {
+
+// out[t, :] = wte[ids[t], :]            wte [vocab, dim], out [n, dim]
+void embedding(const float* wte, const int32_t* ids, int n, int dim, float* out);
+
+// y[r, :] = (x[r, :] - mean) / sqrt(var + eps) * gamma + beta, statistics in float32 (two-pass)
+// x, y [rows, dim] (may alias)
+void layernorm(const float* x, const float* gamma, const float* beta, float* y, int rows, int dim,
+               float eps);
+
+// y [rows, out] = x [rows, in] · W^T (+ bias [out] when non-null); W [out, in] (nn.Linear layout).
+// ldx, ldy: row strides of x (>= in) and y (>= out), so operands can be column blocks of wider
+// matrices.
+void linear(const float* x, int ldx, int rows, int in, const float* weight, int out,
+            const float* bias, float* y, int ldy);
+
+// GPT-J rotary, rotate-every-two, in place on the first rotary_dim dims of each head:
+// for pair i (dims 2i, 2i+1), angle = positions[t] * 10000^(-2i / rotary_dim).
+// x [tokens, row_stride]; the heads are n_heads consecutive blocks of head_dim starting at column 0.
+void rotary_gptj(float* x, int tokens, int row_stride, int n_heads, int head_dim, int rotary_dim,
+                 const int32_t* positions);
+
+// x [rows, cols] (row stride ld) = gelu_new(x + bias[cols]), the tanh approximation.
+void bias_gelu_new(float* x, const float* bias, int rows, int cols, int ld);
+
+// x [n] += y [n]
+void add_inplace(float* x, const float* y, std::size_t n);
+// x [rows, cols] += bias [cols]
+void add_bias(float* x, const float* bias, int rows, int cols);
+
+// Paged KV cache of one layer: cache [num_blocks, block_size, n_heads, head_dim].
+// Writes k/v rows of `tokens` new tokens at positions start_pos.. into their blocks.
+// k, v [tokens, row_stride] (heads at columns 0..n_heads*head_dim).
+void kv_write(const float* k, const float* v, int row_stride, int tokens, int start_pos,
+              const int32_t* block_table, int block_size, int n_heads, int head_dim,
+              float* k_cache, float* v_cache);
+
+// Causal attention of `tokens` new queries (positions start_pos..) over the cached keys/values of
+// positions [0, start_pos + t] for query t; scale 1/sqrt(head_dim), softmax in float32.
+// q [tokens, q_stride] (heads at columns 0..), out [tokens, out_stride] (heads at columns 0..).
+void attention_paged(const float* q, int q_stride, int tokens, int start_pos,
+                     const int32_t* block_table, int block_size, int n_heads, int head_dim,
+                     const float* k_cache, const float* v_cache, float* out, int out_stride);
+
+}  // namespace gptj::cpu

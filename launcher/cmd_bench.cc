@@ -1,0 +1,180 @@
+// gptj bench: prints one JSON object per measurement on stdout (DESIGN §5). Runs the model steps
+// directly (no scheduler): a prefill of one long prompt, then decode steps at each batch size.
+// Timings are medians over repeated steps; nothing here is used by tests.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <chrono>
+#include <iostream>
+#include <numeric>
+
+#include "launcher/commands.h"
+#include "runtime/core/error.h"
+
+namespace gptj {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+// Read bandwidth of this host's memory with all threads (GB/s), best of 3 passes over 1 GiB.
+double measure_read_bandwidth() {
+  const std::size_t n = (std::size_t{1} << 30) / sizeof(float);
+  std::vector<float> data(n, 1.0f);
+  double best = 0;
+  for (int pass = 0; pass < 3; ++pass) {
+    const auto start = Clock::now();
+    float sum = 0;
+#pragma omp parallel for reduction(+ : sum) schedule(static)
+    for (std::size_t i = 0; i < n; ++i) sum += data[i];
+    const double s = seconds_since(start);
+    if (sum != static_cast<float>(n) + 1) best = std::max(best, n * sizeof(float) / s / 1e9);
+  }
+  return best;
+}
+
+void print(boost::json::object obj) { std::cout << boost::json::serialize(obj) << std::endl; }
+
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024.0;
+}
+
+}  // namespace
+
+CommandRunner register_bench(CLI::App& app) {
+  struct Args {
+    ModelOptions model;
+    std::string decode_batches = "1,8,32";
+    int prefill_tokens = 128;
+    int context = 32;
+    int steps = 16;
+    bool random_weights = false;
+    bool bandwidth = true;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("bench", "Measure prefill and decode speed (JSON lines on stdout)");
+  cmd->add_option("--model", args->model.model_dir, "checkpoint directory");
+  cmd->add_flag("--random-weights", args->random_weights, "random weights of the --config shape");
+  cmd->add_option("--config", args->model.random_config, "config.json for --random-weights");
+  cmd->add_option("--seed", args->model.random_seed, "random weight seed");
+  cmd->add_option("--backend", args->model.backend, "cpu|cuda|auto")->capture_default_str();
+  cmd->add_option("--dtype", args->model.dtype, "compute dtype")->capture_default_str();
+  cmd->add_option("--kv-blocks", args->model.kv_blocks, "KV blocks per rank");
+  cmd->add_option("--decode-batches", args->decode_batches, "comma-separated batch sizes")->capture_default_str();
+  cmd->add_option("--prefill-tokens", args->prefill_tokens, "prompt length of the prefill run")->capture_default_str();
+  cmd->add_option("--context", args->context, "prompt length before the decode steps")->capture_default_str();
+  cmd->add_option("--steps", args->steps, "timed decode steps per batch size")->capture_default_str();
+  cmd->add_flag("!--no-bandwidth", args->bandwidth, "skip the host memory bandwidth measurement");
+  return [args](World& world) {
+    GPTJ_CHECK(args->random_weights == !args->model.random_config.empty(),
+               "--random-weights and --config go together");
+    GPTJ_CHECK(args->random_weights || !args->model.model_dir.empty(), "bench needs --model or --random-weights --config");
+    const std::vector<int32_t> batches = parse_id_list(args->decode_batches, "--decode-batches");
+    const int max_batch = *std::max_element(batches.begin(), batches.end());
+    const int block_size = args->model.block_size;
+    const int decode_len = args->context + args->steps + 2;
+    const int blocks_per_seq = (std::max(decode_len, args->prefill_tokens) + block_size - 1) / block_size;
+    if (args->model.kv_blocks == 0) args->model.kv_blocks = blocks_per_seq * std::max(1, max_batch);
+    const double bandwidth = args->bandwidth && world.rank() == 0 ? measure_read_bandwidth() : 0;
+    ModelSession session(world, args->model, "bench");
+    const GptjConfig& c = session.config();
+    const int code = session.run([&]() {
+      ModelRunner& runner = session.runner();
+      Communicator& comm = world.communicator();
+      boost::json::object common{{"backend", session.backend().name()},
+                                 {"dtype", session.options().dtype},
+                                 {"tp", world.size()},
+                                 {"n_layer", c.n_layer},
+                                 {"n_embd", c.n_embd}};
+      auto with = [&](boost::json::object obj) {
+        for (const auto& [k, v] : common) obj[k] = v;
+        return obj;
+      };
+      // Deterministic prompt ids below the vocabulary.
+      auto prompt = [&](int len, int salt) {
+        std::vector<int32_t> ids(static_cast<std::size_t>(len));
+        for (int i = 0; i < len; ++i) ids[i] = static_cast<int32_t>((i * 7919 + salt * 104729) % std::min(c.vocab_size, 50000));
+        return ids;
+      };
+      auto blocks_of = [&](int seq) {
+        std::vector<int32_t> table(static_cast<std::size_t>(blocks_per_seq));
+        std::iota(table.begin(), table.end(), seq * blocks_per_seq);
+        return table;
+      };
+      const double weight_gb = session.backend().weight_bytes() / 1e9;
+      if (bandwidth > 0)
+        print({{"what", "memory_bandwidth"}, {"GB_per_s", bandwidth}, {"threads_per_rank", "all"}});
+
+      // Prefill: one sequence of prefill_tokens, median of 3.
+      {
+        std::vector<double> times;
+        for (int rep = 0; rep < 3; ++rep) {
+          StepBatch batch;
+          batch.seqs.push_back({prompt(args->prefill_tokens, rep), 0, blocks_of(0), false});
+          const auto start = Clock::now();
+          runner.step(batch);
+          times.push_back(seconds_since(start));
+        }
+        const double t = median(times);
+        print(with({{"what", "prefill"}, {"batch", 1}, {"tokens", args->prefill_tokens},
+                    {"ms", t * 1e3}, {"tokens_per_s", args->prefill_tokens / t}}));
+      }
+      // Decode: prefill `batch` sequences of `context` tokens (untimed), then time single steps.
+      for (int batch_size : batches) {
+        StepBatch prefill;
+        for (int s = 0; s < batch_size; ++s) prefill.seqs.push_back({prompt(args->context, s), 0, blocks_of(s), false});
+        runner.step(prefill);
+        std::vector<double> times;
+        const uint64_t calls_before = comm.all_reduce_calls();
+        const double reduce_before = comm.all_reduce_seconds();
+        double total = 0;
+        for (int step = 0; step < args->steps; ++step) {
+          StepBatch decode;
+          for (int s = 0; s < batch_size; ++s)
+            decode.seqs.push_back({{static_cast<int32_t>((s + step) % 1000)}, args->context + step, blocks_of(s), false});
+          const auto start = Clock::now();
+          runner.step(decode);
+          times.push_back(seconds_since(start));
+          total += times.back();
+        }
+        const double ms = median(times) * 1e3;
+        boost::json::object obj = with({{"what", "decode"}, {"batch", batch_size}, {"context", args->context},
+                                        {"ms_per_step", ms}, {"tokens_per_s", batch_size * 1e3 / ms},
+                                        {"all_reduces_per_layer", static_cast<double>(comm.all_reduce_calls() - calls_before) /
+                                                                      (args->steps * c.n_layer)},
+                                        {"all_reduce_share", (comm.all_reduce_seconds() - reduce_before) / total}});
+        if (batch_size == 1 && bandwidth > 0 && session.backend().name() == "cpu") {
+          // A batch-1 step reads every weight matrix of this rank once (not wte): the floor.
+          const double floor_ms = weight_gb / bandwidth * 1e3;
+          obj["weight_read_floor_ms"] = floor_ms;
+          obj["ratio_to_floor"] = ms / floor_ms;
+        }
+        print(obj);
+      }
+      return 0;
+    });
+    // Peak memory of every rank, reported by rank 0.
+    float rss = static_cast<float>(peak_rss_mb());
+    std::vector<float> all(static_cast<std::size_t>(world.size()));
+    world.communicator().gather_to_root(&rss, 1, all.data());
+    if (world.rank() == 0) {
+      boost::json::array per_rank;
+      for (float mb : all) per_rank.push_back(mb);
+      print({{"what", "peak_memory"}, {"tp", world.size()}, {"peak_rss_mb_per_rank", per_rank}});
+    }
+    return code;
+  };
+}
+
+}  // namespace gptj

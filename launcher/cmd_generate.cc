@@ -1,0 +1,91 @@
+// gptj generate: one prompt (text or token ids) through the scheduler; prints the continuation.
+#include <boost/json.hpp>
+#include <iostream>
+
+#include "launcher/commands.h"
+#include "launcher/sampling_options.h"
+#include "runtime/core/error.h"
+#include "runtime/generate/tokenizer.h"
+
+namespace gptj {
+
+SchedulerOptions scheduler_options_for(ModelSession& session, int max_batch) {
+  SchedulerOptions options;
+  options.max_batch = max_batch;
+  options.kv.num_blocks = session.kv_blocks();
+  options.kv.block_size = session.options().block_size;
+  options.n_positions = session.config().n_positions;
+  options.eos_id = session.config().eos_token_id;
+  options.allowed_vocab = session.config().vocab_size;
+  if (Tokenizer::available(session.options().model_dir))
+    options.allowed_vocab = std::min(options.allowed_vocab,
+                                     Tokenizer::from_model_dir(session.options().model_dir).vocab_size());
+  return options;
+}
+
+CommandRunner register_generate(CLI::App& app) {
+  struct Args {
+    ModelOptions model;
+    GenerationOptions gen;
+    std::string prompt, tokens;
+    bool json = false;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("generate", "Continue one prompt and print the continuation");
+  add_common_model_options(*cmd, args->model);
+  auto* prompt = cmd->add_option("--prompt", args->prompt, "prompt text (needs the tokenizer files)");
+  auto* tokens = cmd->add_option("--tokens", args->tokens, "prompt as comma-separated token ids");
+  prompt->excludes(tokens);
+  cmd->add_flag("--json", args->json, "print one JSON object (text, tokens, finish_reason)");
+  add_sampling_options(*cmd, args->gen);
+  return [args](World& world) {
+    GPTJ_CHECK(!args->prompt.empty() || !args->tokens.empty(), "generate needs --prompt or --tokens");
+    ModelSession session(world, args->model, "generate");
+    return session.run([&]() {
+      std::optional<Tokenizer> tokenizer;
+      if (Tokenizer::available(args->model.model_dir))
+        tokenizer = Tokenizer::from_model_dir(args->model.model_dir);
+      GenerationRequest request;
+      if (!args->tokens.empty()) {
+        request.prompt = parse_id_list(args->tokens, "--tokens");
+      } else {
+        GPTJ_CHECK(tokenizer.has_value(), "--prompt needs vocab.json and merges.txt in {}; use --tokens",
+                   args->model.model_dir);
+        request.prompt = tokenizer->encode(args->prompt);
+      }
+      request.sampling = args->gen.sampling;
+      request.max_new_tokens = args->gen.max_new_tokens;
+      request.stop = args->gen.stop;
+      Scheduler scheduler(session.runner(), scheduler_options_for(session, 1),
+                          tokenizer ? &*tokenizer : nullptr);
+      scheduler.submit(request);
+      std::vector<int32_t> generated;
+      std::string text, finish;
+      while (!scheduler.idle()) {
+        for (const auto& event : scheduler.step()) {
+          if (event.finish == FinishReason::kNone) continue;
+          generated = *event.generated;
+          finish = finish_reason_name(event.finish);
+          text = event.finish == FinishReason::kStop ? event.stop_text
+                 : tokenizer                         ? tokenizer->decode(generated)
+                                                     : "";
+        }
+      }
+      if (args->json) {
+        boost::json::object out{{"text", text}, {"finish_reason", finish},
+                                {"prompt_tokens", request.prompt.size()},
+                                {"completion_tokens", generated.size()}};
+        out["tokens"] = boost::json::value_from(generated);
+        std::cout << boost::json::serialize(out) << std::endl;
+      } else if (tokenizer) {
+        std::cout << text << std::endl;
+      } else {
+        for (std::size_t i = 0; i < generated.size(); ++i) std::cout << (i ? "," : "") << generated[i];
+        std::cout << std::endl;
+      }
+      return 0;
+    });
+  };
+}
+
+}  // namespace gptj

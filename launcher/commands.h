@@ -1,0 +1,27 @@
+// The subcommands of `gptj`. Each registers its CLI11 subcommand and options; main() runs the one
+// chosen. Model commands run on every rank (rank 0 does the I/O, the others serve steps).
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+
+#include "launcher/session.h"
+
+namespace gptj {
+
+// Runs the chosen subcommand; returns the exit code.
+using CommandRunner = std::function<int(World&)>;
+
+void add_common_model_options(CLI::App& command, ModelOptions& options);
+
+CommandRunner register_logits(CLI::App& app);
+CommandRunner register_generate(CLI::App& app);
+CommandRunner register_bench(CLI::App& app);
+CommandRunner register_make_random(CLI::App& app);
+CommandRunner register_tokenize(CLI::App& app);
+CommandRunner register_detokenize(CLI::App& app);
+CommandRunner register_batch(CLI::App& app);
+
+// Parses "1,2,3" into ids; throws naming the bad item.
+std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);
+
+}  // namespace gptj

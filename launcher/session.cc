@@ -1,0 +1,111 @@
+#include "launcher/session.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <thread>
+
+#include "runtime/core/error.h"
+#include "runtime/core/logging.h"
+#ifdef GPTJ_WITH_CUDA
+#include "runtime/backend/cuda_backend.h"
+#endif
+
+namespace gptj {
+
+void configure_threads(const World& world) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = std::max(1, cores / std::max(1, world.local_size()));
+  omp_set_num_threads(threads);
+  openblas_set_num_threads(threads);
+}
+
+namespace {
+
+std::string resolve_backend(const std::string& requested) {
+  if (requested == "cpu") return "cpu";
+#ifdef GPTJ_WITH_CUDA
+  std::string why;
+  const bool gpu = cuda_device_available(&why);
+  if (requested == "cuda") {
+    GPTJ_CHECK(gpu, "--backend cuda: {}", why);
+    return "cuda";
+  }
+  GPTJ_CHECK(requested == "auto", "unknown --backend '{}' (cpu, cuda or auto)", requested);
+  return gpu ? "cuda" : "cpu";
+#else
+  GPTJ_CHECK(requested != "cuda", "--backend cuda: this gptj was built without CUDA (GPTJ_CUDA=OFF or no nvcc)");
+  GPTJ_CHECK(requested == "auto", "unknown --backend '{}' (cpu, cuda or auto)", requested);
+  return "cpu";
+#endif
+}
+
+}  // namespace
+
+ModelSession::ModelSession(World& world, const ModelOptions& options, const std::string& command)
+    : world_(world), options_(options) {
+  options_.backend = resolve_backend(options.backend);
+  if (options_.dtype == "auto") options_.dtype = options_.backend == "cuda" ? "float16" : "float32";
+  options_.dtype = std::string(dtype_name(parse_dtype(options_.dtype)));
+  const std::string source = options.random_config.empty()
+                                 ? std::filesystem::absolute(options.model_dir).string()
+                                 : "random:" + options.random_config;
+  world.check_same_arguments(fmt::format("{} --model {} --backend {} --dtype {} --kv-blocks {}",
+                                         command, source, options_.backend, options_.dtype,
+                                         options.kv_blocks));
+  const bool random = !options.random_config.empty();
+  config_ = load_config(random ? options.random_config
+                               : (std::filesystem::path(options.model_dir) / "config.json").string());
+  GPTJ_CHECK(config_.n_head % world.size() == 0,
+             "{} ranks cannot split the model's {} attention heads: the number of ranks (TP size) "
+             "must divide n_head",
+             world.size(), config_.n_head);
+
+  BackendOptions backend_options;
+  backend_options.tp = {world.rank(), world.size()};
+  backend_options.compute_dtype = options_.dtype;
+  backend_options.kv.block_size = options.block_size;
+  const double budget_gb = options.kv_memory_gb > 0 ? options.kv_memory_gb
+                                                    : (options_.backend == "cuda" ? 24.0 : 1.0);
+  const double bytes_per_block = 2.0 * options.block_size * (config_.n_embd / world.size()) *
+                                 config_.n_layer * (options_.dtype == "float32" ? 4 : 2);
+  kv_blocks_ = options.kv_blocks > 0
+                   ? options.kv_blocks
+                   : static_cast<int>(std::clamp(budget_gb * (1 << 30) / bytes_per_block, 16.0, 8192.0));
+  backend_options.kv.num_blocks = kv_blocks_;
+
+  if (random && options_.backend == "cpu") {
+    // The cpu backend reads a checkpoint: write the random one once (rank 0), reuse it after.
+    options_.model_dir = fmt::format("/tmp/gptj-random-{}-{}", std::hash<std::string>{}(config_to_json(config_)),
+                                     options.random_seed);
+    if (world.rank() == 0 && !std::filesystem::exists(options_.model_dir + "/model.safetensors"))
+      make_random_model(config_, options_.model_dir, options.random_seed, DType::kF32);
+    int ready = 1;
+    world.communicator().broadcast(&ready, sizeof(ready));  // the others wait for the file
+  }
+  if (!(random && options_.backend == "cuda")) checkpoint_ = std::make_unique<Checkpoint>(options_.model_dir);
+  if (options_.backend == "cpu") {
+    backend_ = make_cpu_backend(config_, *checkpoint_, backend_options, world.communicator());
+  } else {
+#ifdef GPTJ_WITH_CUDA
+    backend_ = make_cuda_backend(config_, checkpoint_.get(), options.random_seed, backend_options, world.communicator(),
+                                 world.local_rank());
+#endif
+  }
+  runner_ = std::make_unique<ModelRunner>(*backend_, world.communicator(), config_.vocab_size);
+  spdlog::debug("{} backend ready: {:.1f} MB of weights, {} KV blocks of {}", backend_->name(),
+                backend_->weight_bytes() / 1e6, kv_blocks_, options.block_size);
+}
+
+ModelSession::~ModelSession() = default;
+
+int ModelSession::run(const std::function<int()>& body) {
+  if (world_.rank() != 0) return runner_->run_worker_loop();
+  const int code = body();
+  runner_->shutdown(code);
+  return code;
+}
+
+}  // namespace gptj

@@ -1,0 +1,64 @@
+// What every model-running subcommand shares, on every rank: the world, the model directory's
+// config and checkpoint, this rank's backend and the control channel. Rank 0 runs the command's
+// body; ranks > 0 serve steps until rank 0 shuts them down.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "parallel/world.h"
+#include "runtime/backend/backend.h"
+#include "runtime/generate/model_runner.h"
+#include "runtime/model/config.h"
+#include "runtime/model/safetensors.h"
+
+namespace gptj {
+
+struct ModelOptions {
+  std::string model_dir;
+  // When set (bench --random-weights): the shape comes from this config.json and the weights are
+  // random (made on the GPU by the cuda backend; written once to a cache dir for the cpu backend).
+  std::string random_config;
+  uint64_t random_seed = 0;
+  std::string backend = "auto";  // cpu | cuda | auto
+  std::string dtype = "auto";    // float32 | float16 | bfloat16 | auto (cpu: float32, cuda: float16)
+  int kv_blocks = 0;             // 0: as many as kv_memory_gb holds, at most 8192
+  double kv_memory_gb = 0;       // KV cache per rank; 0: 1 GiB on cpu, 24 GiB on cuda
+  int block_size = 16;
+};
+
+class ModelSession {
+ public:
+  // Reads the config (checks TP divides n_head on every rank before any weight is read), then the
+  // checkpoint and this rank's shard. `command` names the subcommand for the argument check.
+  ModelSession(World& world, const ModelOptions& options, const std::string& command);
+  ~ModelSession();
+
+  // Rank 0 runs `body` (its return value is the exit code), then shuts the workers down; ranks > 0
+  // run the worker loop. Every rank returns rank 0's exit code.
+  int run(const std::function<int()>& body);
+
+  World& world() { return world_; }
+  const GptjConfig& config() const { return config_; }
+  const ModelOptions& options() const { return options_; }
+  Backend& backend() { return *backend_; }
+  ModelRunner& runner() { return *runner_; }
+  int kv_blocks() const { return kv_blocks_; }
+
+ private:
+  World& world_;
+  ModelOptions options_;
+  GptjConfig config_;
+  std::unique_ptr<Checkpoint> checkpoint_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<ModelRunner> runner_;
+  int kv_blocks_ = 0;
+};
+
+// Writes a random model directory (launcher/cmd_tools.cc).
+void make_random_model(const GptjConfig& config, const std::string& out_dir, uint64_t seed, DType dtype);
+
+// Sets OpenMP/OpenBLAS threads to this host's cores divided among its ranks.
+void configure_threads(const World& world);
+
+}  // namespace gptj

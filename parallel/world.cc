@@ -1,0 +1,71 @@
+#include "parallel/world.h"
+
+#include <mpi.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <vector>
+
+#include "parallel/mpi_communicator.h"
+#include "runtime/core/error.h"
+
+namespace gptj {
+
+namespace {
+std::string detect_launcher() {
+  if (std::getenv("OMPI_COMM_WORLD_SIZE")) return "mpirun";
+  if (std::getenv("SLURM_PROCID") || std::getenv("PMIX_RANK")) return "srun";
+  return "single";
+}
+}  // namespace
+
+World::World(int* argc, char*** argv) {
+  char name[256] = {0};
+  ::gethostname(name, sizeof(name) - 1);
+  host_ = name;
+  launcher_ = detect_launcher();
+  int provided = 0;
+  if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+    fail("MPI_Init_thread failed on {}", host_);
+  mpi_ = true;
+  // Errors come back as codes and become gptj::Error, so a failing rank reports what happened.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  MPI_Comm local;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local);
+  MPI_Comm_rank(local, &local_rank_);
+  MPI_Comm_size(local, &local_size_);
+  MPI_Comm_free(&local);
+  if (size_ > 1)
+    comm_ = std::make_unique<MpiCommunicator>(MPI_COMM_WORLD);
+  else
+    comm_ = std::make_unique<SingleCommunicator>();
+}
+
+World::~World() {
+  if (mpi_) MPI_Finalize();
+}
+
+void World::check_same_arguments(const std::string& description) {
+  if (size_ == 1) return;
+  uint64_t length = description.size();
+  comm_->broadcast(&length, sizeof(length));
+  std::string from_root = description;
+  from_root.resize(length);
+  comm_->broadcast(from_root.data(), length);
+  int mismatch = from_root != description ? 1 : 0, any = 0;
+  MPI_Allreduce(&mismatch, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  GPTJ_CHECK(!mismatch, "ranks were started with different arguments: rank 0 has '{}', rank {} has '{}'",
+             from_root, rank_, description);
+  GPTJ_CHECK(!any, "ranks were started with different arguments (another rank differs from rank 0)");
+}
+
+void World::abort(int code) {
+  if (mpi_ && size_ > 1) MPI_Abort(MPI_COMM_WORLD, code);
+  if (mpi_) MPI_Finalize();
+  std::exit(code);
+}
+
+}  // namespace gptj

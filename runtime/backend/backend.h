@@ -1,0 +1,42 @@
+// Backend: one rank's shard of GPT-J on some device (CPU or CUDA), with its own weights and its
+// slice of the paged KV cache. Every rank of the TP group calls forward() with the same StepBatch;
+// the backend runs its shard and does the one all-reduce per layer through its communicator.
+// A backend may point into the Checkpoint's mapping (the CPU one reads wte rows from it): the
+// Checkpoint must outlive the backend.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "parallel/communicator.h"
+#include "parallel/sharding.h"
+#include "runtime/backend/step.h"
+#include "runtime/model/config.h"
+
+namespace gptj {
+
+class Checkpoint;
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  // Runs the step. Writes this rank's vocab shard of the logits, float32 host memory
+  // [batch.logit_rows(), vocab_shard_rows()] row-major; padded vocab rows hold bias 0.
+  virtual void forward(const StepBatch& batch, float* logits_shard) = 0;
+  virtual int64_t vocab_shard_rows() const = 0;
+  // Bytes of weights this rank holds (for the memory report).
+  virtual int64_t weight_bytes() const = 0;
+};
+
+struct BackendOptions {
+  TpPosition tp;
+  KvCacheOptions kv;
+  std::string compute_dtype = "float32";  // the CPU backend supports float32 only
+};
+
+// CPU backend: OpenBLAS GEMMs + kernels/cpu; `comm` joins the TP ranks (host memory).
+std::unique_ptr<Backend> make_cpu_backend(const GptjConfig& config, const Checkpoint& checkpoint,
+                                          const BackendOptions& options, Communicator& comm);
+
+}  // namespace gptj

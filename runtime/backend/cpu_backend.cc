@@ -1,0 +1,214 @@
+// CPU backend: one TP rank's shard of GPT-J in float32 on host memory.
+//
+// Per layer the four column-parallel projections that read ln_1's output (k, v, q, fc_in) are one
+// GEMM, and the two row-parallel ones (out_proj, fc_out) are another, so a layer is two GEMMs and
+// ONE all-reduce (FasterTransformer's design does two). Layout of the fused input projection's
+// output, per token row (El = E / tp, Il = I / tp):
+//     [ k (El) | v (El) | q (El) | fc_in (Il) ]
+// Attention writes its output over the q columns, so [ attn_out | gelu(fc_in) ] is one contiguous
+// [El + Il] block per row and feeds the fused output GEMM without a copy.
+#include <chrono>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "runtime/backend/backend.h"
+#include "runtime/core/error.h"
+#include "runtime/model/safetensors.h"
+
+namespace gptj {
+namespace {
+
+struct CpuLayer {
+  std::vector<float> ln_gamma, ln_beta;  // [E]
+  std::vector<float> w_in;               // [3 El + Il, E]: k, v, q, fc_in rows of this shard
+  std::vector<float> b_fc_in;            // [Il]
+  std::vector<float> w_out;              // [E, El + Il]: out_proj cols then fc_out cols
+  std::vector<float> b_fc_out;           // [E] (replicated; added once after the all-reduce)
+  std::vector<float> k_cache, v_cache;   // [num_blocks, block_size, heads_l, head_dim]
+};
+
+// Appends rows of `src` ([rows, cols]) under `dst`.
+void append_rows(std::vector<float>& dst, const std::vector<float>& src) {
+  dst.insert(dst.end(), src.begin(), src.end());
+}
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend(const GptjConfig& config, const Checkpoint& checkpoint, const BackendOptions& options,
+             Communicator& comm)
+      : config_(config), options_(options), comm_(comm) {
+    const TpPosition tp = options.tp;
+    GPTJ_CHECK(config.n_head % tp.size == 0,
+               "tensor-parallel size {} does not divide n_head {} of the model", tp.size,
+               config.n_head);
+    GPTJ_CHECK(config.n_inner % tp.size == 0, "tensor-parallel size {} does not divide n_inner {}",
+               tp.size, config.n_inner);
+    E_ = config.n_embd;
+    El_ = E_ / tp.size;
+    Il_ = config.n_inner / tp.size;
+    heads_l_ = config.n_head / tp.size;
+    vocab_rows_ = gptj::vocab_shard_rows(config.vocab_size, tp.size);
+    const int64_t E = E_, I = config.n_inner, V = config.vocab_size;
+
+    wte_ = &checkpoint.tensor("transformer.wte.weight", {V, E});
+    auto read = [&](const std::string& name, std::vector<int64_t> shape) {
+      return checkpoint.read_f32(name, shape, shard_slice(name, shape, tp).slice);
+    };
+    const std::size_t cache_size = static_cast<std::size_t>(options.kv.num_blocks) *
+                                   options.kv.block_size * heads_l_ * config.head_dim();
+    layers_.resize(config.n_layer);
+    for (int l = 0; l < config.n_layer; ++l) {
+      const std::string p = "transformer.h." + std::to_string(l) + ".";
+      CpuLayer& layer = layers_[l];
+      layer.ln_gamma = read(p + "ln_1.weight", {E});
+      layer.ln_beta = read(p + "ln_1.bias", {E});
+      for (const char* proj : {"attn.k_proj.weight", "attn.v_proj.weight", "attn.q_proj.weight"})
+        append_rows(layer.w_in, read(p + proj, {E, E}));
+      append_rows(layer.w_in, read(p + "mlp.fc_in.weight", {I, E}));
+      layer.b_fc_in = read(p + "mlp.fc_in.bias", {I});
+      // Concatenate columns: row r of w_out = [out_proj shard row r | fc_out shard row r].
+      std::vector<float> out_proj = read(p + "attn.out_proj.weight", {E, E});
+      std::vector<float> fc_out = read(p + "mlp.fc_out.weight", {E, I});
+      layer.w_out.resize(static_cast<std::size_t>(E) * (El_ + Il_));
+      for (int64_t r = 0; r < E; ++r) {
+        std::memcpy(&layer.w_out[r * (El_ + Il_)], &out_proj[r * El_], sizeof(float) * El_);
+        std::memcpy(&layer.w_out[r * (El_ + Il_) + El_], &fc_out[r * Il_], sizeof(float) * Il_);
+      }
+      layer.b_fc_out = read(p + "mlp.fc_out.bias", {E});
+      layer.k_cache.assign(cache_size, 0.0f);
+      layer.v_cache.assign(cache_size, 0.0f);
+      weight_bytes_ += static_cast<int64_t>(sizeof(float)) *
+                       (layer.w_in.size() + layer.w_out.size() + layer.b_fc_in.size() + 3 * E);
+    }
+    ln_f_gamma_ = read("transformer.ln_f.weight", {E});
+    ln_f_beta_ = read("transformer.ln_f.bias", {E});
+    lm_head_ = read("lm_head.weight", {V, E});
+    lm_bias_ = read("lm_head.bias", {V});
+    weight_bytes_ += static_cast<int64_t>(sizeof(float)) * (lm_head_.size() + lm_bias_.size() + 2 * E);
+  }
+
+  std::string name() const override { return "cpu"; }
+  int64_t vocab_shard_rows() const override { return vocab_rows_; }
+  int64_t weight_bytes() const override { return weight_bytes_; }
+
+  void forward(const StepBatch& batch, float* logits_shard) override {
+    validate(batch);
+    const int T = batch.total_tokens();
+    const int n_in = 3 * El_ + Il_, n_mid = El_ + Il_;
+    x_.resize(static_cast<std::size_t>(T) * E_);
+    h_.resize(x_.size());
+    partial_.resize(x_.size());
+    in_.resize(static_cast<std::size_t>(T) * n_in);
+    positions_.clear();
+    tokens_.clear();
+    for (const auto& seq : batch.seqs) {
+      for (std::size_t i = 0; i < seq.tokens.size(); ++i) {
+        tokens_.push_back(seq.tokens[i]);
+        positions_.push_back(seq.start_pos + static_cast<int32_t>(i));
+      }
+    }
+    embed(tokens_, x_.data());
+
+    const int hd = config_.head_dim();
+    for (auto& layer : layers_) {
+      cpu::layernorm(x_.data(), layer.ln_gamma.data(), layer.ln_beta.data(), h_.data(), T, E_,
+                     config_.layer_norm_epsilon);
+      cpu::linear(h_.data(), E_, T, E_, layer.w_in.data(), n_in, nullptr, in_.data(), n_in);
+      float* k = in_.data();
+      float* v = in_.data() + El_;
+      float* q = in_.data() + 2 * El_;
+      float* fc = in_.data() + 3 * El_;
+      cpu::rotary_gptj(k, T, n_in, heads_l_, hd, config_.rotary_dim, positions_.data());
+      cpu::rotary_gptj(q, T, n_in, heads_l_, hd, config_.rotary_dim, positions_.data());
+      cpu::bias_gelu_new(fc, layer.b_fc_in.data(), T, Il_, n_in);
+      int row = 0;
+      for (const auto& seq : batch.seqs) {
+        const int n = static_cast<int>(seq.tokens.size());
+        const std::size_t at = static_cast<std::size_t>(row) * n_in;
+        cpu::kv_write(k + at, v + at, n_in, n, seq.start_pos, seq.block_table.data(),
+                      options_.kv.block_size, heads_l_, hd, layer.k_cache.data(),
+                      layer.v_cache.data());
+        // Output overwrites q in place: each (token, head) reads its q before writing.
+        cpu::attention_paged(q + at, n_in, n, seq.start_pos, seq.block_table.data(),
+                             options_.kv.block_size, heads_l_, hd, layer.k_cache.data(),
+                             layer.v_cache.data(), q + at, n_in);
+        row += n;
+      }
+      cpu::linear(q, n_in, T, n_mid, layer.w_out.data(), E_, nullptr, partial_.data(), E_);
+      comm_.all_reduce_sum(partial_.data(), partial_.size());
+      cpu::add_inplace(x_.data(), partial_.data(), x_.size());
+      cpu::add_bias(x_.data(), layer.b_fc_out.data(), T, E_);
+    }
+    project_logits(batch, logits_shard);
+  }
+
+ private:
+  // Rows of the wte table, widened from the mapped checkpoint (the table is not copied into RAM).
+  void embed(const std::vector<int32_t>& ids, float* out) const {
+    const std::size_t elem = dtype_size(wte_->dtype);
+    for (std::size_t t = 0; t < ids.size(); ++t)
+      convert_to_f32(wte_->dtype, wte_->data + static_cast<std::size_t>(ids[t]) * E_ * elem,
+                     out + t * E_, static_cast<std::size_t>(E_));
+  }
+
+  void project_logits(const StepBatch& batch, float* logits_shard) {
+    const int rows = batch.logit_rows();
+    h_.resize(static_cast<std::size_t>(rows) * E_);
+    int src = 0, dst = 0;
+    for (const auto& seq : batch.seqs) {
+      const int n = static_cast<int>(seq.tokens.size());
+      const int first = seq.all_logits ? 0 : n - 1;
+      for (int t = first; t < n; ++t, ++dst)
+        std::memcpy(&h_[static_cast<std::size_t>(dst) * E_], &x_[static_cast<std::size_t>(src + t) * E_],
+                    sizeof(float) * E_);
+      src += n;
+    }
+    cpu::layernorm(h_.data(), ln_f_gamma_.data(), ln_f_beta_.data(), h_.data(), rows, E_,
+                   config_.layer_norm_epsilon);
+    cpu::linear(h_.data(), E_, rows, E_, lm_head_.data(), static_cast<int>(vocab_rows_),
+                lm_bias_.data(), logits_shard, static_cast<int>(vocab_rows_));
+  }
+
+  void validate(const StepBatch& batch) const {
+    GPTJ_CHECK(!batch.seqs.empty(), "step has no sequences");
+    for (const auto& seq : batch.seqs) {
+      GPTJ_CHECK(!seq.tokens.empty(), "step sequence has no tokens");
+      const int end = seq.start_pos + static_cast<int>(seq.tokens.size());
+      GPTJ_CHECK(seq.start_pos >= 0 && end <= config_.n_positions,
+                 "sequence of {} positions exceeds n_positions {}", end, config_.n_positions);
+      GPTJ_CHECK(static_cast<int64_t>(seq.block_table.size()) * options_.kv.block_size >= end,
+                 "block table of {} blocks cannot hold {} positions", seq.block_table.size(), end);
+      for (int32_t block : seq.block_table)
+        GPTJ_CHECK(block >= 0 && block < options_.kv.num_blocks, "KV block {} out of range [0, {})",
+                   block, options_.kv.num_blocks);
+      for (int32_t id : seq.tokens)
+        GPTJ_CHECK(id >= 0 && id < config_.vocab_size, "token id {} outside the vocabulary [0, {})",
+                   id, config_.vocab_size);
+    }
+  }
+
+  GptjConfig config_;
+  BackendOptions options_;
+  Communicator& comm_;
+  int E_ = 0, El_ = 0, Il_ = 0, heads_l_ = 0;
+  int64_t vocab_rows_ = 0;
+  int64_t weight_bytes_ = 0;
+  const TensorInfo* wte_ = nullptr;  // points into the checkpoint's mapping
+  std::vector<CpuLayer> layers_;
+  std::vector<float> ln_f_gamma_, ln_f_beta_, lm_head_, lm_bias_;
+  // Step workspaces, reused across steps.
+  std::vector<float> x_, h_, partial_, in_;
+  std::vector<int32_t> positions_, tokens_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(const GptjConfig& config, const Checkpoint& checkpoint,
+                                          const BackendOptions& options, Communicator& comm) {
+  GPTJ_CHECK(options.compute_dtype == "float32",
+             "the CPU backend computes in float32 only (got --dtype {})", options.compute_dtype);
+  return std::make_unique<CpuBackend>(config, checkpoint, options, comm);
+}
+
+}  // namespace gptj

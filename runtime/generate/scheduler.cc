@@ -1,0 +1,216 @@
+#include "runtime/generate/scheduler.h"
+
+#include <algorithm>
+
+#include "runtime/core/error.h"
+#include "runtime/generate/tokenizer.h"
+
+namespace gptj {
+
+const char* finish_reason_name(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kLength: return "length";
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kEos: return "eos";
+    case FinishReason::kCancelled: return "cancelled";
+    case FinishReason::kNone: break;
+  }
+  return "none";
+}
+
+struct Scheduler::Sequence {
+  GenerationRequest request;
+  Sampler sampler;
+  std::vector<int32_t> tokens;     // prompt + generated
+  std::vector<int32_t> generated;  // emitted tokens
+  std::vector<int32_t> blocks;     // KV blocks, in position order
+  int cached = 0;                  // positions whose K/V sit in the cache
+  bool cancelled = false;
+
+  Sequence(GenerationRequest r, int allowed_vocab)
+      : request(std::move(r)), sampler(request.sampling, allowed_vocab), tokens(request.prompt) {}
+  int prompt_len() const { return static_cast<int>(request.prompt.size()); }
+};
+
+Scheduler::Scheduler(ModelRunner& runner, const SchedulerOptions& options, const Tokenizer* tokenizer)
+    : runner_(runner), options_(options), tokenizer_(tokenizer), blocks_(options.kv.num_blocks) {
+  if (options_.allowed_vocab <= 0) options_.allowed_vocab = runner.vocab_size();
+}
+
+Scheduler::~Scheduler() = default;
+
+void Scheduler::submit(GenerationRequest request) {
+  const int len = static_cast<int>(request.prompt.size());
+  GPTJ_CHECK(len > 0, "the prompt is empty");
+  GPTJ_CHECK(request.max_new_tokens >= 1, "max_new_tokens must be at least 1 (got {})",
+             request.max_new_tokens);
+  GPTJ_CHECK(len < options_.n_positions, "the prompt has {} tokens; the model takes at most {}", len,
+             options_.n_positions - 1);
+  for (int32_t id : request.prompt)
+    GPTJ_CHECK(id >= 0 && id < runner_.vocab_size(), "token id {} outside the vocabulary [0, {})", id,
+               runner_.vocab_size());
+  const int needed_blocks = (len + options_.kv.block_size) / options_.kv.block_size;
+  GPTJ_CHECK(needed_blocks <= options_.kv.num_blocks,
+             "the prompt needs {} KV blocks but the cache has {}", needed_blocks, options_.kv.num_blocks);
+  GPTJ_CHECK(len <= options_.max_step_tokens, "the prompt has {} tokens, more than --max-step-tokens {}",
+             len, options_.max_step_tokens);
+  GPTJ_CHECK(request.stop.empty() || tokenizer_ != nullptr,
+             "stop strings need a tokenizer (vocab.json + merges.txt in the model directory)");
+  waiting_.push_back(std::make_unique<Sequence>(std::move(request), options_.allowed_vocab));
+}
+
+void Scheduler::cancel(uint64_t handle) {
+  for (auto& seq : running_)
+    if (seq->request.handle == handle) seq->cancelled = true;
+  for (auto& seq : waiting_)
+    if (seq->request.handle == handle) seq->cancelled = true;
+}
+
+bool Scheduler::grow_blocks(Sequence& seq, int positions) {
+  while (static_cast<int>(seq.blocks.size()) * options_.kv.block_size < positions) {
+    if (blocks_.free_blocks() == 0) return false;
+    seq.blocks.push_back(blocks_.allocate());
+  }
+  return true;
+}
+
+bool Scheduler::admit(Sequence& seq, int& step_tokens) {
+  const int len = static_cast<int>(seq.tokens.size());
+  const int needed = (len + options_.kv.block_size) / options_.kv.block_size;  // room for one more
+  if (step_tokens + len > options_.max_step_tokens || blocks_.free_blocks() < needed) return false;
+  grow_blocks(seq, len);
+  step_tokens += len;
+  return true;
+}
+
+void Scheduler::preempt_last() {
+  std::unique_ptr<Sequence> victim = std::move(running_.back());
+  running_.pop_back();
+  blocks_.release(victim->blocks);
+  victim->cached = 0;
+  ++preemptions_;
+  waiting_.push_front(std::move(victim));
+}
+
+void Scheduler::finish(Sequence& seq, FinishReason reason, std::vector<GenerationEvent>& events) {
+  if (!events.empty() && events.back().handle == seq.request.handle && events.back().finish == FinishReason::kNone) {
+    events.back().finish = reason;
+  } else {
+    GenerationEvent event;
+    event.handle = seq.request.handle;
+    event.finish = reason;
+    event.generated = &seq.generated;
+    event.prompt_tokens = seq.prompt_len();
+    events.push_back(std::move(event));
+  }
+  blocks_.release(seq.blocks);
+}
+
+FinishReason Scheduler::check_stop(Sequence& seq) {
+  const int32_t token = seq.generated.back();
+  if (token == options_.eos_id && !seq.request.ignore_eos) return FinishReason::kEos;
+  if (!seq.request.stop.empty()) {
+    const std::string text = tokenizer_->decode(seq.generated);
+    std::size_t cut = std::string::npos;
+    for (const auto& stop : seq.request.stop)
+      if (!stop.empty()) cut = std::min(cut, text.find(stop));
+    if (cut != std::string::npos) return FinishReason::kStop;
+  }
+  if (static_cast<int>(seq.generated.size()) >= seq.request.max_new_tokens) return FinishReason::kLength;
+  if (static_cast<int>(seq.tokens.size()) >= options_.n_positions) return FinishReason::kLength;
+  return FinishReason::kNone;
+}
+
+std::vector<GenerationEvent> Scheduler::step() {
+  finished_.clear();
+  std::vector<GenerationEvent> events;
+  // Cancelled sequences leave first.
+  auto drop_cancelled = [&](auto& list) {
+    for (auto it = list.begin(); it != list.end();) {
+      if ((*it)->cancelled) {
+        finish(**it, FinishReason::kCancelled, events);
+        finished_.push_back(std::move(*it));
+        it = list.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  };
+  drop_cancelled(running_);
+  drop_cancelled(waiting_);
+
+  // Running sequences need room for the token they are about to feed; preempt from the back.
+  for (std::size_t i = 0; i < running_.size();) {
+    Sequence& seq = *running_[i];
+    if (grow_blocks(seq, static_cast<int>(seq.tokens.size()))) {
+      ++i;
+    } else if (running_.size() > 1) {
+      const bool victim_is_self = (i == running_.size() - 1);
+      preempt_last();
+      if (victim_is_self) break;
+    } else {
+      fail("KV cache too small: one sequence of {} tokens needs more than {} blocks",
+           seq.tokens.size(), blocks_.total_blocks());
+    }
+  }
+  int step_tokens = static_cast<int>(running_.size());
+  while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_batch &&
+         admit(*waiting_.front(), step_tokens)) {
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+  }
+  if (running_.empty()) return events;
+
+  StepBatch batch;
+  for (const auto& seq : running_) {
+    SequenceStep s;
+    s.start_pos = seq->cached;
+    s.tokens.assign(seq->tokens.begin() + seq->cached, seq->tokens.end());
+    s.block_table = seq->blocks;
+    batch.seqs.push_back(std::move(s));
+  }
+  const std::vector<float>& logits = runner_.step(batch);
+  std::vector<float> row(static_cast<std::size_t>(runner_.vocab_size()));
+  for (std::size_t i = 0; i < running_.size(); ++i) {
+    Sequence& seq = *running_[i];
+    seq.cached = static_cast<int>(seq.tokens.size());
+    std::copy_n(logits.begin() + static_cast<long>(i * row.size()), row.size(), row.begin());
+    GenerationEvent event;
+    event.handle = seq.request.handle;
+    event.choice = seq.sampler.choose(row.data(), runner_.vocab_size(), seq.tokens, seq.prompt_len());
+    seq.tokens.push_back(event.choice.token);
+    seq.generated.push_back(event.choice.token);
+    event.generated = &seq.generated;
+    event.prompt_tokens = seq.prompt_len();
+    events.push_back(std::move(event));
+    FinishReason reason = check_stop(seq);
+    if (reason == FinishReason::kStop) {
+      // Drop the tokens that reach into the stop string; report the text cut before it.
+      std::string text = tokenizer_->decode(seq.generated);
+      std::size_t cut = std::string::npos;
+      for (const auto& stop : seq.request.stop)
+        if (!stop.empty()) cut = std::min(cut, text.find(stop));
+      while (!seq.generated.empty() && tokenizer_->decode(seq.generated).size() > cut)
+        seq.generated.pop_back();
+      events.back().choice.token = -1;
+      events.back().stop_text = text.substr(0, cut);
+    }
+    if (reason != FinishReason::kNone) events.back().finish = reason;
+  }
+  // Finished sequences leave the batch and free their blocks now.
+  for (auto it = running_.begin(); it != running_.end();) {
+    bool done = false;
+    for (const auto& e : events)
+      if (e.handle == (*it)->request.handle && e.finish != FinishReason::kNone) done = true;
+    if (done) {
+      blocks_.release((*it)->blocks);
+      finished_.push_back(std::move(*it));
+      it = running_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return events;
+}
+
+}  // namespace gptj

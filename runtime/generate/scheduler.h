@@ -1,0 +1,90 @@
+// Rank 0's continuous-batching scheduler over the paged KV cache.
+// Requests wait in a queue; at every step waiting requests join the running batch while KV blocks
+// and the batch size allow (their whole prompt is prefilled in that step, alongside the decode of
+// the running ones); finished sequences leave and free their blocks at once. When a running
+// sequence needs a block and none is free, the most recently admitted sequence is preempted: its
+// blocks are freed and it waits to be recomputed (prompt + what it generated), never a crash.
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/generate/block_allocator.h"
+#include "runtime/generate/model_runner.h"
+#include "runtime/generate/sampler.h"
+
+namespace gptj {
+
+class Tokenizer;
+
+struct GenerationRequest {
+  uint64_t handle = 0;  // caller's key, echoed in events
+  std::vector<int32_t> prompt;
+  SamplingParams sampling;
+  int max_new_tokens = 64;
+  std::vector<std::string> stop;  // needs a tokenizer
+  bool ignore_eos = false;
+};
+
+enum class FinishReason { kNone, kLength, kStop, kEos, kCancelled };
+const char* finish_reason_name(FinishReason reason);
+
+// What happened to one request in a step: a new token (unless the token completed a stop string),
+// and whether it finished.
+struct GenerationEvent {
+  uint64_t handle = 0;
+  TokenChoice choice;          // choice.token == -1 when nothing is emitted this step
+  FinishReason finish = FinishReason::kNone;
+  const std::vector<int32_t>* generated = nullptr;  // all tokens emitted so far (stop text removed)
+  std::string stop_text;       // on kStop with a tokenizer: the generated text, cut before the stop string
+  int prompt_tokens = 0;
+};
+
+struct SchedulerOptions {
+  int max_batch = 64;            // running sequences at most
+  int max_step_tokens = 4096;    // tokens per step (prefill budget)
+  KvCacheOptions kv;
+  int n_positions = 2048;
+  int eos_id = -1;
+  int allowed_vocab = 0;         // ids >= this are never sampled
+};
+
+class Scheduler {
+ public:
+  Scheduler(ModelRunner& runner, const SchedulerOptions& options, const Tokenizer* tokenizer);
+  ~Scheduler();
+
+  // Throws gptj::Error when the request cannot ever run (empty prompt, too long, bad ids).
+  void submit(GenerationRequest request);
+  void cancel(uint64_t handle);
+  bool idle() const { return waiting_.empty() && running_.empty(); }
+  // Runs one model step over the running batch; returns what happened.
+  std::vector<GenerationEvent> step();
+
+  int running() const { return static_cast<int>(running_.size()); }
+  int waiting() const { return static_cast<int>(waiting_.size()); }
+  const BlockAllocator& blocks() const { return blocks_; }
+  uint64_t preemptions() const { return preemptions_; }
+
+ private:
+  struct Sequence;
+  bool admit(Sequence& seq, int& step_tokens);
+  bool grow_blocks(Sequence& seq, int positions);
+  void preempt_last();
+  void finish(Sequence& seq, FinishReason reason, std::vector<GenerationEvent>& events);
+  FinishReason check_stop(Sequence& seq);
+
+  ModelRunner& runner_;
+  SchedulerOptions options_;
+  const Tokenizer* tokenizer_;
+  BlockAllocator blocks_;
+  std::deque<std::unique_ptr<Sequence>> waiting_;
+  std::vector<std::unique_ptr<Sequence>> running_;
+  std::vector<std::unique_ptr<Sequence>> finished_;  // kept until the next step (events point into them)
+  uint64_t preemptions_ = 0;
+};
+
+}  // namespace gptj

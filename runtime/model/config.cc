@@ -1,0 +1,113 @@
+#include "runtime/model/config.h"
+
+#include <boost/json.hpp>
+#include <fstream>
+#include <sstream>
+
+#include "runtime/core/error.h"
+
+namespace gptj {
+namespace json = boost::json;
+
+namespace {
+
+int read_int(const json::object& obj, const char* field, const std::string& origin) {
+  auto* value = obj.if_contains(field);
+  GPTJ_CHECK(value != nullptr, "{}: missing field '{}'", origin, field);
+  GPTJ_CHECK(value->is_int64() || value->is_uint64(), "{}: field '{}' must be an integer", origin,
+             field);
+  return static_cast<int>(value->to_number<int64_t>());
+}
+
+}  // namespace
+
+GptjConfig parse_config(const std::string& json_text, const std::string& origin) {
+  json::value root;
+  try {
+    root = json::parse(json_text);
+  } catch (const std::exception& e) {
+    fail("{}: not valid JSON ({})", origin, e.what());
+  }
+  GPTJ_CHECK(root.is_object(), "{}: expected a JSON object", origin);
+  const auto& obj = root.as_object();
+
+  auto* model_type = obj.if_contains("model_type");
+  GPTJ_CHECK(model_type != nullptr, "{}: missing field 'model_type'", origin);
+  GPTJ_CHECK(model_type->is_string() && model_type->as_string() == "gptj",
+             "{}: field 'model_type' is {} but only \"gptj\" is supported", origin,
+             json::serialize(*model_type));
+
+  GptjConfig c;
+  c.vocab_size = read_int(obj, "vocab_size", origin);
+  c.n_positions = read_int(obj, "n_positions", origin);
+  c.n_embd = read_int(obj, "n_embd", origin);
+  c.n_layer = read_int(obj, "n_layer", origin);
+  c.n_head = read_int(obj, "n_head", origin);
+  c.rotary_dim = read_int(obj, "rotary_dim", origin);
+  auto* n_inner = obj.if_contains("n_inner");
+  c.n_inner = (n_inner == nullptr || n_inner->is_null()) ? 4 * c.n_embd : read_int(obj, "n_inner", origin);
+  if (auto* eps = obj.if_contains("layer_norm_epsilon")) {
+    GPTJ_CHECK(eps->is_number(), "{}: field 'layer_norm_epsilon' must be a number", origin);
+    c.layer_norm_epsilon = static_cast<float>(eps->to_number<double>());
+  }
+  if (obj.contains("bos_token_id") && !obj.at("bos_token_id").is_null())
+    c.bos_token_id = read_int(obj, "bos_token_id", origin);
+  if (obj.contains("eos_token_id") && !obj.at("eos_token_id").is_null())
+    c.eos_token_id = read_int(obj, "eos_token_id", origin);
+  c.activation_function = "gelu_new";
+  if (auto* act = obj.if_contains("activation_function")) {
+    GPTJ_CHECK(act->is_string(), "{}: field 'activation_function' must be a string", origin);
+    c.activation_function = std::string(act->as_string());
+  }
+  if (auto* dtype = obj.if_contains("torch_dtype"); dtype && dtype->is_string())
+    c.torch_dtype = std::string(dtype->as_string());
+
+  GPTJ_CHECK(c.vocab_size > 0, "{}: field 'vocab_size' must be positive", origin);
+  GPTJ_CHECK(c.n_positions > 0, "{}: field 'n_positions' must be positive", origin);
+  GPTJ_CHECK(c.n_embd > 0, "{}: field 'n_embd' must be positive", origin);
+  GPTJ_CHECK(c.n_layer > 0, "{}: field 'n_layer' must be positive", origin);
+  GPTJ_CHECK(c.n_head > 0, "{}: field 'n_head' must be positive", origin);
+  GPTJ_CHECK(c.n_inner > 0, "{}: field 'n_inner' must be positive", origin);
+  GPTJ_CHECK(c.n_embd % c.n_head == 0, "{}: field 'n_embd' ({}) is not divisible by 'n_head' ({})",
+             origin, c.n_embd, c.n_head);
+  GPTJ_CHECK(c.rotary_dim > 0 && c.rotary_dim <= c.head_dim() && c.rotary_dim % 2 == 0,
+             "{}: field 'rotary_dim' ({}) must be even and within 1..head_dim ({})", origin,
+             c.rotary_dim, c.head_dim());
+  GPTJ_CHECK(c.layer_norm_epsilon > 0, "{}: field 'layer_norm_epsilon' must be positive", origin);
+  GPTJ_CHECK(c.activation_function == "gelu_new",
+             "{}: field 'activation_function' is '{}' but GPT-J uses 'gelu_new'", origin,
+             c.activation_function);
+  GPTJ_CHECK(c.eos_token_id < c.vocab_size && c.bos_token_id < c.vocab_size,
+             "{}: field 'eos_token_id'/'bos_token_id' is outside the vocabulary", origin);
+  return c;
+}
+
+GptjConfig load_config(const std::string& path) {
+  std::ifstream in(path);
+  GPTJ_CHECK(in.good(), "cannot open {}", path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_config(text.str(), path);
+}
+
+std::string config_to_json(const GptjConfig& c) {
+  json::object obj;
+  obj["model_type"] = "gptj";
+  obj["architectures"] = json::array{"GPTJForCausalLM"};
+  obj["vocab_size"] = c.vocab_size;
+  obj["n_positions"] = c.n_positions;
+  obj["n_embd"] = c.n_embd;
+  obj["n_layer"] = c.n_layer;
+  obj["n_head"] = c.n_head;
+  obj["rotary_dim"] = c.rotary_dim;
+  obj["n_inner"] = c.n_inner;
+  obj["layer_norm_epsilon"] = c.layer_norm_epsilon;
+  obj["bos_token_id"] = c.bos_token_id;
+  obj["eos_token_id"] = c.eos_token_id;
+  obj["activation_function"] = c.activation_function;
+  obj["tie_word_embeddings"] = false;
+  if (!c.torch_dtype.empty()) obj["torch_dtype"] = c.torch_dtype;
+  return json::serialize(obj);
+}
+
+}  // namespace gptj

@@ -1,0 +1,207 @@
+#include "runtime/model/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "runtime/core/error.h"
+
+namespace gptj {
+namespace json = boost::json;
+namespace fs = std::filesystem;
+
+int64_t TensorInfo::numel() const {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+namespace {
+
+DType parse_file_dtype(const std::string& text, const std::string& where) {
+  if (text == "F32") return DType::kF32;
+  if (text == "F16") return DType::kF16;
+  if (text == "BF16") return DType::kBF16;
+  fail("{}: dtype '{}' is not supported (F32, F16, BF16)", where, text);
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
+}  // namespace
+
+SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  GPTJ_CHECK(fd >= 0, "{}: cannot open ({})", path, std::strerror(errno));
+  struct stat st {};
+  ::fstat(fd, &st);
+  size_ = static_cast<std::size_t>(st.st_size);
+  if (size_ < 8) {
+    ::close(fd);
+    fail("{}: truncated file ({} bytes, no header length)", path, size_);
+  }
+  mapping_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  GPTJ_CHECK(mapping_ != MAP_FAILED, "{}: mmap failed ({})", path, std::strerror(errno));
+  const auto* bytes = static_cast<const uint8_t*>(mapping_);
+
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, bytes, 8);
+  GPTJ_CHECK(header_len <= size_ - 8, "{}: header length {} runs past the end of the file ({} bytes)",
+             path, header_len, size_);
+  json::value header;
+  try {
+    header = json::parse(std::string_view(reinterpret_cast<const char*>(bytes + 8), header_len));
+  } catch (const std::exception& e) {
+    fail("{}: corrupt header, not valid JSON ({})", path, e.what());
+  }
+  GPTJ_CHECK(header.is_object(), "{}: corrupt header, not a JSON object", path);
+  const uint8_t* data_start = bytes + 8 + header_len;
+  const std::size_t data_size = size_ - 8 - header_len;
+
+  for (const auto& [key, value] : header.as_object()) {
+    if (key == "__metadata__") continue;
+    std::string name(key);
+    std::string where = fmt::format("{}: tensor '{}'", path, name);
+    GPTJ_CHECK(value.is_object(), "{}: entry is not an object", where);
+    const auto& entry = value.as_object();
+    auto* dtype = entry.if_contains("dtype");
+    auto* shape = entry.if_contains("shape");
+    auto* offsets = entry.if_contains("data_offsets");
+    GPTJ_CHECK(dtype && dtype->is_string() && shape && shape->is_array() && offsets &&
+                   offsets->is_array() && offsets->as_array().size() == 2,
+               "{}: entry needs dtype, shape and data_offsets [begin, end]", where);
+    TensorInfo info;
+    info.name = name;
+    info.file = path;
+    info.dtype = parse_file_dtype(std::string(dtype->as_string()), where);
+    for (const auto& d : shape->as_array()) {
+      GPTJ_CHECK(d.is_int64() && d.as_int64() >= 0, "{}: shape has a non-integer entry", where);
+      info.shape.push_back(d.as_int64());
+    }
+    const auto& off = offsets->as_array();
+    GPTJ_CHECK(off[0].is_number() && off[1].is_number(), "{}: data_offsets must be integers", where);
+    uint64_t begin = off[0].to_number<uint64_t>(), end = off[1].to_number<uint64_t>();
+    GPTJ_CHECK(begin <= end && end <= data_size,
+               "{}: data_offsets [{}, {}] run past the end of the data ({} bytes)", where, begin, end,
+               data_size);
+    uint64_t expected = static_cast<uint64_t>(info.numel()) * dtype_size(info.dtype);
+    GPTJ_CHECK(end - begin == expected, "{}: shape {} x {} needs {} bytes but data_offsets span {}",
+               where, shape_text(info.shape), dtype_name(info.dtype), expected, end - begin);
+    info.data = data_start + begin;
+    tensors_.emplace(name, std::move(info));
+  }
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (mapping_ && mapping_ != MAP_FAILED) ::munmap(mapping_, size_);
+}
+
+Checkpoint::Checkpoint(const std::string& model_dir) : dir_(model_dir) {
+  fs::path dir(model_dir);
+  fs::path single = dir / "model.safetensors";
+  fs::path index = dir / "model.safetensors.index.json";
+  std::vector<std::string> shard_names;
+  if (fs::exists(single)) {
+    shard_names.push_back("model.safetensors");
+  } else if (fs::exists(index)) {
+    std::ifstream in(index);
+    std::stringstream text;
+    text << in.rdbuf();
+    json::value root;
+    try {
+      root = json::parse(text.str());
+    } catch (const std::exception& e) {
+      fail("{}: not valid JSON ({})", index.string(), e.what());
+    }
+    auto* weight_map = root.is_object() ? root.as_object().if_contains("weight_map") : nullptr;
+    GPTJ_CHECK(weight_map && weight_map->is_object(), "{}: missing object 'weight_map'",
+               index.string());
+    std::set<std::string> unique;
+    for (const auto& [name, file] : weight_map->as_object()) {
+      GPTJ_CHECK(file.is_string(), "{}: weight_map['{}'] must be a file name", index.string(),
+                 std::string(name));
+      unique.insert(std::string(file.as_string()));
+    }
+    shard_names.assign(unique.begin(), unique.end());
+  } else {
+    fail("{}: no model.safetensors or model.safetensors.index.json", model_dir);
+  }
+  for (const auto& name : shard_names) {
+    files_.push_back(std::make_unique<SafetensorsFile>((dir / name).string()));
+    for (const auto& [tensor_name, info] : files_.back()->tensors()) index_[tensor_name] = &info;
+  }
+}
+
+bool Checkpoint::contains(const std::string& name) const { return index_.count(name) != 0; }
+
+const TensorInfo& Checkpoint::tensor(const std::string& name,
+                                     const std::vector<int64_t>& expected_shape) const {
+  auto it = index_.find(name);
+  GPTJ_CHECK(it != index_.end(), "{}: missing tensor '{}'", dir_, name);
+  const TensorInfo& info = *it->second;
+  GPTJ_CHECK(info.shape == expected_shape, "{}: tensor '{}' has shape {} but the config needs {}",
+             info.file, name, shape_text(info.shape), shape_text(expected_shape));
+  return info;
+}
+
+std::vector<float> Checkpoint::read_f32(const std::string& name,
+                                        const std::vector<int64_t>& expected_shape,
+                                        const Slice& slice) const {
+  const TensorInfo& info = tensor(name, expected_shape);
+  const int64_t rows = info.shape.empty() ? 1 : info.shape[0];
+  const int64_t cols = info.shape.size() >= 2 ? info.shape[1] : 1;
+  const int64_t row_end = slice.row_end < 0 ? rows : slice.row_end;
+  const int64_t col_end = slice.col_end < 0 ? cols : slice.col_end;
+  GPTJ_CHECK(slice.row_begin >= 0 && slice.row_begin <= row_end && slice.col_begin >= 0 &&
+                 slice.col_begin <= col_end && col_end <= cols,
+             "{}: bad slice of tensor '{}'", info.file, name);
+  const int64_t out_cols = col_end - slice.col_begin;
+  std::vector<float> out(static_cast<std::size_t>((row_end - slice.row_begin) * out_cols), 0.0f);
+  const std::size_t elem = dtype_size(info.dtype);
+  for (int64_t r = slice.row_begin; r < std::min(row_end, rows); ++r) {
+    const uint8_t* src = info.data + (static_cast<std::size_t>(r * cols + slice.col_begin)) * elem;
+    convert_to_f32(info.dtype, src, out.data() + (r - slice.row_begin) * out_cols,
+                   static_cast<std::size_t>(out_cols));
+  }
+  return out;
+}
+
+void write_safetensors(const std::string& path,
+                       const std::map<std::string, TensorToWrite>& tensors) {
+  json::object header;
+  header["__metadata__"] = json::object{{"format", "pt"}};
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    json::array shape;
+    for (auto d : t.shape) shape.push_back(d);
+    const char* dtype = t.dtype == DType::kF32 ? "F32" : t.dtype == DType::kF16 ? "F16" : "BF16";
+    header[name] = json::object{{"dtype", dtype},
+                                {"shape", shape},
+                                {"data_offsets", json::array{offset, offset + t.bytes.size()}}};
+    offset += t.bytes.size();
+  }
+  std::string text = json::serialize(header);
+  while ((8 + text.size()) % 8 != 0) text.push_back(' ');
+  std::ofstream out(path, std::ios::binary);
+  GPTJ_CHECK(out.good(), "cannot write {}", path);
+  uint64_t len = text.size();
+  out.write(reinterpret_cast<const char*>(&len), 8);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  for (const auto& [name, t] : tensors)
+    out.write(reinterpret_cast<const char*>(t.bytes.data()), static_cast<std::streamsize>(t.bytes.size()));
+  GPTJ_CHECK(out.good(), "write to {} failed", path);
+}
+
+}  // namespace gptj

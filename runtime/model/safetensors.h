@@ -1,0 +1,79 @@
+// Memory-mapped safetensors checkpoints: one `model.safetensors` or a
+// `model.safetensors.index.json` with shards. Every header is validated on open (length, JSON,
+// dtype, shape x dtype = bytes, offsets inside the file); errors name the file and the tensor.
+// Tensors are read as float32 slices, so each rank copies only its own rows/columns.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/core/dtype.h"
+
+namespace gptj {
+
+struct TensorInfo {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  const uint8_t* data = nullptr;  // inside the mapping; valid while the file is open
+  std::string file;               // for error messages
+
+  int64_t numel() const;
+};
+
+// One mapped .safetensors file. Owns the mapping (unmapped on destruction).
+class SafetensorsFile {
+ public:
+  explicit SafetensorsFile(const std::string& path);
+  ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+  const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  void* mapping_ = nullptr;
+  std::size_t size_ = 0;
+  std::map<std::string, TensorInfo> tensors_;
+};
+
+// A slice of a 1-D or 2-D tensor: rows [row_begin, row_end) and columns [col_begin, col_end).
+// A 1-D tensor uses rows only. Rows past the tensor's end (vocab padding) read as zeros.
+struct Slice {
+  int64_t row_begin = 0, row_end = -1;  // -1: to the end
+  int64_t col_begin = 0, col_end = -1;
+};
+
+// All tensors of a checkpoint directory (single file or index + shards).
+class Checkpoint {
+ public:
+  explicit Checkpoint(const std::string& model_dir);
+
+  bool contains(const std::string& name) const;
+  // Throws "<file>: tensor '<name>' ..." when missing or shaped otherwise than `expected_shape`.
+  const TensorInfo& tensor(const std::string& name, const std::vector<int64_t>& expected_shape) const;
+  // Copies `slice` of tensor `name` (shape checked) into float32, row-major [rows, cols].
+  std::vector<float> read_f32(const std::string& name, const std::vector<int64_t>& expected_shape,
+                              const Slice& slice = {}) const;
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, const TensorInfo*> index_;
+};
+
+// Writes tensors (name -> dtype, shape, raw little-endian bytes) as one safetensors file, keys
+// sorted, data 8-byte aligned. Used by make-random and tests.
+struct TensorToWrite {
+  DType dtype;
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> bytes;
+};
+void write_safetensors(const std::string& path, const std::map<std::string, TensorToWrite>& tensors);
+
+}  // namespace gptj

@@ -1,0 +1,262 @@
+// Unit tests for the GPT-2 byte-level BPE tokenizer (runtime/generate/tokenizer.h) and the
+// streaming detokenizer. Reference data: tests/data/tokenizer/vectors.jsonl (ids agreed on by two
+// independent public GPT-2 encoders) and the GPT-2 vocab/merges in tests/data/tiny-gptj-a/model.
+#include "runtime/generate/tokenizer.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "runtime/core/error.h"
+#include "runtime/generate/utf8_stream.h"
+
+#ifndef GPTJ_TEST_DATA_DIR
+#error "GPTJ_TEST_DATA_DIR must be defined by the build (absolute path to tests/data)"
+#endif
+
+namespace gptj {
+namespace {
+namespace fs = std::filesystem;
+namespace json = boost::json;
+
+const std::string kDataDir = GPTJ_TEST_DATA_DIR;
+const std::string kModelDir = kDataDir + "/tiny-gptj-a/model";
+
+struct Vector {
+  std::string text;
+  std::vector<int32_t> ids;
+};
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_TRUE(in.good()) << "cannot open " << path;
+  std::ostringstream content;
+  content << in.rdbuf();
+  return content.str();
+}
+
+std::vector<Vector> load_vectors() {
+  std::istringstream in(read_text(kDataDir + "/tokenizer/vectors.jsonl"));
+  std::vector<Vector> vectors;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const json::object obj = json::parse(line).as_object();
+    Vector v;
+    v.text = std::string(obj.at("text").as_string());
+    for (const auto& id : obj.at("ids").as_array()) v.ids.push_back(id.to_number<int32_t>());
+    vectors.push_back(std::move(v));
+  }
+  return vectors;
+}
+
+const Tokenizer& gpt2() {
+  static const Tokenizer tokenizer = Tokenizer::from_model_dir(kModelDir);
+  return tokenizer;
+}
+
+// A fresh scratch directory under the system temp dir, removed at scope exit.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& name)
+      : path_(fs::temp_directory_path() /
+              ("gptj_tokenizer_test_" + std::to_string(::getpid()) + "_" + name)) {
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+  void write(const std::string& file, const std::string& content) const {
+    std::ofstream(path_ / file, std::ios::binary) << content;
+  }
+
+ private:
+  fs::path path_;
+};
+
+TEST(Tokenizer, LoadsGpt2Files) {
+  EXPECT_TRUE(Tokenizer::available(kModelDir));
+  EXPECT_EQ(gpt2().vocab_size(), 50257);
+  EXPECT_EQ(gpt2().eos_id(), 50256);
+  EXPECT_EQ(gpt2().token_bytes(50256), "<|endoftext|>");
+  EXPECT_EQ(gpt2().token_bytes(220), " ");   // "Ġ" in vocab.json
+  EXPECT_EQ(gpt2().token_bytes(198), "\n");  // "Ċ"
+}
+
+TEST(Tokenizer, EncodesAndDecodesEveryVector) {
+  const auto vectors = load_vectors();
+  ASSERT_GE(vectors.size(), 30u);
+  size_t passed = 0;
+  for (const auto& v : vectors) {
+    SCOPED_TRACE("text: " + v.text);
+    const auto ids = gpt2().encode(v.text);
+    EXPECT_EQ(ids, v.ids);
+    EXPECT_EQ(gpt2().decode(v.ids), v.text);
+    if (ids == v.ids && gpt2().decode(v.ids) == v.text) ++passed;
+  }
+  EXPECT_EQ(passed, vectors.size());
+}
+
+TEST(Tokenizer, EncodeIsStableAcrossCallsAndCopies) {
+  // The second call is served from the merge cache; a copy shares the same state.
+  const std::string text = "The weather outside is beautiful today and it's nice.";
+  const auto first = gpt2().encode(text);
+  const Tokenizer copy = gpt2();
+  EXPECT_EQ(copy.encode(text), first);
+  EXPECT_EQ(gpt2().encode(text), first);
+}
+
+TEST(Tokenizer, SplitsOutEndOfText) {
+  EXPECT_EQ(gpt2().encode("a<|endoftext|>b"), (std::vector<int32_t>{64, 50256, 65}));
+  EXPECT_EQ(gpt2().encode("<|endoftext|>"), (std::vector<int32_t>{50256}));
+  EXPECT_EQ(gpt2().encode("<|endoftext|><|endoftext|>"), (std::vector<int32_t>{50256, 50256}));
+  // Not merged with neighbouring text: " Hello" keeps its leading space token.
+  const auto ids = gpt2().encode("Hi<|endoftext|> Hello");
+  ASSERT_EQ(ids.size(), 3u);
+  EXPECT_EQ(ids[1], 50256);
+  EXPECT_EQ(gpt2().decode(ids), "Hi<|endoftext|> Hello");
+  // A partial marker is ordinary text.
+  const auto partial = gpt2().encode("<|endoftext|");
+  EXPECT_EQ(std::count(partial.begin(), partial.end(), 50256), 0);
+  EXPECT_EQ(gpt2().decode(partial), "<|endoftext|");
+}
+
+TEST(Tokenizer, InvalidUtf8RoundTrips) {
+  const std::string bytes = std::string("ab\xff\xfe c\xe2\x82", 8);
+  EXPECT_EQ(gpt2().decode(gpt2().encode(bytes)), bytes);
+}
+
+TEST(Tokenizer, UnknownIdThrowsNamingIt) {
+  try {
+    gpt2().decode({464, 50300});
+    FAIL() << "decode of id 50300 did not throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("50300"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(gpt2().decode({-1}), Error);
+  EXPECT_THROW(gpt2().decode({50257}), Error);
+  EXPECT_THROW(gpt2().token_bytes(50399), Error);
+}
+
+TEST(Tokenizer, MissingFilesThrowNamingTheDir) {
+  ScratchDir dir("empty");
+  EXPECT_FALSE(Tokenizer::available(dir.path().string()));
+  try {
+    Tokenizer::from_model_dir(dir.path().string());
+    FAIL() << "from_model_dir on an empty directory did not throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(dir.path().string()), std::string::npos) << e.what();
+  }
+}
+
+TEST(Tokenizer, MalformedFilesThrowNamingTheFile) {
+  ScratchDir dir("malformed");
+  dir.write("vocab.json", R"({"a": 0, "b": 1, "ab": 2})");
+  dir.write("merges.txt", "#version: 0.2\na b\nnot-a-pair\n");
+  try {
+    Tokenizer::from_model_dir(dir.path().string());
+    FAIL() << "a malformed merges.txt did not throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("merges.txt:3"), std::string::npos) << e.what();
+  }
+  dir.write("merges.txt", "#version: 0.2\na b\n");
+  dir.write("vocab.json", R"({"a": 0, "b": )");
+  try {
+    Tokenizer::from_model_dir(dir.path().string());
+    FAIL() << "a malformed vocab.json did not throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("vocab.json"), std::string::npos) << e.what();
+  }
+}
+
+// tokenizer.json alone (no vocab.json / merges.txt) gives the same ids, for both merge spellings.
+TEST(Tokenizer, ReadsTokenizerJson) {
+  const json::value vocab = json::parse(read_text(kModelDir + "/vocab.json"));
+  std::istringstream merges_in(read_text(kModelDir + "/merges.txt"));
+  json::array as_strings, as_pairs;
+  std::string line;
+  while (std::getline(merges_in, line)) {
+    if (line.empty() || line.rfind("#version", 0) == 0) continue;
+    const size_t space = line.find(' ');
+    as_strings.emplace_back(line);
+    as_pairs.emplace_back(json::array{json::string(line.substr(0, space)),
+                                      json::string(line.substr(space + 1))});
+  }
+  const auto vectors = load_vectors();
+  for (const json::array* merges : {&as_strings, &as_pairs}) {
+    ScratchDir dir(merges == &as_strings ? "json_strings" : "json_pairs");
+    json::object model{{"type", "BPE"}, {"vocab", vocab}, {"merges", *merges}};
+    dir.write("tokenizer.json", json::serialize(json::object{{"model", model}}));
+    ASSERT_TRUE(Tokenizer::available(dir.path().string()));
+    const Tokenizer tok = Tokenizer::from_model_dir(dir.path().string());
+    EXPECT_EQ(tok.vocab_size(), 50257);
+    EXPECT_EQ(tok.eos_id(), 50256);
+    for (const auto& v : vectors) EXPECT_EQ(tok.encode(v.text), v.ids) << v.text;
+  }
+}
+
+TEST(Utf8, IncompleteTail) {
+  using utf8::incomplete_utf8_tail;
+  EXPECT_EQ(incomplete_utf8_tail(""), 0u);
+  EXPECT_EQ(incomplete_utf8_tail("abc"), 0u);
+  EXPECT_EQ(incomplete_utf8_tail("a\xf0\x9f\x98"), 3u);      // 😀 missing its last byte
+  EXPECT_EQ(incomplete_utf8_tail("a\xf0\x9f\x98\x80"), 0u);  // complete
+  EXPECT_EQ(incomplete_utf8_tail("a\xc3"), 1u);
+  EXPECT_EQ(incomplete_utf8_tail("a\xe2\x82"), 2u);
+  EXPECT_EQ(incomplete_utf8_tail("a\xff"), 0u);      // can never be valid: not held back
+  EXPECT_EQ(incomplete_utf8_tail("a\xe0\x80"), 0u);  // overlong form: never valid
+  EXPECT_EQ(incomplete_utf8_tail("\x80\x80"), 0u);   // stray continuation bytes
+}
+
+TEST(StreamDecoder, HoldsBackSplitCharacter) {
+  // In the vectors, " 😀" is encoded as 30325 (" \xf0\x9f\x98") + 222 ("\x80").
+  ASSERT_EQ(gpt2().token_bytes(30325), " \xf0\x9f\x98");
+  ASSERT_EQ(gpt2().token_bytes(222), "\x80");
+  StreamDecoder stream(gpt2());
+  EXPECT_EQ(stream.push(30325), " ");
+  EXPECT_EQ(stream.push(222), "\xf0\x9f\x98\x80");
+  EXPECT_EQ(stream.flush(), "");
+
+  StreamDecoder unfinished(gpt2());
+  EXPECT_EQ(unfinished.push(30325), " ");
+  EXPECT_EQ(unfinished.flush(), "\xf0\x9f\x98");  // what is left comes out as-is
+  EXPECT_EQ(unfinished.flush(), "");
+}
+
+TEST(StreamDecoder, StreamsEveryVectorAsValidChunks) {
+  size_t held_back = 0;
+  for (const auto& v : load_vectors()) {
+    SCOPED_TRACE("text: " + v.text);
+    StreamDecoder stream(gpt2());
+    std::string joined;
+    for (const int32_t id : v.ids) {
+      const std::string chunk = stream.push(id);
+      EXPECT_EQ(utf8::incomplete_utf8_tail(chunk), 0u);
+      if (chunk.size() < gpt2().token_bytes(id).size()) ++held_back;
+      joined += chunk;
+    }
+    joined += stream.flush();
+    EXPECT_EQ(joined, v.text);
+  }
+  EXPECT_GT(held_back, 0u);  // the emoji / CJK lines split characters across tokens
+}
+
+TEST(StreamDecoder, UnknownIdThrowsAndKeepsState) {
+  StreamDecoder stream(gpt2());
+  EXPECT_EQ(stream.push(30325), " ");
+  EXPECT_THROW(stream.push(50300), Error);
+  EXPECT_EQ(stream.push(222), "\xf0\x9f\x98\x80");
+}
+
+}  // namespace
+}  // namespace gptj
