@@ -6,6 +6,7 @@
 #include "launcher/sampling_options.h"
 #include "runtime/core/error.h"
 #include "runtime/generate/tokenizer.h"
+#include "runtime/generate/utf8_stream.h"
 
 namespace gptj {
 
@@ -72,7 +73,7 @@ CommandRunner register_generate(CLI::App& app) {
         }
       }
       if (args->json) {
-        boost::json::object out{{"text", text}, {"finish_reason", finish},
+        boost::json::object out{{"text", utf8::to_valid_utf8(text)}, {"finish_reason", finish},
                                 {"prompt_tokens", request.prompt.size()},
                                 {"completion_tokens", generated.size()}};
         out["tokens"] = boost::json::value_from(generated);

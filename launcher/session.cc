@@ -56,6 +56,9 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
                                          command, source, options_.backend, options_.dtype,
                                          options.kv_blocks));
   const bool random = !options.random_config.empty();
+  GPTJ_CHECK(random || std::filesystem::exists(std::filesystem::path(options.model_dir) / "config.json"),
+             "--model {}: no config.json there (expected a Hugging Face GPT-J checkpoint directory)",
+             options.model_dir);
   config_ = load_config(random ? options.random_config
                                : (std::filesystem::path(options.model_dir) / "config.json").string());
   GPTJ_CHECK(config_.n_head % world.size() == 0,

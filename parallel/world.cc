@@ -1,7 +1,10 @@
 #include "parallel/world.h"
 
 #include <mpi.h>
+#include <sys/prctl.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <cstdint>
 #include <cstdlib>
@@ -25,6 +28,9 @@ World::World(int* argc, char*** argv) {
   ::gethostname(name, sizeof(name) - 1);
   host_ = name;
   launcher_ = detect_launcher();
+  // A rank dies with its launcher (mpirun/orted/slurmstepd): a killed job leaves no orphan rank
+  // running on, still writing output.
+  if (launcher_ != "single") ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   int provided = 0;
   if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
     fail("MPI_Init_thread failed on {}", host_);

@@ -259,6 +259,22 @@ size_t incomplete_utf8_tail(std::string_view bytes) {
   return 0;
 }
 
+std::string to_valid_utf8(std::string_view bytes) {
+  std::string out;
+  out.reserve(bytes.size());
+  for (size_t pos = 0; pos < bytes.size();) {
+    size_t length = 1;
+    if (decode_code_point(bytes, pos, length) == kInvalid) {
+      out += "\xEF\xBF\xBD";  // U+FFFD
+      pos += 1;
+    } else {
+      out.append(bytes.substr(pos, length));
+      pos += length;
+    }
+  }
+  return out;
+}
+
 }  // namespace utf8
 
 std::string StreamDecoder::push(int32_t id) {

@@ -8,6 +8,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace gptj::utf8 {
@@ -24,5 +25,9 @@ bool is_space(char32_t cp);   // \s (White_Space)
 // Number of bytes at the end of `bytes` that begin a valid UTF-8 sequence which is not yet complete
 // (0..3). Bytes that can never become valid are not counted: they are emitted as they are.
 size_t incomplete_utf8_tail(std::string_view bytes);
+
+// `bytes` with every invalid byte replaced by U+FFFD (as Python's errors="replace" and Hugging
+// Face's decode do), so it can go into JSON. Valid text comes back unchanged.
+std::string to_valid_utf8(std::string_view bytes);
 
 }  // namespace gptj::utf8

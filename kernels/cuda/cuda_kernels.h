@@ -1,0 +1,98 @@
+// CUDA kernels for GPT-J. Same semantics as kernels/cpu/cpu_kernels.h (tests/gpu compares them),
+// templated on the storage type T in {float, __half, __nv_bfloat16}; all arithmetic is float32.
+// Every function takes device pointers, sizes and a stream, never allocates, and enqueues its work on
+// `stream` (asynchronous). Every launch is checked: a launch error throws gptj::Error naming the kernel.
+// The residual stream is float32 ([tokens, d_model]); activations fed to GEMMs are T.
+//
+// Paged batches: a step's tokens are flattened across sequences. Per token t, positions[t] is its
+// position and token_bt_off[t] the offset of its sequence's block table inside `block_tables` (the
+// concatenation of all sequences' tables). The KV cache of one layer is
+// [num_blocks, block_size, n_heads, head_dim] (n_heads = this rank's heads).
+// This header compiles with the host C++ compiler too (no device code here).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace gptj::cuda {
+
+// Throws gptj::Error "CUDA error in <what> (<file>:<line>): <code name>: <message>".
+[[noreturn]] void throw_cuda_error(cudaError_t err, const char* what, const char* file, int line);
+inline void check(cudaError_t err, const char* what, const char* file, int line) {
+  if (err != cudaSuccess) throw_cuda_error(err, what, file, line);
+}
+// After a launch: cudaGetLastError() → gptj::Error "CUDA kernel '<kernel>' failed to launch: ...".
+void check_launch(const char* kernel);
+
+// Largest head_dim the attention kernels support.
+constexpr int kMaxHeadDim = 256;
+
+// out [n, dim] (float32) = wte [vocab, dim] rows ids[n]
+template <typename T>
+void embedding(const T* wte, const int32_t* ids, int n, int dim, float* out, cudaStream_t stream);
+
+// y [rows, dim] = layernorm(x[src_row(r), :]) * gamma + beta, statistics float32 (two-pass).
+// src_row(r) = row_index ? row_index[r] : r (gathers the rows that need logits). x float32 [*, dim].
+template <typename T>
+void layernorm(const float* x, const int32_t* row_index, const float* gamma, const float* beta, T* y,
+               int rows, int dim, float eps, cudaStream_t stream);
+
+// GPT-J rotate-every-two rotary, in place, first rotary_dim dims of each of n_heads heads (columns
+// 0..n_heads*head_dim of each row). x [tokens, row_stride]; positions [tokens] (device).
+template <typename T>
+void rotary_gptj(T* x, int tokens, int row_stride, int n_heads, int head_dim, int rotary_dim,
+                 const int32_t* positions, cudaStream_t stream);
+
+// x [rows, cols] (row stride ld) = gelu_new(x + bias[cols]) (tanh approximation). bias float32.
+template <typename T>
+void bias_gelu_new(T* x, const float* bias, int rows, int cols, int ld, cudaStream_t stream);
+
+// x [rows, cols] (float32) += partial [rows, cols] (T) + bias [cols] (float32; may be null).
+template <typename T>
+void residual_add(float* x, const T* partial, const float* bias, int rows, int cols,
+                  cudaStream_t stream);
+
+// x [rows, cols] (float32) += bias [cols]
+void add_bias_f32(float* x, const float* bias, int rows, int cols, cudaStream_t stream);
+
+// Writes the k/v rows of `tokens` tokens into their paged cache slots.
+// k, v [tokens, row_stride] (heads at columns 0..); caches [num_blocks, block_size, n_heads, head_dim].
+template <typename T>
+void kv_write(const T* k, const T* v, int row_stride, int tokens, const int32_t* positions,
+              const int32_t* token_bt_off, const int32_t* block_tables, int block_size, int n_heads,
+              int head_dim, T* k_cache, T* v_cache, cudaStream_t stream);
+
+// Causal paged attention for query tiles of prefill sequences (flash-style: K/V tiles in shared
+// memory, online softmax, no [seq x seq] buffer). Tile i covers tokens
+// [tile_begin[i], tile_begin[i] + tile_count[i]), all of one sequence with consecutive positions,
+// tile_count[i] <= kPrefillTileQ. Query t attends cache positions [0, positions[t]].
+// q [tokens, q_stride], out [tokens, out_stride] (heads at columns 0..). All int arrays on device.
+constexpr int kPrefillTileQ = 32;
+template <typename T>
+void attention_prefill(const T* q, int q_stride, const int32_t* tile_begin, const int32_t* tile_count,
+                       int n_tiles, const int32_t* positions, const int32_t* token_bt_off,
+                       const int32_t* block_tables, int block_size, int n_heads, int head_dim,
+                       const T* k_cache, const T* v_cache, T* out, int out_stride,
+                       cudaStream_t stream);
+
+// Single-query (decode) attention: one thread block per (listed token, head), warps split the keys
+// and combine their online-softmax states. token_index [n] lists the tokens (rows of q/out).
+template <typename T>
+void attention_decode(const T* q, int q_stride, const int32_t* token_index, int n,
+                      const int32_t* positions, const int32_t* token_bt_off,
+                      const int32_t* block_tables, int block_size, int n_heads, int head_dim,
+                      const T* k_cache, const T* v_cache, T* out, int out_stride,
+                      cudaStream_t stream);
+
+// p[n] = mean + stddev * (approximately normal value from a counter-based hash of (seed, tensor_id,
+// i)). Deterministic for given arguments; used for random weights generated on the GPU.
+template <typename T>
+void fill_random(T* p, std::size_t n, uint64_t seed, uint64_t tensor_id, float mean, float stddev,
+                 cudaStream_t stream);
+
+}  // namespace gptj::cuda
+
+#define GPTJ_CUDA_CHECK(expr) ::gptj::cuda::check((expr), #expr, __FILE__, __LINE__)

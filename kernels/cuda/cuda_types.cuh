@@ -1,0 +1,55 @@
+// Device-side helpers shared by the kernel files: float conversion of the storage types and warp /
+// block reductions. Internal to kernels/cuda (included by .cu files only).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace gptj::cuda::detail {
+
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
+
+// Sum over the whole block (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
+// `scratch` holds 32 floats of shared memory; the call begins and ends with a barrier.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float total = lane < warps ? scratch[lane] : 0.0f;
+  total = warp_sum(total);
+  return total;
+}
+
+// Offset of (position pos, head 0, dim 0) in a paged cache [num_blocks, block_size, n_heads, head_dim].
+__device__ __forceinline__ size_t cache_offset(const int32_t* block_table, int block_size, int pos,
+                                               int n_heads, int head_dim) {
+  const size_t block = static_cast<size_t>(block_table[pos / block_size]);
+  return (block * block_size + pos % block_size) * static_cast<size_t>(n_heads) * head_dim;
+}
+
+}  // namespace gptj::cuda::detail

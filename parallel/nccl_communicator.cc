@@ -1,0 +1,61 @@
+#include "parallel/nccl_communicator.h"
+
+#include <nccl.h>
+
+#include "runtime/core/error.h"
+
+namespace gptj {
+
+namespace {
+ncclDataType_t nccl_type(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return ncclFloat32;
+    case DType::kF16: return ncclFloat16;
+    case DType::kBF16: return ncclBfloat16;
+  }
+  fail("NCCL: unsupported dtype");
+}
+}  // namespace
+
+NcclCommunicator::NcclCommunicator(Communicator& host_comm)
+    : rank_(host_comm.rank()), size_(host_comm.size()) {
+  ncclUniqueId id{};
+  if (rank_ == 0) {
+    const ncclResult_t r = ncclGetUniqueId(&id);
+    // Rank 0 still broadcasts (a zeroed id) so the peers do not wait forever; they then fail in init.
+    if (r != ncclSuccess) {
+      host_comm.broadcast(&id, sizeof(id));
+      fail("rank 0: ncclGetUniqueId failed: {}", ncclGetErrorString(r));
+    }
+  }
+  host_comm.broadcast(&id, sizeof(id));
+  ncclComm_t comm = nullptr;
+  const ncclResult_t r = ncclCommInitRank(&comm, size_, id, rank_);
+  if (r != ncclSuccess) {
+    if (comm) ncclCommAbort(comm);
+    fail("rank {}: ncclCommInitRank({} ranks) failed: {}", rank_, size_, ncclGetErrorString(r));
+  }
+  comm_ = comm;
+}
+
+NcclCommunicator::~NcclCommunicator() {
+  if (comm_) ncclCommDestroy(comm_);
+}
+
+void NcclCommunicator::abort() {
+  if (comm_) ncclCommAbort(comm_);
+  comm_ = nullptr;
+}
+
+void NcclCommunicator::all_reduce_sum(void* data, std::size_t count, DType dtype,
+                                      cudaStream_t stream) {
+  GPTJ_CHECK(comm_ != nullptr, "rank {}: NCCL all-reduce on an aborted communicator", rank_);
+  const ncclResult_t r = ncclAllReduce(data, data, count, nccl_type(dtype), ncclSum, comm_, stream);
+  if (r != ncclSuccess) {
+    const char* why = ncclGetErrorString(r);
+    abort();
+    fail("rank {}: ncclAllReduce of {} elements failed: {}", rank_, count, why);
+  }
+}
+
+}  // namespace gptj

@@ -1,0 +1,39 @@
+// NCCL all-reduce between the TP ranks' GPUs, on device memory, enqueued on the caller's stream.
+// Built on the host Communicator: rank 0 makes the ncclUniqueId and broadcasts it to every rank
+// (a collective: every rank of host_comm constructs its NcclCommunicator at the same point).
+// Any NCCL failure aborts the communicator (ncclCommAbort, so peers do not hang on it) and throws
+// gptj::Error naming the call. Owned by the CUDA backend; one per TP group; main thread only.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+
+#include "parallel/communicator.h"
+#include "runtime/core/dtype.h"
+
+struct ncclComm;
+
+namespace gptj {
+
+class NcclCommunicator {
+ public:
+  // The rank's CUDA device must already be current on this thread.
+  explicit NcclCommunicator(Communicator& host_comm);
+  ~NcclCommunicator();
+  NcclCommunicator(const NcclCommunicator&) = delete;
+  NcclCommunicator& operator=(const NcclCommunicator&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  // In-place sum over ranks of data[count] (device memory of `dtype`), enqueued on `stream`.
+  void all_reduce_sum(void* data, std::size_t count, DType dtype, cudaStream_t stream);
+  // Aborts the communicator (idempotent); later calls fail.
+  void abort();
+
+ private:
+  ncclComm* comm_ = nullptr;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+}  // namespace gptj

@@ -1,0 +1,555 @@
+// CUDA backend: one TP rank's shard of GPT-J on one GPU.
+//
+// Same algorithm as the CPU backend (cpu_backend.cc): per layer one fused input GEMM, one fused
+// output GEMM and ONE all-reduce. Layout of the fused input projection's output per token row
+// (El = E / tp, Il = I / tp, Nin = 3 El + Il):
+//     [ q (El) | k (El) | v (El) | fc_in (Il) ]
+// q and k are adjacent so one rotary launch covers both (2 * heads_l heads from column 0). After
+// kv_write, k and v live in the cache, so attention writes its output over the v columns and
+// [ attn_out | gelu(fc_in) ] (columns 2 El .. Nin) is one contiguous block feeding the output GEMM.
+// The residual stream x is float32; GEMM inputs/outputs are the compute type T with float32
+// accumulation (CUBLAS_COMPUTE_32F); logits come out of cuBLAS in float32.
+//
+// Memory: weights and KV caches are allocated once at construction; the step workspace (one
+// device buffer, one pinned host buffer for metadata and logits) grows only when a step needs more,
+// so the steady-state step loop does no cudaMalloc. One stream; NCCL all-reduces run on it too.
+#include "runtime/backend/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cuda/cuda_kernels.h"
+#include "parallel/nccl_communicator.h"
+#include "runtime/core/error.h"
+#include "runtime/model/safetensors.h"
+
+namespace gptj {
+namespace {
+
+void check_cublas(cublasStatus_t status, const char* what) {
+  if (status != CUBLAS_STATUS_SUCCESS)
+    fail("cuBLAS error in {}: {} ({})", what, cublasGetStatusString(status), static_cast<int>(status));
+}
+
+template <typename T>
+struct TypeInfo;
+template <>
+struct TypeInfo<float> {
+  static constexpr DType kDType = DType::kF32;
+  static constexpr cudaDataType_t kCuda = CUDA_R_32F;
+};
+template <>
+struct TypeInfo<__half> {
+  static constexpr DType kDType = DType::kF16;
+  static constexpr cudaDataType_t kCuda = CUDA_R_16F;
+};
+template <>
+struct TypeInfo<__nv_bfloat16> {
+  static constexpr DType kDType = DType::kBF16;
+  static constexpr cudaDataType_t kCuda = CUDA_R_16BF;
+};
+
+constexpr std::size_t kAlign = 256;
+std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+template <typename T>
+struct CudaLayer {
+  float* ln_gamma = nullptr;  // [E]
+  float* ln_beta = nullptr;   // [E]
+  T* w_in = nullptr;          // [3 El + Il, E]: q, k, v, fc_in rows of this shard
+  float* b_fc_in = nullptr;   // [Il]
+  T* w_out = nullptr;         // [E, El + Il]: out_proj shard cols then fc_out shard cols
+  float* b_fc_out = nullptr;  // [E] (replicated; added once after the all-reduce)
+  T* k_cache = nullptr;       // [num_blocks, block_size, heads_l, head_dim]
+  T* v_cache = nullptr;
+};
+
+template <typename T>
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(const GptjConfig& config, const Checkpoint* checkpoint, uint64_t seed,
+              const BackendOptions& options, Communicator& host_comm, int device)
+      : config_(config), options_(options), device_(device) {
+    const TpPosition tp = options.tp;
+    E_ = config.n_embd;
+    El_ = E_ / tp.size;
+    Il_ = config.n_inner / tp.size;
+    heads_l_ = config.n_head / tp.size;
+    head_dim_ = config.head_dim();
+    n_in_ = 3 * El_ + Il_;
+    vocab_rows_ = gptj::vocab_shard_rows(config.vocab_size, tp.size);
+
+    GPTJ_CUDA_CHECK(cudaSetDevice(device_));
+    GPTJ_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    check_cublas(cublasCreate(&cublas_), "cublasCreate");
+    check_cublas(cublasSetStream(cublas_, stream_), "cublasSetStream");
+    if (host_comm.size() > 1) nccl_ = std::make_unique<NcclCommunicator>(host_comm);
+
+    const int64_t E = E_, V = config.vocab_size;
+    wte_ = alloc<T>(static_cast<std::size_t>(V) * E, "wte", true);
+    if (checkpoint)
+      load_rows(*checkpoint, "transformer.wte.weight", {V, E}, 0, V, wte_);
+    else
+      random(wte_, static_cast<std::size_t>(V) * E, seed, 1, 0.0f, 0.02f);
+
+    const std::size_t cache_elems = static_cast<std::size_t>(options.kv.num_blocks) *
+                                    options.kv.block_size * heads_l_ * head_dim_;
+    layers_.resize(config.n_layer);
+    for (int l = 0; l < config.n_layer; ++l) {
+      CudaLayer<T>& layer = layers_[l];
+      layer.ln_gamma = alloc<float>(E, "ln_1.weight", true);
+      layer.ln_beta = alloc<float>(E, "ln_1.bias", true);
+      layer.w_in = alloc<T>(static_cast<std::size_t>(n_in_) * E, "fused q/k/v/fc_in", true);
+      layer.b_fc_in = alloc<float>(Il_, "fc_in.bias", true);
+      layer.w_out = alloc<T>(static_cast<std::size_t>(E) * (El_ + Il_), "fused out_proj/fc_out", true);
+      layer.b_fc_out = alloc<float>(E, "fc_out.bias", true);
+      layer.k_cache = alloc<T>(cache_elems, "KV cache (k)", false);
+      layer.v_cache = alloc<T>(cache_elems, "KV cache (v)", false);
+      GPTJ_CUDA_CHECK(cudaMemset(layer.k_cache, 0, cache_elems * sizeof(T)));
+      GPTJ_CUDA_CHECK(cudaMemset(layer.v_cache, 0, cache_elems * sizeof(T)));
+      if (checkpoint) {
+        load_layer(*checkpoint, l, layer);
+      } else {
+        const uint64_t id = 100 + 16 * static_cast<uint64_t>(l);
+        random(layer.ln_gamma, E, seed, id + 0, 1.0f, 0.02f);
+        random(layer.ln_beta, E, seed, id + 1, 0.0f, 0.02f);
+        random(layer.w_in, static_cast<std::size_t>(n_in_) * E, seed, id + 2, 0.0f, 0.02f);
+        random(layer.b_fc_in, Il_, seed, id + 3, 0.0f, 0.02f);
+        random(layer.w_out, static_cast<std::size_t>(E) * (El_ + Il_), seed, id + 4, 0.0f, 0.02f);
+        random(layer.b_fc_out, E, seed, id + 5, 0.0f, 0.02f);
+      }
+    }
+    ln_f_gamma_ = alloc<float>(E, "ln_f.weight", true);
+    ln_f_beta_ = alloc<float>(E, "ln_f.bias", true);
+    lm_head_ = alloc<T>(static_cast<std::size_t>(vocab_rows_) * E, "lm_head.weight", true);
+    lm_bias_ = alloc<float>(vocab_rows_, "lm_head.bias", true);
+    const int64_t vocab_begin = tp.rank * vocab_rows_;
+    if (checkpoint) {
+      upload_f32(checkpoint->read_f32("transformer.ln_f.weight", {E}), ln_f_gamma_);
+      upload_f32(checkpoint->read_f32("transformer.ln_f.bias", {E}), ln_f_beta_);
+      load_rows(*checkpoint, "lm_head.weight", {V, E}, vocab_begin, vocab_rows_, lm_head_);
+      Slice bias_slice;
+      bias_slice.row_begin = vocab_begin;
+      bias_slice.row_end = vocab_begin + vocab_rows_;
+      upload_f32(checkpoint->read_f32("lm_head.bias", {V}, bias_slice), lm_bias_);
+    } else {
+      random(ln_f_gamma_, E, seed, 2, 1.0f, 0.02f);
+      random(ln_f_beta_, E, seed, 3, 0.0f, 0.02f);
+      random(lm_head_, static_cast<std::size_t>(vocab_rows_) * E, seed, 4 + tp.rank, 0.0f, 0.02f);
+      random(lm_bias_, vocab_rows_, seed, 64 + tp.rank, 0.0f, 0.02f);
+      // Padding rows past the vocabulary: zero weights and bias, as a checkpoint reads them.
+      const int64_t real = std::clamp<int64_t>(V - vocab_begin, 0, vocab_rows_);
+      if (real < vocab_rows_) {
+        // On stream_, after the fills (stream_ does not synchronize with the legacy stream).
+        GPTJ_CUDA_CHECK(cudaMemsetAsync(lm_head_ + real * E, 0, (vocab_rows_ - real) * E * sizeof(T),
+                                        stream_));
+        GPTJ_CUDA_CHECK(cudaMemsetAsync(lm_bias_ + real, 0, (vocab_rows_ - real) * sizeof(float),
+                                        stream_));
+      }
+    }
+    GPTJ_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+
+  ~CudaBackend() override {
+    cudaSetDevice(device_);
+    if (stream_) cudaStreamSynchronize(stream_);
+    nccl_.reset();
+    for (void* p : allocations_) cudaFree(p);
+    if (workspace_) cudaFree(workspace_);
+    if (pinned_) cudaFreeHost(pinned_);
+    if (cublas_) cublasDestroy(cublas_);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  std::string name() const override { return "cuda"; }
+  int64_t vocab_shard_rows() const override { return vocab_rows_; }
+  int64_t weight_bytes() const override { return weight_bytes_; }
+
+  void forward(const StepBatch& batch, float* logits_shard) override {
+    GPTJ_CUDA_CHECK(cudaSetDevice(device_));
+    validate(batch);
+    build_metadata(batch);
+    const int n_tok = n_tok_, rows = n_rows_;
+    ensure_workspace(n_tok, rows);
+
+    // Metadata: one pinned staging buffer, one async copy.
+    std::memcpy(pinned_, meta_.data(), meta_.size() * sizeof(int32_t));
+    GPTJ_CUDA_CHECK(cudaMemcpyAsync(d_meta_, pinned_, meta_.size() * sizeof(int32_t),
+                                    cudaMemcpyHostToDevice, stream_));
+    const int32_t* d_tokens = d_meta_ + off_tokens_;
+    const int32_t* d_pos = d_meta_ + off_pos_;
+    const int32_t* d_bt_off = d_meta_ + off_bt_off_;
+    const int32_t* d_rows = d_meta_ + off_rows_;
+    const int32_t* d_tile_begin = d_meta_ + off_tile_begin_;
+    const int32_t* d_tile_count = d_meta_ + off_tile_count_;
+    const int32_t* d_decode = d_meta_ + off_decode_;
+    const int32_t* d_tables = d_meta_ + off_tables_;
+
+    cuda::embedding<T>(wte_, d_tokens, n_tok, E_, d_x_, stream_);
+    const int bs = options_.kv.block_size;
+    for (CudaLayer<T>& layer : layers_) {
+      cuda::layernorm<T>(d_x_, nullptr, layer.ln_gamma, layer.ln_beta, d_h_, n_tok, E_,
+                         config_.layer_norm_epsilon, stream_);
+      gemm(d_h_, E_, n_tok, E_, layer.w_in, n_in_, d_qkvf_, n_in_, TypeInfo<T>::kCuda);
+      T* q = d_qkvf_;
+      T* k = d_qkvf_ + El_;
+      T* v = d_qkvf_ + 2 * El_;
+      T* fc = d_qkvf_ + 3 * El_;
+      cuda::bias_gelu_new<T>(fc, layer.b_fc_in, n_tok, Il_, n_in_, stream_);
+      cuda::rotary_gptj<T>(q, n_tok, n_in_, 2 * heads_l_, head_dim_, config_.rotary_dim, d_pos,
+                           stream_);
+      cuda::kv_write<T>(k, v, n_in_, n_tok, d_pos, d_bt_off, d_tables, bs, heads_l_, head_dim_,
+                        layer.k_cache, layer.v_cache, stream_);
+      T* attn_out = v;  // over the v columns (v is in the cache now)
+      cuda::attention_prefill<T>(q, n_in_, d_tile_begin, d_tile_count, n_tiles_, d_pos, d_bt_off,
+                                 d_tables, bs, heads_l_, head_dim_, layer.k_cache, layer.v_cache,
+                                 attn_out, n_in_, stream_);
+      cuda::attention_decode<T>(q, n_in_, d_decode, n_decode_, d_pos, d_bt_off, d_tables, bs,
+                                heads_l_, head_dim_, layer.k_cache, layer.v_cache, attn_out,
+                                n_in_, stream_);
+      gemm(attn_out, n_in_, n_tok, El_ + Il_, layer.w_out, E_, d_partial_, E_, TypeInfo<T>::kCuda);
+      if (nccl_)
+        nccl_->all_reduce_sum(d_partial_, static_cast<std::size_t>(n_tok) * E_, TypeInfo<T>::kDType,
+                              stream_);
+      cuda::residual_add<T>(d_x_, d_partial_, layer.b_fc_out, n_tok, E_, stream_);
+    }
+    cuda::layernorm<T>(d_x_, d_rows, ln_f_gamma_, ln_f_beta_, d_hf_, rows, E_,
+                       config_.layer_norm_epsilon, stream_);
+    gemm(d_hf_, E_, rows, E_, lm_head_, static_cast<int>(vocab_rows_), d_logits_,
+         static_cast<int>(vocab_rows_), CUDA_R_32F);
+    cuda::add_bias_f32(d_logits_, lm_bias_, rows, static_cast<int>(vocab_rows_), stream_);
+    const std::size_t logit_bytes = static_cast<std::size_t>(rows) * vocab_rows_ * sizeof(float);
+    float* pinned_logits = reinterpret_cast<float*>(pinned_ + pinned_logits_off_);
+    GPTJ_CUDA_CHECK(cudaMemcpyAsync(pinned_logits, d_logits_, logit_bytes, cudaMemcpyDeviceToHost,
+                                    stream_));
+    GPTJ_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::memcpy(logits_shard, pinned_logits, logit_bytes);
+  }
+
+ private:
+  template <typename U>
+  U* alloc(std::size_t count, const char* what, bool weight) {
+    void* p = nullptr;
+    const std::size_t bytes = std::max<std::size_t>(count, 1) * sizeof(U);
+    const cudaError_t err = cudaMalloc(&p, bytes);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      fail("GPU {}: cannot allocate {} MiB for {} ({}; {} MiB of weights and cache allocated so far)",
+           device_, bytes >> 20, what, cudaGetErrorString(err), allocated_bytes_ >> 20);
+    }
+    allocations_.push_back(p);
+    allocated_bytes_ += bytes;
+    if (weight) weight_bytes_ += static_cast<int64_t>(bytes);
+    return static_cast<U*>(p);
+  }
+
+  template <typename U>
+  void random(U* p, std::size_t n, uint64_t seed, uint64_t id, float mean, float stddev) {
+    cuda::fill_random<U>(p, n, seed, id, mean, stddev, stream_);
+  }
+
+  void upload_f32(const std::vector<float>& host, float* dst) {
+    GPTJ_CUDA_CHECK(cudaMemcpy(dst, host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice));
+  }
+  // Converts float32 to T on the host, then copies (synchronous; construction only).
+  void upload_t(const float* host, std::size_t n, T* dst) {
+    staging_.resize(n * sizeof(T));
+    convert_from_f32(TypeInfo<T>::kDType, host, staging_.data(), n);
+    GPTJ_CUDA_CHECK(cudaMemcpy(dst, staging_.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+  }
+
+  // Rows [row_begin, row_begin + rows) of a 2-D tensor [*, cols] (all columns) into dst [rows, cols],
+  // in chunks of ~64 MiB of float32 so host memory stays small. Rows past the end read as zeros.
+  void load_rows(const Checkpoint& ck, const std::string& name, const std::vector<int64_t>& shape,
+                 int64_t row_begin, int64_t rows, T* dst) {
+    const int64_t cols = shape.at(1);
+    const int64_t chunk = std::max<int64_t>(1, (int64_t{64} << 20) / (cols * 4));
+    for (int64_t r = 0; r < rows; r += chunk) {
+      Slice s;
+      s.row_begin = row_begin + r;
+      s.row_end = s.row_begin + std::min(chunk, rows - r);
+      const std::vector<float> part = ck.read_f32(name, shape, s);
+      upload_t(part.data(), part.size(), dst + r * cols);
+    }
+  }
+
+  void load_layer(const Checkpoint& ck, int l, CudaLayer<T>& layer) {
+    const TpPosition tp = options_.tp;
+    const int64_t E = E_, I = config_.n_inner;
+    const std::string p = "transformer.h." + std::to_string(l) + ".";
+    auto read = [&](const std::string& name, const std::vector<int64_t>& shape) {
+      return ck.read_f32(name, shape, shard_slice(name, shape, tp).slice);
+    };
+    upload_f32(read(p + "ln_1.weight", {E}), layer.ln_gamma);
+    upload_f32(read(p + "ln_1.bias", {E}), layer.ln_beta);
+    int64_t row = 0;
+    for (const char* proj : {"attn.q_proj.weight", "attn.k_proj.weight", "attn.v_proj.weight",
+                             "mlp.fc_in.weight"}) {
+      const std::string name = p + proj;
+      const std::vector<int64_t> shape = name.ends_with("fc_in.weight") ? std::vector<int64_t>{I, E}
+                                                                        : std::vector<int64_t>{E, E};
+      const ShardSlice shard = shard_slice(name, shape, tp);
+      const int64_t rows = shard.local_shape[0];
+      load_rows(ck, name, shape, shard.slice.row_begin, rows, layer.w_in + row * E);
+      row += rows;
+    }
+    GPTJ_CHECK(row == n_in_, "fused input projection has {} rows, expected {}", row, n_in_);
+    upload_f32(read(p + "mlp.fc_in.bias", {I}), layer.b_fc_in);
+    // w_out row r = [out_proj shard row r | fc_out shard row r], built in row chunks.
+    const std::string out_name = p + "attn.out_proj.weight", fc_name = p + "mlp.fc_out.weight";
+    const ShardSlice out_shard = shard_slice(out_name, {E, E}, tp);
+    const ShardSlice fc_shard = shard_slice(fc_name, {E, I}, tp);
+    const int64_t width = El_ + Il_;
+    const int64_t chunk = std::max<int64_t>(1, (int64_t{64} << 20) / (width * 4));
+    std::vector<float> merged;
+    for (int64_t r = 0; r < E; r += chunk) {
+      const int64_t n = std::min(chunk, E - r);
+      Slice so = out_shard.slice, sf = fc_shard.slice;
+      so.row_begin = sf.row_begin = r;
+      so.row_end = sf.row_end = r + n;
+      const std::vector<float> out_part = ck.read_f32(out_name, {E, E}, so);
+      const std::vector<float> fc_part = ck.read_f32(fc_name, {E, I}, sf);
+      merged.resize(static_cast<std::size_t>(n * width));
+      for (int64_t i = 0; i < n; ++i) {
+        std::memcpy(&merged[i * width], &out_part[i * El_], sizeof(float) * El_);
+        std::memcpy(&merged[i * width + El_], &fc_part[i * Il_], sizeof(float) * Il_);
+      }
+      upload_t(merged.data(), merged.size(), layer.w_out + r * width);
+    }
+    upload_f32(read(p + "mlp.fc_out.bias", {E}), layer.b_fc_out);
+  }
+
+  // y [rows, out] (row stride ldy) = x [rows, in] (row stride ldx) · W^T, W [out, in] row-major.
+  // Column-major view for cuBLAS: y^T = W^T(op T of the [in, out] col-major W) · x^T.
+  void gemm(const T* x, int ldx, int rows, int in, const T* w, int out, void* y, int ldy,
+            cudaDataType_t y_type) {
+    if (rows <= 0) return;
+    const float alpha = 1.0f, beta = 0.0f;
+    check_cublas(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &alpha, w,
+                              TypeInfo<T>::kCuda, in, x, TypeInfo<T>::kCuda, ldx, &beta, y, y_type,
+                              ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmEx");
+  }
+
+  void validate(const StepBatch& batch) const {
+    GPTJ_CHECK(!batch.seqs.empty(), "step has no sequences");
+    for (const auto& seq : batch.seqs) {
+      GPTJ_CHECK(!seq.tokens.empty(), "step sequence has no tokens");
+      const int end = seq.start_pos + static_cast<int>(seq.tokens.size());
+      GPTJ_CHECK(seq.start_pos >= 0 && end <= config_.n_positions,
+                 "sequence of {} positions exceeds n_positions {}", end, config_.n_positions);
+      GPTJ_CHECK(static_cast<int64_t>(seq.block_table.size()) * options_.kv.block_size >= end,
+                 "block table of {} blocks cannot hold {} positions", seq.block_table.size(), end);
+      for (int32_t block : seq.block_table)
+        GPTJ_CHECK(block >= 0 && block < options_.kv.num_blocks, "KV block {} out of range [0, {})",
+                   block, options_.kv.num_blocks);
+      for (int32_t id : seq.tokens)
+        GPTJ_CHECK(id >= 0 && id < config_.vocab_size, "token id {} outside the vocabulary [0, {})",
+                   id, config_.vocab_size);
+    }
+  }
+
+  // Packs the step's int32 metadata into meta_: tokens, positions, per-token block-table offsets
+  // [n_tok each]; logit rows [n_rows]; prefill tiles (begin, count) [n_tiles each]; decode tokens
+  // [n_decode]; the concatenated block tables.
+  void build_metadata(const StepBatch& batch) {
+    tokens_.clear(); pos_.clear(); bt_off_.clear(); rows_.clear();
+    tile_begin_.clear(); tile_count_.clear(); decode_.clear(); tables_.clear();
+    for (const auto& seq : batch.seqs) {
+      const int first = static_cast<int>(tokens_.size());
+      const int n = static_cast<int>(seq.tokens.size());
+      const int table_at = static_cast<int>(tables_.size());
+      tables_.insert(tables_.end(), seq.block_table.begin(), seq.block_table.end());
+      for (int i = 0; i < n; ++i) {
+        tokens_.push_back(seq.tokens[i]);
+        pos_.push_back(seq.start_pos + i);
+        bt_off_.push_back(table_at);
+      }
+      for (int i = seq.all_logits ? 0 : n - 1; i < n; ++i) rows_.push_back(first + i);
+      if (n == 1) {
+        decode_.push_back(first);
+      } else {
+        for (int i = 0; i < n; i += cuda::kPrefillTileQ) {
+          tile_begin_.push_back(first + i);
+          tile_count_.push_back(std::min(cuda::kPrefillTileQ, n - i));
+        }
+      }
+    }
+    n_tok_ = static_cast<int>(tokens_.size());
+    n_rows_ = static_cast<int>(rows_.size());
+    n_tiles_ = static_cast<int>(tile_begin_.size());
+    n_decode_ = static_cast<int>(decode_.size());
+    meta_.clear();
+    auto append = [&](const std::vector<int32_t>& part) {
+      const std::size_t at = meta_.size();
+      meta_.insert(meta_.end(), part.begin(), part.end());
+      return at;
+    };
+    off_tokens_ = append(tokens_);
+    off_pos_ = append(pos_);
+    off_bt_off_ = append(bt_off_);
+    off_rows_ = append(rows_);
+    off_tile_begin_ = append(tile_begin_);
+    off_tile_count_ = append(tile_count_);
+    off_decode_ = append(decode_);
+    off_tables_ = append(tables_);
+  }
+
+  // Carves the device workspace (grown, never shrunk) and the pinned host buffer for this step.
+  void ensure_workspace(int n_tok, int rows) {
+    const std::size_t tok = static_cast<std::size_t>(n_tok), r = static_cast<std::size_t>(rows);
+    std::size_t at = 0;
+    auto carve = [&](std::size_t bytes) {
+      const std::size_t here = at;
+      at += align_up(bytes);
+      return here;
+    };
+    const std::size_t x_at = carve(tok * E_ * sizeof(float));
+    const std::size_t h_at = carve(tok * E_ * sizeof(T));
+    const std::size_t qkvf_at = carve(tok * n_in_ * sizeof(T));
+    const std::size_t partial_at = carve(tok * E_ * sizeof(T));
+    const std::size_t hf_at = carve(r * E_ * sizeof(T));
+    const std::size_t logits_at = carve(r * vocab_rows_ * sizeof(float));
+    const std::size_t meta_at = carve(meta_.size() * sizeof(int32_t));
+    if (at > workspace_bytes_) {
+      GPTJ_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      if (workspace_) GPTJ_CUDA_CHECK(cudaFree(workspace_));
+      workspace_ = nullptr;
+      const std::size_t want = at + at / 4;  // headroom so slowly growing steps do not reallocate
+      const cudaError_t err = cudaMalloc(&workspace_, want);
+      if (err != cudaSuccess) {
+        cudaGetLastError();
+        workspace_bytes_ = 0;
+        fail("GPU {}: cannot allocate a {} MiB step workspace for {} tokens: {}", device_,
+             want >> 20, n_tok, cudaGetErrorString(err));
+      }
+      workspace_bytes_ = want;
+    }
+    char* base = static_cast<char*>(workspace_);
+    d_x_ = reinterpret_cast<float*>(base + x_at);
+    d_h_ = reinterpret_cast<T*>(base + h_at);
+    d_qkvf_ = reinterpret_cast<T*>(base + qkvf_at);
+    d_partial_ = reinterpret_cast<T*>(base + partial_at);
+    d_hf_ = reinterpret_cast<T*>(base + hf_at);
+    d_logits_ = reinterpret_cast<float*>(base + logits_at);
+    d_meta_ = reinterpret_cast<int32_t*>(base + meta_at);
+
+    pinned_logits_off_ = align_up(meta_.size() * sizeof(int32_t));
+    const std::size_t pinned_need = pinned_logits_off_ + r * vocab_rows_ * sizeof(float);
+    if (pinned_need > pinned_bytes_) {
+      if (pinned_) GPTJ_CUDA_CHECK(cudaFreeHost(pinned_));
+      pinned_ = nullptr;
+      pinned_bytes_ = 0;
+      const std::size_t want = pinned_need + pinned_need / 4;
+      void* p = nullptr;
+      GPTJ_CUDA_CHECK(cudaMallocHost(&p, want));
+      pinned_ = static_cast<char*>(p);
+      pinned_bytes_ = want;
+    }
+  }
+
+  GptjConfig config_;
+  BackendOptions options_;
+  int device_ = 0;
+  int E_ = 0, El_ = 0, Il_ = 0, heads_l_ = 0, head_dim_ = 0, n_in_ = 0;
+  int64_t vocab_rows_ = 0;
+  int64_t weight_bytes_ = 0;
+  std::size_t allocated_bytes_ = 0;
+
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  std::unique_ptr<NcclCommunicator> nccl_;
+
+  std::vector<void*> allocations_;  // weights and KV caches, freed in the destructor
+  T* wte_ = nullptr;                // [V, E]
+  std::vector<CudaLayer<T>> layers_;
+  float* ln_f_gamma_ = nullptr;     // [E]
+  float* ln_f_beta_ = nullptr;      // [E]
+  T* lm_head_ = nullptr;            // [vocab_rows, E]
+  float* lm_bias_ = nullptr;        // [vocab_rows]
+  std::vector<uint8_t> staging_;    // host conversion buffer (construction only)
+
+  // Step workspace (device), carved by ensure_workspace.
+  void* workspace_ = nullptr;
+  std::size_t workspace_bytes_ = 0;
+  float* d_x_ = nullptr;      // [n_tok, E] residual stream, float32
+  T* d_h_ = nullptr;          // [n_tok, E] ln_1 output
+  T* d_qkvf_ = nullptr;       // [n_tok, 3 El + Il]
+  T* d_partial_ = nullptr;    // [n_tok, E] this rank's partial sum, all-reduced in place
+  T* d_hf_ = nullptr;         // [rows, E] ln_f output of the logit rows
+  float* d_logits_ = nullptr; // [rows, vocab_rows]
+  int32_t* d_meta_ = nullptr;
+  // Pinned host staging: metadata, then logits at pinned_logits_off_.
+  char* pinned_ = nullptr;
+  std::size_t pinned_bytes_ = 0, pinned_logits_off_ = 0;
+
+  // Step metadata (host).
+  std::vector<int32_t> tokens_, pos_, bt_off_, rows_, tile_begin_, tile_count_, decode_, tables_, meta_;
+  int n_tok_ = 0, n_rows_ = 0, n_tiles_ = 0, n_decode_ = 0;
+  std::size_t off_tokens_ = 0, off_pos_ = 0, off_bt_off_ = 0, off_rows_ = 0, off_tile_begin_ = 0,
+              off_tile_count_ = 0, off_decode_ = 0, off_tables_ = 0;
+};
+
+}  // namespace
+
+bool cuda_device_available(std::string* why) {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free error so later calls start clean
+    if (why)
+      *why = fmt::format("no CUDA device (cudaGetDeviceCount: error {} {}: {})", static_cast<int>(err),
+                         cudaGetErrorName(err), cudaGetErrorString(err));
+    return false;
+  }
+  if (count == 0) {
+    if (why) *why = "no CUDA device (cudaGetDeviceCount: 0 devices)";
+    return false;
+  }
+  return true;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(const GptjConfig& config, const Checkpoint* checkpoint,
+                                           uint64_t seed, const BackendOptions& options,
+                                           Communicator& host_comm, int local_rank) {
+  const TpPosition tp = options.tp;
+  GPTJ_CHECK(tp.size >= 1 && tp.rank >= 0 && tp.rank < tp.size, "bad TP position {}/{}", tp.rank,
+             tp.size);
+  GPTJ_CHECK(host_comm.size() == tp.size, "CUDA backend: TP size {} but the communicator has {} ranks",
+             tp.size, host_comm.size());
+  GPTJ_CHECK(config.n_head % tp.size == 0,
+             "tensor-parallel size {} does not divide n_head {} of the model", tp.size, config.n_head);
+  GPTJ_CHECK(config.n_inner % tp.size == 0, "tensor-parallel size {} does not divide n_inner {}",
+             tp.size, config.n_inner);
+  GPTJ_CHECK(config.head_dim() <= cuda::kMaxHeadDim,
+             "CUDA backend: head_dim {} above the supported {}", config.head_dim(), cuda::kMaxHeadDim);
+  GPTJ_CHECK(config.rotary_dim % 2 == 0 && config.rotary_dim <= config.head_dim(),
+             "rotary_dim {} must be even and at most head_dim {}", config.rotary_dim, config.head_dim());
+  GPTJ_CHECK(options.kv.num_blocks > 0 && options.kv.block_size > 0, "bad KV cache shape {} x {}",
+             options.kv.num_blocks, options.kv.block_size);
+  std::string why;
+  GPTJ_CHECK(cuda_device_available(&why), "rank {}: CUDA backend requested but {}", tp.rank, why);
+  int count = 0;
+  GPTJ_CUDA_CHECK(cudaGetDeviceCount(&count));
+  GPTJ_CHECK(local_rank >= 0 && local_rank < count,
+             "rank {}: local rank {} needs GPU {}, but this node has only {} visible GPU(s): run at "
+             "most {} ranks per node",
+             tp.rank, local_rank, local_rank, count, count);
+  const std::string& dtype = options.compute_dtype;
+  if (dtype == "float16" || dtype == "fp16")
+    return std::make_unique<CudaBackend<__half>>(config, checkpoint, seed, options, host_comm,
+                                                 local_rank);
+  if (dtype == "bfloat16" || dtype == "bf16")
+    return std::make_unique<CudaBackend<__nv_bfloat16>>(config, checkpoint, seed, options, host_comm,
+                                                        local_rank);
+  if (dtype == "float32" || dtype == "fp32")
+    return std::make_unique<CudaBackend<float>>(config, checkpoint, seed, options, host_comm,
+                                                local_rank);
+  fail("CUDA backend: unknown --dtype '{}' (float16, bfloat16 or float32)", dtype);
+}
+
+}  // namespace gptj

@@ -1,0 +1,201 @@
+// Whole-model checks of the CUDA backend on the fixture models (tests/data/tiny-gptj-{a,b}), TP = 1:
+//  - golden: a 7-token prefill with all_logits against Hugging Face's float32 logits
+//    (expected/logits_p7_all.f32.bin, [7, vocab]). Tolerance, max abs logit error: float16 2e-2,
+//    bfloat16 6e-2 (16-bit weights and activations, float32 accumulation and residual stream);
+//    greedy tokens must match wherever the expected top-1 margin exceeds twice that.
+//  - prefill then decode through the paged KV cache equals the one-shot run (same tolerances);
+//  - two sequences in one step equal each alone;
+//  - random weights on the GPU are deterministic and finite.
+// Skips with the reason when no CUDA device is visible.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "parallel/communicator.h"
+#include "runtime/backend/backend.h"
+#include "runtime/backend/cuda_backend.h"
+#include "runtime/model/config.h"
+#include "runtime/model/safetensors.h"
+
+namespace gptj {
+namespace {
+
+#define SKIP_WITHOUT_GPU()                                 \
+  do {                                                     \
+    std::string why;                                       \
+    if (!cuda_device_available(&why)) GTEST_SKIP() << why; \
+  } while (0)
+
+const std::string kData = GPTJ_TEST_DATA_DIR;
+
+std::vector<int32_t> prompt7(const std::string& model) {
+  std::ifstream in(kData + "/gptj_prompts.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  const boost::json::value root = boost::json::parse(text.str());
+  for (const auto& prompt : root.at("models").at(model).at("prompts").as_array()) {
+    if (prompt.as_array().size() != 7) continue;
+    std::vector<int32_t> ids;
+    for (const auto& id : prompt.as_array()) ids.push_back(static_cast<int32_t>(id.to_number<int64_t>()));
+    return ids;
+  }
+  ADD_FAILURE() << "no 7-token prompt for " << model;
+  return {};
+}
+
+std::vector<float> read_f32_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  EXPECT_TRUE(in.good()) << path;
+  const std::streamsize bytes = in.tellg();
+  in.seekg(0);
+  std::vector<float> out(static_cast<std::size_t>(bytes) / sizeof(float));
+  in.read(reinterpret_cast<char*>(out.data()), bytes);
+  return out;
+}
+
+float max_abs_diff(const float* a, const float* b, std::size_t n) {
+  float worst = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const float d = std::fabs(a[i] - b[i]);
+    if (!(d <= worst)) worst = std::isnan(d) ? INFINITY : d;
+  }
+  return worst;
+}
+
+struct Case {
+  std::string model;
+  std::string dtype;
+  float tol;
+};
+
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+  std::string name = info.param.model + "_" + info.param.dtype;
+  for (char& c : name)
+    if (c == '-') c = '_';
+  return name;
+}
+
+class CudaModel : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!cuda_device_available(&why)) GTEST_SKIP() << why;
+    const std::string dir = kData + "/" + GetParam().model + "/model";
+    config_ = load_config(dir + "/config.json");
+    checkpoint_ = std::make_unique<Checkpoint>(dir);
+    BackendOptions options;
+    options.kv.num_blocks = 32;
+    options.kv.block_size = 4;
+    options.compute_dtype = GetParam().dtype;
+    backend_ = make_cuda_backend(config_, checkpoint_.get(), 0, options, comm_, 0);
+    vocab_ = config_.vocab_size;
+    ASSERT_EQ(backend_->vocab_shard_rows(), vocab_);
+    tokens_ = prompt7(GetParam().model);
+    ASSERT_EQ(tokens_.size(), 7u);
+  }
+
+  // Logits of a one-shot prefill of the 7 tokens, every position, [7, vocab].
+  std::vector<float> one_shot(std::vector<int32_t> blocks) {
+    StepBatch batch;
+    batch.seqs.push_back({tokens_, 0, std::move(blocks), true});
+    std::vector<float> logits(7 * static_cast<std::size_t>(vocab_));
+    backend_->forward(batch, logits.data());
+    return logits;
+  }
+
+  SingleCommunicator comm_;
+  GptjConfig config_;
+  std::unique_ptr<Checkpoint> checkpoint_;
+  std::unique_ptr<Backend> backend_;
+  int64_t vocab_ = 0;
+  std::vector<int32_t> tokens_;
+};
+
+TEST_P(CudaModel, PrefillMatchesTransformers) {
+  const std::vector<float> expected =
+      read_f32_file(kData + "/" + GetParam().model + "/expected/logits_p7_all.f32.bin");
+  ASSERT_EQ(expected.size(), 7 * static_cast<std::size_t>(vocab_));
+  const std::vector<float> logits = one_shot({5, 2});
+  EXPECT_LE(max_abs_diff(logits.data(), expected.data(), logits.size()), GetParam().tol);
+  for (int t = 0; t < 7; ++t) {  // greedy tokens, where the reference's margin is clear
+    const float* e = expected.data() + t * vocab_;
+    const float* g = logits.data() + t * vocab_;
+    int64_t best = 0, second = -1;
+    for (int64_t i = 1; i < vocab_; ++i) {
+      if (e[i] > e[best]) {
+        second = best;
+        best = i;
+      } else if (second < 0 || e[i] > e[second]) {
+        second = i;
+      }
+    }
+    if (e[best] - e[second] <= 2 * GetParam().tol) continue;
+    const int64_t got = std::max_element(g, g + vocab_) - g;
+    EXPECT_EQ(got, best) << "position " << t;
+  }
+}
+
+TEST_P(CudaModel, PrefillThenDecodeMatchesOneShot) {
+  const std::vector<float> reference = one_shot({9, 3});
+  // Prefill 4 tokens, then 3 single-token decode steps through the KV cache (other blocks).
+  const std::vector<int32_t> blocks = {7, 1};
+  StepBatch prefill;
+  prefill.seqs.push_back({{tokens_.begin(), tokens_.begin() + 4}, 0, blocks, true});
+  std::vector<float> logits(4 * static_cast<std::size_t>(vocab_));
+  backend_->forward(prefill, logits.data());
+  EXPECT_LE(max_abs_diff(logits.data(), reference.data(), logits.size()), GetParam().tol);
+  for (int t = 4; t < 7; ++t) {
+    StepBatch decode;
+    decode.seqs.push_back({{tokens_[t]}, t, blocks, false});
+    std::vector<float> row(vocab_);
+    backend_->forward(decode, row.data());
+    EXPECT_LE(max_abs_diff(row.data(), reference.data() + t * vocab_, vocab_), GetParam().tol)
+        << "decode position " << t;
+  }
+}
+
+TEST_P(CudaModel, TwoSequencesInOneStepEqualEachAlone) {
+  const std::vector<float> reference = one_shot({0, 4});
+  StepBatch batch;
+  batch.seqs.push_back({tokens_, 0, {10, 11}, false});                        // last row only
+  batch.seqs.push_back({{tokens_.begin(), tokens_.begin() + 3}, 0, {12}, true});  // 3 rows
+  std::vector<float> logits(4 * static_cast<std::size_t>(vocab_));
+  backend_->forward(batch, logits.data());
+  EXPECT_LE(max_abs_diff(logits.data(), reference.data() + 6 * vocab_, vocab_), GetParam().tol);
+  EXPECT_LE(max_abs_diff(logits.data() + vocab_, reference.data(), 3 * vocab_), GetParam().tol);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, CudaModel,
+                         ::testing::Values(Case{"tiny-gptj-a", "float16", 2e-2f},
+                                           Case{"tiny-gptj-a", "bfloat16", 6e-2f},
+                                           Case{"tiny-gptj-b", "float16", 2e-2f},
+                                           Case{"tiny-gptj-b", "bfloat16", 6e-2f}),
+                         case_name);
+
+TEST(CudaRandomWeights, DeterministicAndFinite) {
+  SKIP_WITHOUT_GPU();
+  const GptjConfig config = load_config(kData + "/tiny-gptj-b/model/config.json");
+  BackendOptions options;
+  options.kv.num_blocks = 8;
+  options.kv.block_size = 4;
+  options.compute_dtype = "float16";
+  SingleCommunicator comm;
+  StepBatch batch;
+  batch.seqs.push_back({{1, 2, 3, 4, 5}, 0, {3, 6}, false});
+  std::vector<float> first(config.vocab_size), second(config.vocab_size);
+  make_cuda_backend(config, nullptr, 42, options, comm, 0)->forward(batch, first.data());
+  auto backend = make_cuda_backend(config, nullptr, 42, options, comm, 0);
+  EXPECT_GT(backend->weight_bytes(), 0);
+  backend->forward(batch, second.data());
+  EXPECT_EQ(first, second);
+  for (float v : first) ASSERT_TRUE(std::isfinite(v));
+}
+
+}  // namespace
+}  // namespace gptj
