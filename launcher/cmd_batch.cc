@@ -87,6 +87,7 @@ CommandRunner register_batch(CLI::App& app) {
     std::string input, output;
     bool resume = false;
     int max_new_tokens = 64, max_batch = 64, max_step_tokens = 4096;
+    bool static_batching = false;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("batch", "Generate for every line of a JSONL file");
@@ -97,6 +98,8 @@ CommandRunner register_batch(CLI::App& app) {
   cmd->add_option("--max-new-tokens", args->max_new_tokens, "default for lines without one")->capture_default_str();
   cmd->add_option("--max-batch", args->max_batch, "sequences in flight at most")->capture_default_str();
   cmd->add_option("--max-step-tokens", args->max_step_tokens, "tokens per step at most")->capture_default_str();
+  cmd->add_flag("--static-batching", args->static_batching,
+                "admit new sequences only when the whole batch has finished (for comparison)");
   return [args](World& world) {
     std::signal(SIGINT, on_stop_signal);
     std::signal(SIGTERM, on_stop_signal);
@@ -114,6 +117,7 @@ CommandRunner register_batch(CLI::App& app) {
       std::set<std::string> done_ids = args->resume ? finished_ids_and_repair(args->output) : std::set<std::string>{};
       SchedulerOptions options = scheduler_options_for(session, args->max_batch);
       options.max_step_tokens = args->max_step_tokens;
+      options.static_batching = args->static_batching;
       Scheduler scheduler(session.runner(), options, tok);
 
       std::map<uint64_t, Pending> pending;  // by first handle
@@ -184,12 +188,19 @@ CommandRunner register_batch(CLI::App& app) {
       progress.update(written + skipped, tokens_generated, true);
       progress.finish();
       const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      // One block: K and V of block_size positions, every layer, this rank's heads.
+      const GptjConfig& c = session.config();
+      const double block_mb = 2.0 * options.kv.block_size * (c.n_embd / world.size()) * c.n_layer *
+                              dtype_size(parse_dtype(session.options().dtype)) / 1e6;
       std::fprintf(stderr,
                    "gptj batch: %zu lines written (%zu errors), %zu skipped as already done, %llu tokens "
-                   "in %.1f s (%.1f tok/s), %llu preemptions\n",
+                   "in %.1f s (%.1f tok/s), %llu preemptions, peak KV %d of %d blocks (%.1f MB per rank; "
+                   "contiguous per-sequence caches for the same batch: %.1f MB)\n",
                    written, errors, skipped, static_cast<unsigned long long>(tokens_generated), seconds,
                    seconds > 0 ? tokens_generated / seconds : 0.0,
-                   static_cast<unsigned long long>(scheduler.preemptions()));
+                   static_cast<unsigned long long>(scheduler.preemptions()), scheduler.peak_used_blocks(),
+                   options.kv.num_blocks, scheduler.peak_used_blocks() * block_mb,
+                   static_cast<double>(args->max_batch) * session.config().n_positions / options.kv.block_size * block_mb);
       if (g_stop_signal) {
         std::fprintf(stderr, "gptj batch: stopped by signal %d; finished lines are in %s; rerun with --resume\n",
                      g_stop_signal.load(), args->output.c_str());

@@ -11,6 +11,7 @@
 
 #include "launcher/commands.h"
 #include "runtime/core/error.h"
+#include "runtime/generate/tokenizer.h"
 
 namespace gptj {
 namespace {
@@ -84,8 +85,10 @@ CommandRunner register_bench(CLI::App& app) {
     const int max_batch = *std::max_element(batches.begin(), batches.end());
     const int block_size = args->model.block_size;
     const int decode_len = args->context + args->steps + 2;
-    const int blocks_per_seq = (std::max(decode_len, args->prefill_tokens) + block_size - 1) / block_size;
-    if (args->model.kv_blocks == 0) args->model.kv_blocks = blocks_per_seq * std::max(1, max_batch);
+    // KV blocks: the prefill sequence gets its own region, each decode sequence a small one.
+    const int prefill_blocks = (args->prefill_tokens + block_size - 1) / block_size;
+    const int decode_blocks = (decode_len + block_size - 1) / block_size;
+    if (args->model.kv_blocks == 0) args->model.kv_blocks = prefill_blocks + decode_blocks * std::max(1, max_batch);
     const double bandwidth = args->bandwidth && world.rank() == 0 ? measure_read_bandwidth() : 0;
     ModelSession session(world, args->model, "bench");
     const GptjConfig& c = session.config();
@@ -107,9 +110,14 @@ CommandRunner register_bench(CLI::App& app) {
         for (int i = 0; i < len; ++i) ids[i] = static_cast<int32_t>((i * 7919 + salt * 104729) % std::min(c.vocab_size, 50000));
         return ids;
       };
-      auto blocks_of = [&](int seq) {
-        std::vector<int32_t> table(static_cast<std::size_t>(blocks_per_seq));
-        std::iota(table.begin(), table.end(), seq * blocks_per_seq);
+      auto prefill_table = [&]() {
+        std::vector<int32_t> table(static_cast<std::size_t>(prefill_blocks));
+        std::iota(table.begin(), table.end(), 0);
+        return table;
+      };
+      auto blocks_of = [&](int seq) {  // decode sequence `seq`
+        std::vector<int32_t> table(static_cast<std::size_t>(decode_blocks));
+        std::iota(table.begin(), table.end(), prefill_blocks + seq * decode_blocks);
         return table;
       };
       const double weight_gb = session.backend().weight_bytes() / 1e9;
@@ -121,7 +129,7 @@ CommandRunner register_bench(CLI::App& app) {
         std::vector<double> times;
         for (int rep = 0; rep < 3; ++rep) {
           StepBatch batch;
-          batch.seqs.push_back({prompt(args->prefill_tokens, rep), 0, blocks_of(0), false});
+          batch.seqs.push_back({prompt(args->prefill_tokens, rep), 0, prefill_table(), false});
           const auto start = Clock::now();
           runner.step(batch);
           times.push_back(seconds_since(start));
@@ -161,6 +169,16 @@ CommandRunner register_bench(CLI::App& app) {
           obj["ratio_to_floor"] = ms / floor_ms;
         }
         print(obj);
+      }
+      if (!args->model.model_dir.empty() && Tokenizer::available(args->model.model_dir)) {
+        // Tokenizer throughput on ~1 MB of text made of decoded vocabulary pieces.
+        const Tokenizer tokenizer = Tokenizer::from_model_dir(args->model.model_dir);
+        std::string text;
+        for (int i = 0; text.size() < (1u << 20); ++i) text += tokenizer.decode({(i * 7919) % 50000});
+        const auto start = Clock::now();
+        const std::size_t n = tokenizer.encode(text).size();
+        const double s = seconds_since(start);
+        print({{"what", "tokenizer_encode"}, {"MB", text.size() / 1e6}, {"tokens", n}, {"MB_per_s", text.size() / 1e6 / s}});
       }
       return 0;
     });

@@ -20,6 +20,7 @@ CommandRunner register_make_random(CLI::App& app);
 CommandRunner register_tokenize(CLI::App& app);
 CommandRunner register_detokenize(CLI::App& app);
 CommandRunner register_batch(CLI::App& app);
+CommandRunner register_serve(CLI::App& app);
 
 // Parses "1,2,3" into ids; throws naming the bad item.
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);

@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   std::map<CLI::App*, gptj::CommandRunner> runners;
   for (auto* reg : {gptj::register_logits, gptj::register_generate, gptj::register_batch,
                     gptj::register_bench, gptj::register_make_random, gptj::register_tokenize,
-                    gptj::register_detokenize}) {
+                    gptj::register_detokenize, gptj::register_serve}) {
     gptj::CommandRunner runner = reg(app);
     runners[app.get_subcommands({}).back()] = runner;
   }

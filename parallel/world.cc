@@ -1,6 +1,10 @@
 #include "parallel/world.h"
 
+#ifdef GPTJ_WITH_MPI
 #include <mpi.h>
+
+#include "parallel/mpi_communicator.h"
+#endif
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -10,7 +14,6 @@
 #include <cstdlib>
 #include <vector>
 
-#include "parallel/mpi_communicator.h"
 #include "runtime/core/error.h"
 
 namespace gptj {
@@ -31,6 +34,13 @@ World::World(int* argc, char*** argv) {
   // A rank dies with its launcher (mpirun/orted/slurmstepd): a killed job leaves no orphan rank
   // running on, still writing output.
   if (launcher_ != "single") ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+#ifndef GPTJ_WITH_MPI
+  // Built without MPI: one process, TP = 1.
+  GPTJ_CHECK(launcher_ == "single", "this gptj was built without MPI (GPTJ_MPI=OFF): run it without mpirun/srun");
+  (void)argc;
+  (void)argv;
+  comm_ = std::make_unique<SingleCommunicator>();
+#else
   int provided = 0;
   if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
     fail("MPI_Init_thread failed on {}", host_);
@@ -48,14 +58,18 @@ World::World(int* argc, char*** argv) {
     comm_ = std::make_unique<MpiCommunicator>(MPI_COMM_WORLD);
   else
     comm_ = std::make_unique<SingleCommunicator>();
+#endif
 }
 
 World::~World() {
+#ifdef GPTJ_WITH_MPI
   if (mpi_) MPI_Finalize();
+#endif
 }
 
 void World::check_same_arguments(const std::string& description) {
   if (size_ == 1) return;
+#ifdef GPTJ_WITH_MPI
   uint64_t length = description.size();
   comm_->broadcast(&length, sizeof(length));
   std::string from_root = description;
@@ -66,11 +80,14 @@ void World::check_same_arguments(const std::string& description) {
   GPTJ_CHECK(!mismatch, "ranks were started with different arguments: rank 0 has '{}', rank {} has '{}'",
              from_root, rank_, description);
   GPTJ_CHECK(!any, "ranks were started with different arguments (another rank differs from rank 0)");
+#endif
 }
 
 void World::abort(int code) {
+#ifdef GPTJ_WITH_MPI
   if (mpi_ && size_ > 1) MPI_Abort(MPI_COMM_WORLD, code);
   if (mpi_) MPI_Finalize();
+#endif
   std::exit(code);
 }
 

@@ -10,6 +10,9 @@
 # Every stage runs even when an earlier one failed; failures are listed at the end, exit code != 0.
 # Everything goes to $OUT/gpu-check.log (OUT defaults to ./gpu-check-out).
 # Usage: scripts/gpu-check.sh        (from anywhere; runs in the repository root)
+#        GPTJ_PREBUILT=DIR scripts/gpu-check.sh   skips stages 1-2 and runs the binaries in DIR
+#        (gptj, cuda_kernels_test, cuda_model_test, cpu_golden_test built elsewhere by
+#        scripts/gpu-bundle.sh), for GPU machines that cannot install packages.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-./gpu-check-out}"
@@ -77,6 +80,8 @@ install_missing() {
     }
   fi
 }
+PREBUILT="${GPTJ_PREBUILT:-}"
+if [ -z "$PREBUILT" ]; then
 stage deps install_missing
 echo "cmake: $(cmake --version 2>/dev/null | head -1)  ninja: $(ninja --version 2>/dev/null)  nvcc: $(nvcc --version 2>/dev/null | tail -1 || /usr/local/cuda/bin/nvcc --version | tail -1)"
 
@@ -87,14 +92,22 @@ command -v ninja >/dev/null && GENERATOR=(-G Ninja)
 stage configure cmake -S . -B "$BUILD" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release -DGPTJ_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES=90
 stage build cmake --build "$BUILD" -j"$JOBS"
+fi
 
 # ---- 3. GPU facts and tests ---------------------------------------------------------------------
 stage nvidia-smi nvidia-smi
-run_gpu_tests() { (cd "$BUILD" && ctest -L gpu --output-on-failure --timeout 600); }
-stage ctest-gpu run_gpu_tests
+if [ -n "$PREBUILT" ]; then
+  export GPTJ_TEST_DATA_DIR="$PWD/tests/data"
+  stage gpu-kernel-tests timeout 600 "$PREBUILT/cuda_kernels_test"
+  stage gpu-model-tests timeout 600 "$PREBUILT/cuda_model_test"
+  stage cpu-golden-tests timeout 600 "$PREBUILT/cpu_golden_test"
+else
+  run_gpu_tests() { (cd "$BUILD" && ctest -L gpu --output-on-failure --timeout 600); }
+  stage ctest-gpu run_gpu_tests
+fi
 
 # ---- 4. golden through the CLI --------------------------------------------------------------------
-GPTJ="$BUILD/bin/gptj"
+GPTJ="${PREBUILT:-$BUILD/bin}/gptj"
 MODEL=tests/data/tiny-gptj-a/model
 EXPECTED=tests/data/tiny-gptj-a/expected/logits_p7_all.f32.bin
 P7=23851,49049,5281,15473,14484,33667,12089  # tests/data/gptj_prompts.json, tiny-gptj-a, 7 tokens

@@ -11,7 +11,7 @@ packages=(build-essential cmake ninja-build pkg-config
   libspdlog-dev libfmt-dev libcli11-dev
   libopenblas-dev libopenblas0-openmp
   libgtest-dev libgmock-dev
-  curl python3 procps)
+  openssh-client curl python3 procps)
 
 missing=()
 for p in "${packages[@]}"; do

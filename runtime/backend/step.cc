@@ -51,7 +51,9 @@ bool deserialize_step(const std::vector<uint8_t>& bytes, StepBatch& batch) {
     at += static_cast<std::size_t>(n);
   };
   const bool shutdown = next() != 0;
-  batch.seqs.assign(static_cast<std::size_t>(next()), {});
+  const int32_t n_seqs = next();
+  GPTJ_CHECK(n_seqs >= 0 && static_cast<std::size_t>(n_seqs) <= words.size(), "corrupt step plan ({} sequences)", n_seqs);
+  batch.seqs.assign(static_cast<std::size_t>(n_seqs), {});
   for (auto& seq : batch.seqs) {
     seq.start_pos = next();
     seq.all_logits = next() != 0;

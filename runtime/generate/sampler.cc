@@ -68,7 +68,7 @@ void apply_top_p(float* logits, int vocab, float p) {
   int keep = vocab;
   for (int i = 0; i < vocab; ++i) {
     cumulative += probs[i] / total;
-    if (cumulative >= p) {
+    if (cumulative >= p - 1e-6) {  // tolerance: p arrives as float (0.8f = 0.8000000119)
       keep = i + 1;
       break;
     }

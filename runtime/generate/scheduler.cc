@@ -154,7 +154,8 @@ std::vector<GenerationEvent> Scheduler::step() {
     }
   }
   int step_tokens = static_cast<int>(running_.size());
-  while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_batch &&
+  const bool may_admit = !options_.static_batching || running_.empty();
+  while (may_admit && !waiting_.empty() && static_cast<int>(running_.size()) < options_.max_batch &&
          admit(*waiting_.front(), step_tokens)) {
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
@@ -169,6 +170,7 @@ std::vector<GenerationEvent> Scheduler::step() {
     s.block_table = seq->blocks;
     batch.seqs.push_back(std::move(s));
   }
+  peak_used_blocks_ = std::max(peak_used_blocks_, blocks_.used_blocks());
   const std::vector<float>& logits = runner_.step(batch);
   std::vector<float> row(static_cast<std::size_t>(runner_.vocab_size()));
   for (std::size_t i = 0; i < running_.size(); ++i) {

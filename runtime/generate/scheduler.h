@@ -50,6 +50,7 @@ struct SchedulerOptions {
   int n_positions = 2048;
   int eos_id = -1;
   int allowed_vocab = 0;         // ids >= this are never sampled
+  bool static_batching = false;  // admit only into an empty batch (for comparison benchmarks)
 };
 
 class Scheduler {
@@ -68,6 +69,7 @@ class Scheduler {
   int waiting() const { return static_cast<int>(waiting_.size()); }
   const BlockAllocator& blocks() const { return blocks_; }
   uint64_t preemptions() const { return preemptions_; }
+  int peak_used_blocks() const { return peak_used_blocks_; }
 
  private:
   struct Sequence;
@@ -85,6 +87,7 @@ class Scheduler {
   std::vector<std::unique_ptr<Sequence>> running_;
   std::vector<std::unique_ptr<Sequence>> finished_;  // kept until the next step (events point into them)
   uint64_t preemptions_ = 0;
+  int peak_used_blocks_ = 0;
 };
 
 }  // namespace gptj

@@ -1,6 +1,8 @@
 #include "runtime/model/config.h"
 
+#include <algorithm>
 #include <boost/json.hpp>
+#include <climits>
 #include <fstream>
 #include <sstream>
 
@@ -16,6 +18,9 @@ int read_int(const json::object& obj, const char* field, const std::string& orig
   GPTJ_CHECK(value != nullptr, "{}: missing field '{}'", origin, field);
   GPTJ_CHECK(value->is_int64() || value->is_uint64(), "{}: field '{}' must be an integer", origin,
              field);
+  const bool fits = value->is_int64() ? (value->as_int64() >= INT32_MIN && value->as_int64() <= INT32_MAX)
+                                      : value->as_uint64() <= INT32_MAX;
+  GPTJ_CHECK(fits, "{}: field '{}' = {} is out of range", origin, field, json::serialize(*value));
   return static_cast<int>(value->to_number<int64_t>());
 }
 
@@ -43,7 +48,9 @@ GptjConfig parse_config(const std::string& json_text, const std::string& origin)
   c.n_embd = read_int(obj, "n_embd", origin);
   c.n_layer = read_int(obj, "n_layer", origin);
   c.n_head = read_int(obj, "n_head", origin);
-  c.rotary_dim = read_int(obj, "rotary_dim", origin);
+  // HF: rotary_dim null means rotary over the whole head.
+  const json::value* rotary = obj.if_contains("rotary_dim");
+  c.rotary_dim = (rotary && rotary->is_null()) ? c.n_embd / std::max(1, c.n_head) : read_int(obj, "rotary_dim", origin);
   auto* n_inner = obj.if_contains("n_inner");
   c.n_inner = (n_inner == nullptr || n_inner->is_null()) ? 4 * c.n_embd : read_int(obj, "n_inner", origin);
   if (auto* eps = obj.if_contains("layer_norm_epsilon")) {

@@ -91,7 +91,11 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       info.shape.push_back(d.as_int64());
     }
     const auto& off = offsets->as_array();
-    GPTJ_CHECK(off[0].is_number() && off[1].is_number(), "{}: data_offsets must be integers", where);
+    auto non_negative_int = [](const json::value& v) {
+      return v.is_uint64() || (v.is_int64() && v.as_int64() >= 0);
+    };
+    GPTJ_CHECK(non_negative_int(off[0]) && non_negative_int(off[1]),
+               "{}: data_offsets must be non-negative integers", where);
     uint64_t begin = off[0].to_number<uint64_t>(), end = off[1].to_number<uint64_t>();
     GPTJ_CHECK(begin <= end && end <= data_size,
                "{}: data_offsets [{}, {}] run past the end of the data ({} bytes)", where, begin, end,

@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -10,7 +11,10 @@ namespace gptj::testing {
 namespace json = boost::json;
 
 namespace {
-std::string data_dir() { return GPTJ_TEST_DATA_DIR; }
+std::string data_dir() {  // the environment can move the data (prebuilt binaries run elsewhere)
+  const char* moved = std::getenv("GPTJ_TEST_DATA_DIR");
+  return moved ? moved : GPTJ_TEST_DATA_DIR;
+}
 
 json::value read_json(const std::string& path) {
   std::ifstream in(path);

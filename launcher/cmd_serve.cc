@@ -1,0 +1,238 @@
+// gptj serve: the OpenAI-compatible HTTP server (rank 0) in front of the continuous batch.
+// Rank 0 starts the HTTP server first (so /health answers 503 while the model loads), then loads
+// its shard and runs the coordinator loop on its main thread; ranks > 0 load theirs and serve steps.
+// This file wires the pieces and routes URLs; the work is in runtime/serve/.
+#include <boost/json.hpp>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+
+#include "launcher/commands.h"
+#include "runtime/core/error.h"
+#include "runtime/generate/tokenizer.h"
+#include "runtime/serve/completion_api.h"
+#include "runtime/serve/coordinator.h"
+#include "runtime/serve/http_server.h"
+#include "runtime/serve/metrics.h"
+
+namespace gptj {
+
+SchedulerOptions scheduler_options_for(ModelSession& session, int max_batch);  // cmd_generate.cc
+
+namespace {
+
+struct ServeArgs {
+  ModelOptions model;
+  std::string host = "127.0.0.1";
+  int port = 8000;
+  std::string api_key_file, model_name;
+  std::size_t max_body_bytes = 1 << 20;
+  int max_queued = 256;
+  int max_batch = 64;
+  int http_threads = 2;
+  double request_timeout_s = 600;
+  double drain_timeout_s = 30;
+};
+
+std::string read_api_key(const std::string& path) {
+  std::ifstream in(path);
+  GPTJ_CHECK(in.good(), "--api-key-file {}: cannot read it", path);
+  std::string key((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!key.empty() && std::isspace(static_cast<unsigned char>(key.back()))) key.pop_back();
+  while (!key.empty() && std::isspace(static_cast<unsigned char>(key.front()))) key.erase(key.begin());
+  GPTJ_CHECK(!key.empty(), "--api-key-file {}: the file is empty", path);
+  return key;
+}
+
+// Compares without an early exit, so the time taken does not reveal how much of the key matched.
+bool same_secret(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (std::size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i % std::max<std::size_t>(1, b.size())]);
+  return diff == 0;
+}
+
+// Routes requests (I/O threads). Model facts are published once, before `ready` turns true.
+class Router {
+ public:
+  Router(const ServeArgs& args, std::string api_key, Coordinator& coordinator, ServerMetrics& metrics)
+      : args_(args), api_key_(std::move(api_key)), coordinator_(coordinator), metrics_(metrics) {}
+
+  void set_model(const ModelInfo& info) {
+    model_ = info;
+    ready_.store(true, std::memory_order_release);
+    metrics_.set_ready(true);
+  }
+
+  void handle(const HttpRequest& request, const std::shared_ptr<HttpReply>& reply) {
+    namespace http = boost::beast::http;
+    std::string_view target = request.target();
+    target = target.substr(0, target.find('?'));
+    const http::verb method = request.method();
+    const bool ready = ready_.load(std::memory_order_acquire);
+    if (target == "/health") {
+      if (method != http::verb::get && method != http::verb::head) return not_allowed(reply, "GET, HEAD");
+      if (!ready || coordinator_.stopping())
+        return respond(reply, 503, json_text({{"status", ready ? "shutting down" : "loading"}}));
+      return respond(reply, 200, json_text({{"status", "ok"}}));
+    }
+    if (target == "/metrics") {
+      if (method != http::verb::get) return not_allowed(reply, "GET");
+      return respond(reply, 200, metrics_.render(), "text/plain; version=0.0.4");
+    }
+    const bool models = target == "/v1/models" || target.starts_with("/v1/models/");
+    if (!models && target != "/v1/completions")
+      return respond(reply, 404, error_body("no such endpoint: " + std::string(target), "invalid_request_error"));
+    if (models && method != http::verb::get) return not_allowed(reply, "GET");
+    if (!models && method != http::verb::post) return not_allowed(reply, "POST");
+    if (!api_key_.empty()) {
+      const std::string_view auth = request[http::field::authorization];
+      if (!auth.starts_with("Bearer ") || !same_secret(auth.substr(7), api_key_))
+        return respond(reply, 401, error_body("missing or wrong API key: send 'Authorization: Bearer KEY'",
+                                              "invalid_request_error"));
+    }
+    if (!ready) return respond(reply, 503, error_body("the model is still loading", "server_not_ready"));
+    if (models) return list_models(target, reply);
+    complete(request.body(), reply);
+  }
+
+ private:
+  static std::string json_text(boost::json::object o) { return boost::json::serialize(o); }
+
+  void respond(const std::shared_ptr<HttpReply>& reply, unsigned status, std::string body,
+               const std::string& type = "application/json", const std::string& allow = "") {
+    metrics_.count_request(static_cast<int>(status));
+    reply->send(status, type, std::move(body), allow);
+  }
+
+  void not_allowed(const std::shared_ptr<HttpReply>& reply, const std::string& allow) {
+    respond(reply, 405, error_body("method not allowed here; use " + allow, "invalid_request_error"),
+            "application/json", allow);
+  }
+
+  void list_models(std::string_view target, const std::shared_ptr<HttpReply>& reply) {
+    boost::json::object entry{{"id", model_.name}, {"object", "model"}, {"created", 0}, {"owned_by", "gptj"}};
+    if (target == "/v1/models")
+      return respond(reply, 200, json_text({{"object", "list"}, {"data", boost::json::array{entry}}}));
+    if (target.substr(11) != model_.name)
+      return respond(reply, 404, error_body("no such model: " + std::string(target.substr(11)), "invalid_request_error", "model"));
+    respond(reply, 200, json_text(entry));
+  }
+
+  void complete(const std::string& body, const std::shared_ptr<HttpReply>& reply) {
+    std::shared_ptr<Job> job;
+    try {
+      CompletionRequest request = parse_completion_request(body, model_);
+      job = make_completion_job(std::move(request), model_, reply, metrics_,
+                                std::chrono::milliseconds(static_cast<int64_t>(args_.request_timeout_s * 1000)));
+    } catch (const ApiError& e) {
+      return respond(reply, static_cast<unsigned>(e.status), error_body(e.what(), e.type, e.param));
+    } catch (const Error& e) {  // e.g. the tokenizer refusing input
+      return respond(reply, 400, error_body(e.what(), "invalid_request_error", "prompt"));
+    }
+    switch (coordinator_.submit(job)) {
+      case SubmitResult::kAccepted: break;
+      case SubmitResult::kQueueFull:
+        return respond(reply, 429, error_body("too many requests are queued; retry later", "rate_limit_error"));
+      case SubmitResult::kShuttingDown:
+        return respond(reply, 503, error_body("the server is shutting down", "server_shutting_down"));
+    }
+    // A client that goes away cancels its sequences; the coordinator frees their KV blocks.
+    std::weak_ptr<Job> weak = job;
+    Coordinator* coordinator = &coordinator_;
+    reply->on_disconnect([weak, coordinator] {
+      if (auto j = weak.lock()) {
+        j->cancelled = true;
+        coordinator->wake();
+      }
+    });
+  }
+
+  const ServeArgs& args_;
+  std::string api_key_;
+  Coordinator& coordinator_;
+  ServerMetrics& metrics_;
+  ModelInfo model_;
+  std::atomic<bool> ready_{false};
+};
+
+int serve_rank0(World& world, const ServeArgs& args) {
+  const std::string api_key = args.api_key_file.empty() ? "" : read_api_key(args.api_key_file);
+  GPTJ_CHECK(args.port >= 0 && args.port <= 65535, "--port {} is not a TCP port", args.port);
+  ServerMetrics metrics;
+  CoordinatorOptions coordinator_options;
+  coordinator_options.max_queued = args.max_queued;
+  coordinator_options.drain_timeout = std::chrono::milliseconds(static_cast<int64_t>(args.drain_timeout_s * 1000));
+  Coordinator coordinator(metrics, coordinator_options);
+  Router router(args, api_key, coordinator, metrics);
+  HttpServerOptions http_options;
+  http_options.host = args.host;
+  http_options.port = static_cast<uint16_t>(args.port);
+  http_options.io_threads = args.http_threads;
+  http_options.body_limit = args.max_body_bytes;
+  HttpServer server(http_options, [&router](const HttpRequest& request, std::shared_ptr<HttpReply> reply) {
+    router.handle(request, reply);
+  });
+  server.on_signal([&] {
+    server.stop_accepting();
+    coordinator.request_stop();
+  });
+  server.start();
+  const bool v6 = args.host.find(':') != std::string::npos;
+  std::fprintf(stderr, "gptj serve: listening on http://%s%s%s:%u\n", v6 ? "[" : "", args.host.c_str(),
+               v6 ? "]" : "", server.port());
+  std::fflush(stderr);
+
+  ModelSession session(world, args.model, "serve");
+  return session.run([&] {
+    std::optional<Tokenizer> tokenizer;
+    if (Tokenizer::available(session.options().model_dir))
+      tokenizer = Tokenizer::from_model_dir(session.options().model_dir);
+    const SchedulerOptions options = scheduler_options_for(session, args.max_batch);
+    Scheduler scheduler(session.runner(), options, tokenizer ? &*tokenizer : nullptr);
+    ModelInfo info;
+    info.name = !args.model_name.empty() ? args.model_name
+                                         : std::filesystem::path(args.model.model_dir).lexically_normal().filename().string();
+    if (info.name.empty()) info.name = std::filesystem::path(args.model.model_dir).parent_path().filename().string();
+    info.n_positions = options.n_positions;
+    info.allowed_vocab = options.allowed_vocab;
+    info.eos_id = options.eos_id;
+    info.kv_capacity_tokens = options.kv.num_blocks * options.kv.block_size;
+    info.tokenizer = tokenizer ? &*tokenizer : nullptr;
+    router.set_model(info);
+    coordinator.run(scheduler);  // returns after SIGTERM/SIGINT and the drain
+    metrics.set_ready(false);
+    server.stop(std::chrono::milliseconds(5000));  // let the last answers reach their clients
+    std::fprintf(stderr, "gptj serve: stopped\n");
+    return 0;
+  });
+}
+
+}  // namespace
+
+CommandRunner register_serve(CLI::App& app) {
+  auto args = std::make_shared<ServeArgs>();
+  CLI::App* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server (completions) at rank 0");
+  add_common_model_options(*cmd, args->model);
+  cmd->add_option("--host", args->host, "address to bind")->capture_default_str();
+  cmd->add_option("--port", args->port, "TCP port; 0 picks a free one (printed)")->capture_default_str();
+  cmd->add_option("--api-key-file", args->api_key_file, "file holding the API key; turns on Bearer auth for /v1/*");
+  cmd->add_option("--served-model-name", args->model_name, "model name in answers (default: the model directory's name)");
+  cmd->add_option("--max-body-bytes", args->max_body_bytes, "largest request body")->capture_default_str();
+  cmd->add_option("--max-queued", args->max_queued, "choices waiting to run before 429")->capture_default_str();
+  cmd->add_option("--max-batch", args->max_batch, "sequences in the running batch at most")->capture_default_str();
+  cmd->add_option("--http-threads", args->http_threads, "HTTP I/O threads")->capture_default_str();
+  cmd->add_option("--request-timeout", args->request_timeout_s, "seconds a completion may take (0: none)")->capture_default_str();
+  cmd->add_option("--drain-timeout", args->drain_timeout_s, "seconds in-flight requests get at SIGTERM")->capture_default_str();
+  return [args](World& world) {
+    if (world.rank() == 0) return serve_rank0(world, *args);
+    // Workers leave on rank 0's shutdown plan; a signal is rank 0's to handle (mpirun forwards it).
+    std::signal(SIGTERM, SIG_IGN);
+    std::signal(SIGINT, SIG_IGN);
+    ModelSession session(world, args->model, "serve");
+    return session.run([] { return 0; });
+  };
+}
+
+}  // namespace gptj

@@ -1,0 +1,433 @@
+#include "runtime/serve/completion_api.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <ctime>
+#include <random>
+
+#include "runtime/generate/utf8_stream.h"
+
+namespace gptj {
+
+namespace json = boost::json;
+
+std::string error_body(const std::string& message, const std::string& type, const std::string& param) {
+  json::object error{{"message", message}, {"type", type}, {"code", nullptr}};
+  error["param"] = param.empty() ? json::value(nullptr) : json::value(param);
+  return json::serialize(json::object{{"error", error}});
+}
+
+// ------------------------------------------------------------------------------------------------
+// Request parsing. Every refusal names the field (OpenAI's "param").
+namespace {
+
+const json::value* present(const json::object& o, const char* name) {
+  const json::value* v = o.if_contains(name);
+  return v && !v->is_null() ? v : nullptr;
+}
+
+int64_t get_int(const json::object& o, const char* name, int64_t fallback, int64_t lo, int64_t hi) {
+  const json::value* v = present(o, name);
+  if (!v) return fallback;
+  int64_t x = 0;
+  if (v->is_int64()) x = v->get_int64();
+  else if (v->is_uint64()) x = v->get_uint64() > static_cast<uint64_t>(hi) ? hi + 1 : static_cast<int64_t>(v->get_uint64());
+  else throw ApiError(400, fmt::format("'{}' must be an integer", name), name);
+  if (x < lo || x > hi) throw ApiError(400, fmt::format("'{}' must be between {} and {} (got {})", name, lo, hi, x), name);
+  return x;
+}
+
+double get_number(const json::object& o, const char* name, double fallback, double lo, double hi) {
+  const json::value* v = present(o, name);
+  if (!v) return fallback;
+  if (!v->is_number()) throw ApiError(400, fmt::format("'{}' must be a number", name), name);
+  const double x = v->to_number<double>();
+  if (!(x >= lo && x <= hi)) throw ApiError(400, fmt::format("'{}' must be between {} and {} (got {})", name, lo, hi, x), name);
+  return x;
+}
+
+bool get_bool(const json::object& o, const char* name, bool fallback) {
+  const json::value* v = present(o, name);
+  if (!v) return fallback;
+  if (!v->is_bool()) throw ApiError(400, fmt::format("'{}' must be true or false", name), name);
+  return v->get_bool();
+}
+
+std::vector<int32_t> token_prompt(const json::array& ids, const ModelInfo& model) {
+  if (ids.empty()) throw ApiError(400, "'prompt' holds an empty token array", "prompt");
+  std::vector<int32_t> out;
+  out.reserve(ids.size());
+  for (const auto& id : ids) {
+    if (!id.is_int64() && !id.is_uint64())
+      throw ApiError(400, "a token array in 'prompt' must hold only integers", "prompt");
+    const int64_t x = id.is_int64() ? id.get_int64() : -1;
+    if (x < 0 || x >= model.allowed_vocab)
+      throw ApiError(400, fmt::format("token id {} in 'prompt' is outside the vocabulary [0, {})",
+                                      json::serialize(id), model.allowed_vocab), "prompt");
+    out.push_back(static_cast<int32_t>(x));
+  }
+  return out;
+}
+
+std::vector<int32_t> text_prompt(const std::string& text, const ModelInfo& model) {
+  if (!model.tokenizer)
+    throw ApiError(400, "text prompts need the tokenizer files (vocab.json, merges.txt) in the model directory; send token ids", "prompt");
+  if (text.empty()) {
+    // As OpenAI: an empty prompt continues from <|endoftext|>.
+    if (model.eos_id < 0) throw ApiError(400, "'prompt' is empty", "prompt");
+    return {model.eos_id};
+  }
+  return model.tokenizer->encode(text);
+}
+
+std::vector<std::vector<int32_t>> parse_prompts(const json::object& o, const ModelInfo& model) {
+  const json::value* p = present(o, "prompt");
+  if (!p) throw ApiError(400, "'prompt' is required", "prompt");
+  const char* shape = "'prompt' must be a string, an array of strings, an array of token ids or an array of token arrays";
+  if (p->is_string()) return {text_prompt(std::string(p->get_string()), model)};
+  if (!p->is_array()) throw ApiError(400, shape, "prompt");
+  const json::array& a = p->get_array();
+  if (a.empty()) throw ApiError(400, "'prompt' is an empty array", "prompt");
+  if (a.size() > 64) throw ApiError(400, "'prompt' holds more than 64 prompts", "prompt");
+  if (a[0].is_int64() || a[0].is_uint64()) return {token_prompt(a, model)};
+  std::vector<std::vector<int32_t>> prompts;
+  for (const auto& item : a) {
+    if (item.is_string() && a[0].is_string()) prompts.push_back(text_prompt(std::string(item.get_string()), model));
+    else if (item.is_array() && a[0].is_array()) prompts.push_back(token_prompt(item.get_array(), model));
+    else throw ApiError(400, shape, "prompt");
+  }
+  return prompts;
+}
+
+std::vector<std::string> parse_stop(const json::object& o) {
+  const json::value* v = present(o, "stop");
+  std::vector<std::string> stops;
+  if (!v) return stops;
+  if (v->is_string()) {
+    stops.emplace_back(v->get_string());
+  } else if (v->is_array()) {
+    if (v->get_array().size() > 16) throw ApiError(400, "'stop' holds more than 16 strings", "stop");
+    for (const auto& s : v->get_array()) {
+      if (!s.is_string()) throw ApiError(400, "'stop' must be a string or an array of strings", "stop");
+      stops.emplace_back(s.get_string());
+    }
+  } else {
+    throw ApiError(400, "'stop' must be a string or an array of strings", "stop");
+  }
+  std::erase_if(stops, [](const std::string& s) { return s.empty(); });
+  return stops;
+}
+
+}  // namespace
+
+CompletionRequest parse_completion_request(const std::string& body, const ModelInfo& model) {
+  boost::system::error_code ec;
+  json::value root = json::parse(body, ec);
+  if (ec) throw ApiError(400, "the request body is not valid JSON: " + ec.message());
+  if (!root.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  const json::object& o = root.get_object();
+  CompletionRequest r;
+  if (const json::value* m = present(o, "model"); m && !m->is_string())
+    throw ApiError(400, "'model' must be a string", "model");
+  if (const json::value* u = present(o, "user")) {
+    if (!u->is_string()) throw ApiError(400, "'user' must be a string", "user");
+    r.user = std::string(u->get_string());
+  }
+  if (const json::value* s = present(o, "suffix"); s && !(s->is_string() && s->get_string().empty()))
+    throw ApiError(400, "'suffix' is not supported", "suffix");
+  if (const json::value* b = present(o, "logit_bias"); b && !(b->is_object() && b->get_object().empty()))
+    throw ApiError(400, "'logit_bias' is not supported", "logit_bias");
+  r.max_tokens = static_cast<int>(get_int(o, "max_tokens", 16, 1, model.n_positions));
+  r.n = static_cast<int>(get_int(o, "n", 1, 1, 16));
+  if (get_int(o, "best_of", r.n, 1, 16) != r.n)
+    throw ApiError(400, "'best_of' other than n is not supported", "best_of");
+  r.stream = get_bool(o, "stream", false);
+  if (const json::value* so = present(o, "stream_options")) {
+    if (!so->is_object()) throw ApiError(400, "'stream_options' must be an object", "stream_options");
+    r.include_usage = get_bool(so->get_object(), "include_usage", false);
+  }
+  r.echo = get_bool(o, "echo", false);
+  if (present(o, "logprobs")) r.logprobs = static_cast<int>(get_int(o, "logprobs", 0, 0, 20));
+  r.stop = parse_stop(o);
+  if (!r.stop.empty() && !model.tokenizer)
+    throw ApiError(400, "'stop' needs the tokenizer files in the model directory", "stop");
+  SamplingParams& s = r.sampling;
+  s.temperature = static_cast<float>(get_number(o, "temperature", 1.0, 0.0, 2.0));
+  s.top_p = static_cast<float>(get_number(o, "top_p", 1.0, 0.0, 1.0));
+  s.top_k = static_cast<int>(std::max<int64_t>(0, get_int(o, "top_k", 0, -1, 1 << 20)));
+  s.presence_penalty = static_cast<float>(get_number(o, "presence_penalty", 0.0, -2.0, 2.0));
+  s.frequency_penalty = static_cast<float>(get_number(o, "frequency_penalty", 0.0, -2.0, 2.0));
+  s.repetition_penalty = static_cast<float>(get_number(o, "repetition_penalty", 1.0, 0.01, 100.0));
+  s.no_repeat_ngram_size = static_cast<int>(get_int(o, "no_repeat_ngram_size", 0, 0, 1 << 20));
+  s.logprobs = r.logprobs.value_or(0);
+  if (const json::value* seed = present(o, "seed")) {
+    if (seed->is_int64()) s.seed = static_cast<uint64_t>(seed->get_int64());
+    else if (seed->is_uint64()) s.seed = seed->get_uint64();
+    else throw ApiError(400, "'seed' must be an integer", "seed");
+  }
+  r.prompts = parse_prompts(o, model);
+  if (r.prompts.size() * r.n > 128) throw ApiError(400, "more than 128 choices (prompts times n)", "n");
+  for (const auto& prompt : r.prompts) {
+    const int len = static_cast<int>(prompt.size());
+    if (len + r.max_tokens > model.n_positions)
+      throw ApiError(400, fmt::format("This model's maximum context length is {} tokens, however you requested {} "
+                                      "tokens ({} in your prompt; {} for the completion). Reduce the prompt or max_tokens.",
+                                      model.n_positions, len + r.max_tokens, len, r.max_tokens),
+                     len >= model.n_positions ? "prompt" : "max_tokens");
+    if (model.kv_capacity_tokens > 0 && len + r.max_tokens + 1 > model.kv_capacity_tokens)
+      throw ApiError(400, fmt::format("prompt ({} tokens) plus max_tokens ({}) exceeds the server's KV cache of {} tokens",
+                                      len, r.max_tokens, model.kv_capacity_tokens), "max_tokens");
+  }
+  return r;
+}
+
+// ------------------------------------------------------------------------------------------------
+// The job: collects each choice's tokens; answers at the end, or streams as tokens arrive.
+namespace {
+
+std::string completion_id() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("cmpl-{:016x}{:08x}", rng(), static_cast<uint32_t>(rng()));
+}
+
+// Length of the longest tail of `text` that is a proper prefix of some stop string: text that may
+// still turn into a stop string and must not be streamed yet.
+std::size_t stop_holdback(const std::string& text, const std::vector<std::string>& stops) {
+  std::size_t hold = 0;
+  for (const auto& stop : stops)
+    for (std::size_t k = std::min(stop.size() - 1, text.size()); k > hold; --k)
+      if (text.compare(text.size() - k, k, stop, 0, k) == 0) {
+        hold = k;
+        break;
+      }
+  return hold;
+}
+
+class CompletionJob : public Job {
+ public:
+  CompletionJob(CompletionRequest request, const ModelInfo& model, std::shared_ptr<HttpReply> reply,
+                ServerMetrics& metrics)
+      : req_(std::move(request)), model_(model), reply_(std::move(reply)), metrics_(metrics),
+        id_(completion_id()), created_(static_cast<int64_t>(std::time(nullptr))) {
+    for (std::size_t p = 0; p < req_.prompts.size(); ++p) {
+      for (int i = 0; i < req_.n; ++i) {
+        GenerationRequest g;
+        g.prompt = req_.prompts[p];
+        g.sampling = req_.sampling;
+        if (g.sampling.seed) g.sampling.seed = *g.sampling.seed + static_cast<uint64_t>(i);
+        g.max_new_tokens = req_.max_tokens;
+        g.stop = req_.stop;
+        requests.push_back(std::move(g));
+        Choice c;
+        c.prompt_index = static_cast<int>(p);
+        if (model_.tokenizer) c.decoder.emplace(*model_.tokenizer);
+        choices_.push_back(std::move(c));
+      }
+    }
+    remaining_ = static_cast<int>(choices_.size());
+  }
+
+  void on_event(int index, const GenerationEvent& event) override {
+    Choice& c = choices_[static_cast<std::size_t>(index)];
+    if (c.done || event.finish == FinishReason::kCancelled) return;
+    if (req_.stream) start_choice_stream(index, c);
+    const int32_t token = event.choice.token;
+    const bool eos = event.finish == FinishReason::kEos;
+    if (token >= 0 && !eos) {
+      c.tokens.push_back(token);
+      c.token_logprobs.push_back(event.choice.logprob);
+      c.top.push_back(event.choice.top);
+      if (req_.stream && event.finish == FinishReason::kNone) {
+        if (c.decoder) c.decoded += c.decoder->push(token);
+        const std::size_t safe = c.decoded.size() - stop_holdback(c.decoded, req_.stop);
+        std::string delta;
+        if (safe > c.emitted) delta = c.decoded.substr(c.emitted, safe - c.emitted);
+        c.emitted = std::max(c.emitted, safe);
+        send_chunk(index, c, utf8::to_valid_utf8(delta), c.tokens.size() - 1, c.tokens.size(), nullptr);
+      }
+    }
+    if (event.finish == FinishReason::kNone) return;
+    // The scheduler drops tokens that reach into a stop string; keep what it kept.
+    std::size_t keep = event.generated ? event.generated->size() : c.tokens.size();
+    if (eos && keep > 0) --keep;
+    const std::size_t streamed = req_.stream ? c.tokens.size() - (token >= 0 && !eos ? 1 : 0) : 0;
+    keep = std::min(keep, c.tokens.size());
+    c.tokens.resize(keep);
+    c.token_logprobs.resize(keep);
+    c.top.resize(keep);
+    const char* reason = event.finish == FinishReason::kLength ? "length" : "stop";
+    c.text = event.finish == FinishReason::kStop ? event.stop_text
+             : model_.tokenizer                  ? model_.tokenizer->decode(c.tokens)
+                                                 : std::string();
+    c.done = true;
+    if (req_.stream) {
+      const std::string rest = c.text.size() > c.emitted ? c.text.substr(c.emitted) : std::string();
+      const std::size_t from = std::min(streamed, c.tokens.size());
+      send_chunk(index, c, utf8::to_valid_utf8(rest), from, c.tokens.size(), reason);
+    }
+    c.finish = reason;
+    if (--remaining_ == 0) finish_all();
+  }
+
+  void on_failed(int status, const std::string& type, const std::string& message) override {
+    metrics_.count_request(status);
+    if (stream_started_) {
+      reply_->write("data: " + error_body(message, type) + "\n\n");
+      reply_->write("data: [DONE]\n\n");
+      reply_->end();
+    } else {
+      reply_->send(static_cast<unsigned>(status), "application/json", error_body(message, type));
+    }
+  }
+
+ private:
+  struct Choice {
+    int prompt_index = 0;
+    std::vector<int32_t> tokens;  // generated, without a final <|endoftext|>
+    std::vector<float> token_logprobs;
+    std::vector<std::vector<std::pair<int32_t, float>>> top;
+    std::optional<StreamDecoder> decoder;
+    std::string decoded;       // streamed text so far (complete UTF-8 only)
+    std::size_t emitted = 0;   // bytes of `decoded` sent
+    bool started = false, done = false;
+    std::size_t echo_offset = 0;  // bytes of echoed prompt text sent before the completion
+    std::string text, finish;  // when done
+  };
+
+  std::string token_text(int32_t id) const {
+    return model_.tokenizer ? utf8::to_valid_utf8(model_.tokenizer->token_bytes(id)) : std::string();
+  }
+  std::string prompt_text(const Choice& c) const {
+    return model_.tokenizer ? utf8::to_valid_utf8(model_.tokenizer->decode(req_.prompts[c.prompt_index])) : std::string();
+  }
+
+  // OpenAI's logprobs object for generated tokens [from, to), optionally led by the echoed prompt
+  // (whose logprobs the server does not compute: null).
+  json::value logprobs_json(const Choice& c, std::size_t from, std::size_t to, bool with_prompt,
+                            std::size_t offset) const {
+    if (!req_.logprobs) return nullptr;
+    json::array tokens, lps, tops, offsets;
+    if (with_prompt) {
+      for (int32_t id : req_.prompts[c.prompt_index]) {
+        const std::string t = token_text(id);
+        tokens.emplace_back(t);
+        lps.emplace_back(nullptr);
+        tops.emplace_back(nullptr);
+        offsets.emplace_back(offset);
+        offset += t.size();
+      }
+    }
+    for (std::size_t i = from; i < to; ++i) {
+      const std::string t = token_text(c.tokens[i]);
+      tokens.emplace_back(t);
+      lps.emplace_back(c.token_logprobs[i]);
+      json::object top;
+      for (const auto& [id, lp] : c.top[i]) top[token_text(id)] = lp;
+      tops.emplace_back(std::move(top));
+      offsets.emplace_back(offset);
+      offset += t.size();
+    }
+    return json::object{{"tokens", tokens}, {"token_logprobs", lps},
+                        {"top_logprobs", *req_.logprobs > 0 ? json::value(tops) : json::value(nullptr)},
+                        {"text_offset", offsets}};
+  }
+
+  json::object envelope() const {
+    return json::object{{"id", id_}, {"object", "text_completion"}, {"created", created_}, {"model", model_.name}};
+  }
+
+  json::object usage() const {
+    std::size_t prompt = 0, completion = 0;
+    for (const auto& p : req_.prompts) prompt += p.size();
+    for (const auto& c : choices_) completion += c.tokens.size();
+    return json::object{{"prompt_tokens", prompt}, {"completion_tokens", completion},
+                        {"total_tokens", prompt + completion}};
+  }
+
+  void write_event(const json::object& chunk) { reply_->write("data: " + json::serialize(chunk) + "\n\n"); }
+
+  void start_choice_stream(int index, Choice& c) {
+    if (!stream_started_) {
+      stream_started_ = true;
+      metrics_.count_request(200);
+      reply_->begin_stream("text/event-stream");
+    }
+    if (c.started) return;
+    c.started = true;
+    if (!req_.echo) return;
+    const std::string text = prompt_text(c);
+    json::object choice{{"text", text}, {"index", index}, {"finish_reason", nullptr},
+                        {"logprobs", logprobs_json(c, 0, 0, true, 0)}};
+    choice["token_ids"] = json::value_from(req_.prompts[c.prompt_index]);
+    json::object chunk = envelope();
+    chunk["choices"] = json::array{choice};
+    write_event(chunk);
+    c.echo_offset = text.size();
+  }
+
+  void send_chunk(int index, const Choice& c, const std::string& text, std::size_t from, std::size_t to,
+                  const char* finish) {
+    if (text.empty() && from >= to && !finish) return;
+    json::object choice{{"text", text}, {"index", index},
+                        {"finish_reason", finish ? json::value(finish) : json::value(nullptr)},
+                        {"logprobs", logprobs_json(c, from, to, false, c.echo_offset + c.emitted)}};
+    choice["token_ids"] = json::value_from(std::vector<int32_t>(c.tokens.begin() + from, c.tokens.begin() + to));
+    json::object chunk = envelope();
+    chunk["choices"] = json::array{choice};
+    write_event(chunk);
+  }
+
+  void finish_all() {
+    if (req_.stream) {
+      if (req_.include_usage) {
+        json::object chunk = envelope();
+        chunk["choices"] = json::array{};
+        chunk["usage"] = usage();
+        write_event(chunk);
+      }
+      reply_->write("data: [DONE]\n\n");
+      reply_->end();
+      return;
+    }
+    json::array choices;
+    for (std::size_t i = 0; i < choices_.size(); ++i) {
+      const Choice& c = choices_[i];
+      const std::string prefix = req_.echo ? prompt_text(c) : std::string();
+      json::object choice{{"text", prefix + utf8::to_valid_utf8(c.text)}, {"index", i},
+                          {"logprobs", logprobs_json(c, 0, c.tokens.size(), req_.echo, 0)},
+                          {"finish_reason", c.finish}};
+      std::vector<int32_t> ids = req_.echo ? req_.prompts[c.prompt_index] : std::vector<int32_t>{};
+      ids.insert(ids.end(), c.tokens.begin(), c.tokens.end());
+      choice["token_ids"] = json::value_from(ids);
+      choices.push_back(std::move(choice));
+    }
+    json::object body = envelope();
+    body["choices"] = std::move(choices);
+    body["usage"] = usage();
+    metrics_.count_request(200);
+    reply_->send(200, "application/json", json::serialize(body));
+  }
+
+  CompletionRequest req_;
+  ModelInfo model_;
+  std::shared_ptr<HttpReply> reply_;
+  ServerMetrics& metrics_;
+  std::string id_;
+  int64_t created_;
+  std::vector<Choice> choices_;
+  int remaining_ = 0;
+  bool stream_started_ = false;
+};
+
+}  // namespace
+
+std::shared_ptr<Job> make_completion_job(CompletionRequest request, const ModelInfo& model,
+                                         std::shared_ptr<HttpReply> reply, ServerMetrics& metrics,
+                                         std::chrono::milliseconds timeout) {
+  auto job = std::make_shared<CompletionJob>(std::move(request), model, std::move(reply), metrics);
+  if (timeout.count() > 0) job->deadline = job->accepted_at + timeout;
+  return job;
+}
+
+}  // namespace gptj

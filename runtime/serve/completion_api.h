@@ -1,0 +1,63 @@
+// The OpenAI completions API (rank 0): request JSON → validated CompletionRequest → GenerationRequests,
+// and the answer in OpenAI's shape, whole or as server-sent events. Parsing runs on an HTTP I/O
+// thread; a CompletionJob's callbacks run on the coordinator thread and answer through HttpReply.
+//
+// Extension (not in OpenAI's API): each choice, and each stream chunk's choice, carries "token_ids",
+// the ids of the generated tokens it covers (the prompt's ids too when echo is set).
+#pragma once
+#include <boost/json.hpp>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "runtime/generate/tokenizer.h"
+#include "runtime/serve/coordinator.h"
+#include "runtime/serve/http_server.h"
+#include "runtime/serve/metrics.h"
+
+namespace gptj {
+
+// A request the API refuses: HTTP status and OpenAI's error object.
+struct ApiError : std::runtime_error {
+  ApiError(int status, std::string message, std::string param = "", std::string type = "invalid_request_error")
+      : std::runtime_error(message), status(status), type(std::move(type)), param(std::move(param)) {}
+  int status;
+  std::string type, param;
+};
+
+// {"error": {"message", "type", "param", "code"}} serialized.
+std::string error_body(const std::string& message, const std::string& type, const std::string& param = "");
+
+// What the API knows of the model it serves.
+struct ModelInfo {
+  std::string name;              // "model" in answers and /v1/models
+  int n_positions = 2048;        // prompt + max_tokens must fit
+  int allowed_vocab = 50257;     // prompt ids must be below this
+  int eos_id = -1;
+  int kv_capacity_tokens = 0;    // KV cache size in tokens (one sequence must fit)
+  const Tokenizer* tokenizer = nullptr;  // null: token prompts only, no text in answers
+};
+
+struct CompletionRequest {
+  std::vector<std::vector<int32_t>> prompts;
+  int max_tokens = 16;
+  int n = 1;
+  bool stream = false, include_usage = false, echo = false;
+  std::optional<int> logprobs;  // top-N alternatives; nullopt: no logprobs in the answer
+  std::vector<std::string> stop;
+  SamplingParams sampling;      // temperature defaults to 1 as in OpenAI
+  std::string user;
+};
+
+// Throws ApiError (400, naming the field in `param`) for anything malformed or out of range.
+CompletionRequest parse_completion_request(const std::string& body, const ModelInfo& model);
+
+// One completion call in flight. Build with make_completion_job(); submit to the Coordinator.
+std::shared_ptr<Job> make_completion_job(CompletionRequest request, const ModelInfo& model,
+                                         std::shared_ptr<HttpReply> reply, ServerMetrics& metrics,
+                                         std::chrono::milliseconds timeout);
+
+}  // namespace gptj

@@ -1,0 +1,174 @@
+#include "runtime/serve/coordinator.h"
+
+#include <unordered_set>
+
+#include "runtime/core/error.h"
+
+namespace gptj {
+
+Coordinator::Coordinator(ServerMetrics& metrics, const CoordinatorOptions& options)
+    : metrics_(metrics), options_(options) {}
+
+SubmitResult Coordinator::submit(std::shared_ptr<Job> job) {
+  {
+    std::lock_guard lock(mu_);
+    if (stop_requested_.load()) return SubmitResult::kShuttingDown;
+    // Queued = not yet taken by the loop + waiting inside the scheduler (counted in choices).
+    std::size_t queued = waiting_in_scheduler_.load();
+    for (const auto& pending : inbox_) queued += pending->requests.size();
+    if (queued + job->requests.size() > static_cast<std::size_t>(options_.max_queued))
+      return SubmitResult::kQueueFull;
+    inbox_.push_back(std::move(job));
+  }
+  cv_.notify_one();
+  return SubmitResult::kAccepted;
+}
+
+void Coordinator::wake() {
+  {
+    std::lock_guard lock(mu_);
+    wake_ = true;
+  }
+  cv_.notify_one();
+}
+
+void Coordinator::request_stop() {
+  {
+    std::lock_guard lock(mu_);
+    stop_requested_ = true;
+  }
+  cv_.notify_one();
+}
+
+void Coordinator::admit(Scheduler& scheduler, std::vector<std::shared_ptr<Job>>& incoming) {
+  for (auto& job : incoming) {
+    if (job->cancelled) continue;  // gone before it started
+    std::vector<uint64_t> submitted;
+    try {
+      for (std::size_t i = 0; i < job->requests.size(); ++i) {
+        GenerationRequest& request = job->requests[i];
+        request.handle = next_handle_++;
+        scheduler.submit(request);
+        submitted.push_back(request.handle);
+        active_[request.handle] = Active{job, static_cast<int>(i), false, SteadyClock::now()};
+        metrics_.add_prompt_tokens(request.prompt.size());
+      }
+    } catch (const Error& e) {
+      // The API checks requests first; this is the scheduler's own limit (e.g. the KV cache).
+      for (uint64_t handle : submitted) {
+        scheduler.cancel(handle);
+        active_.erase(handle);
+      }
+      job->on_failed(400, "invalid_request_error", e.what());
+    }
+  }
+  incoming.clear();
+}
+
+void Coordinator::end_job(Scheduler& scheduler, Job& job, int status, const std::string& type,
+                          const std::string& message) {
+  bool any = false;
+  for (auto it = active_.begin(); it != active_.end();) {
+    if (it->second.job.get() == &job) {
+      scheduler.cancel(it->first);
+      it = active_.erase(it);
+      any = true;
+    } else {
+      ++it;
+    }
+  }
+  if (any) job.on_failed(status, type, message);
+}
+
+void Coordinator::check_cancel_and_deadlines(Scheduler& scheduler) {
+  const auto now = SteadyClock::now();
+  std::unordered_set<Job*> seen;
+  std::vector<std::shared_ptr<Job>> ending;
+  for (const auto& [handle, active] : active_) {
+    Job* job = active.job.get();
+    if (!seen.insert(job).second) continue;
+    if (job->cancelled || now >= job->deadline) ending.push_back(active.job);
+  }
+  for (const auto& job : ending) {
+    if (job->cancelled)
+      end_job(scheduler, *job, 499, "cancelled", "the client closed the connection");
+    else
+      end_job(scheduler, *job, 504, "timeout_error", "the request took longer than the server's request timeout");
+  }
+}
+
+void Coordinator::dispatch(const std::vector<GenerationEvent>& events) {
+  const auto now = SteadyClock::now();
+  int with_token = 0;
+  for (const auto& event : events) {
+    auto it = active_.find(event.handle);
+    if (it == active_.end()) continue;  // cancelled by us: its job already ended
+    Active& active = it->second;
+    if (event.choice.token >= 0) {
+      ++with_token;
+      metrics_.add_generated_tokens(1);
+      if (!active.first_token_seen)
+        metrics_.observe_time_to_first_token(std::chrono::duration<double>(now - active.job->accepted_at).count());
+      else
+        metrics_.observe_inter_token_latency(std::chrono::duration<double>(now - active.last_token).count());
+      active.first_token_seen = true;
+      active.last_token = now;
+    }
+    std::shared_ptr<Job> job = active.job;
+    const int index = active.index;
+    if (event.finish != FinishReason::kNone) active_.erase(it);
+    job->on_event(index, event);
+  }
+  if (with_token > 0) metrics_.observe_step(with_token);
+}
+
+void Coordinator::publish_gauges(const Scheduler& scheduler) {
+  SchedulerGauges gauges;
+  gauges.running = scheduler.running();
+  gauges.kv_blocks_used = scheduler.blocks().used_blocks();
+  gauges.kv_blocks_free = scheduler.blocks().free_blocks();
+  gauges.preemptions = scheduler.preemptions();
+  waiting_in_scheduler_ = scheduler.waiting();
+  std::size_t inbox = 0;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& job : inbox_) inbox += job->requests.size();
+  }
+  gauges.queue_depth = scheduler.waiting() + static_cast<int>(inbox);
+  metrics_.set_gauges(gauges);
+}
+
+void Coordinator::run(Scheduler& scheduler) {
+  std::vector<std::shared_ptr<Job>> incoming;
+  std::optional<SteadyClock::time_point> drain_deadline;
+  publish_gauges(scheduler);
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      if (active_.empty() && scheduler.idle()) {
+        // Nothing in flight: sleep until a job, a stop request or a wake-up arrives.
+        cv_.wait(lock, [&] { return !inbox_.empty() || wake_ || stop_requested_.load(); });
+      }
+      wake_ = false;
+      incoming.assign(inbox_.begin(), inbox_.end());
+      inbox_.clear();
+    }
+    admit(scheduler, incoming);
+    if (stop_requested_ && !drain_deadline) drain_deadline = SteadyClock::now() + options_.drain_timeout;
+    if (drain_deadline && SteadyClock::now() >= *drain_deadline) {
+      std::vector<std::shared_ptr<Job>> jobs;
+      for (const auto& [handle, active] : active_) jobs.push_back(active.job);
+      for (const auto& job : jobs)
+        end_job(scheduler, *job, 503, "server_shutting_down", "the server is shutting down");
+    }
+    check_cancel_and_deadlines(scheduler);
+    if (!scheduler.idle()) dispatch(scheduler.step());
+    publish_gauges(scheduler);
+    if (stop_requested_ && active_.empty() && scheduler.idle()) {
+      std::lock_guard lock(mu_);
+      if (inbox_.empty()) break;  // submit() refuses new jobs once stop is requested
+    }
+  }
+}
+
+}  // namespace gptj

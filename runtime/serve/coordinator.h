@@ -1,0 +1,91 @@
+// The coordinator: rank 0's main thread loop between the HTTP threads and the scheduler.
+// HTTP I/O threads hand it jobs (submit, cancel, request_stop: thread-safe, never block on the
+// model); the main thread runs run(), the only caller of the Scheduler and therefore of MPI
+// (MPI_THREAD_FUNNELED). While requests are in flight it steps the scheduler continuously; when
+// nothing is in flight it sleeps on a condition variable, so an idle rank 0 uses no CPU.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "runtime/generate/scheduler.h"
+#include "runtime/serve/metrics.h"
+
+namespace gptj {
+
+using SteadyClock = std::chrono::steady_clock;
+
+// One HTTP request's work: one GenerationRequest per choice. Created by an I/O thread; after
+// submit() its callbacks run on the coordinator thread only. `cancelled` may be set by any thread.
+class Job {
+ public:
+  virtual ~Job() = default;
+  // One event of choice `index` (its requests()[index]); the last one has event.finish set.
+  virtual void on_event(int index, const GenerationEvent& event) = 0;
+  // The job ends without finishing (scheduler refused it, timeout, shutdown). Called at most once,
+  // and no on_event follows.
+  virtual void on_failed(int http_status, const std::string& type, const std::string& message) = 0;
+
+  std::vector<GenerationRequest> requests;  // handles are assigned by the coordinator
+  SteadyClock::time_point accepted_at = SteadyClock::now();
+  SteadyClock::time_point deadline = SteadyClock::time_point::max();
+  std::atomic<bool> cancelled{false};  // the client went away: stop and free its KV blocks
+};
+
+struct CoordinatorOptions {
+  int max_queued = 256;                         // requests waiting to run, then 429
+  std::chrono::milliseconds drain_timeout{30000};  // after request_stop, in-flight work gets this long
+};
+
+enum class SubmitResult { kAccepted, kQueueFull, kShuttingDown };
+
+class Coordinator {
+ public:
+  Coordinator(ServerMetrics& metrics, const CoordinatorOptions& options);
+
+  // Any thread.
+  SubmitResult submit(std::shared_ptr<Job> job);
+  void wake();          // call after setting job->cancelled
+  void request_stop();  // stop taking jobs; finish in-flight ones (bounded by drain_timeout)
+  bool stopping() const { return stop_requested_.load(); }
+
+  // Main thread of rank 0: serves jobs until request_stop() and the drain are done.
+  void run(Scheduler& scheduler);
+
+ private:
+  struct Active {  // one scheduled choice
+    std::shared_ptr<Job> job;
+    int index = 0;
+    bool first_token_seen = false;
+    SteadyClock::time_point last_token;
+  };
+  void admit(Scheduler& scheduler, std::vector<std::shared_ptr<Job>>& incoming);
+  void end_job(Scheduler& scheduler, Job& job, int status, const std::string& type, const std::string& message);
+  void check_cancel_and_deadlines(Scheduler& scheduler);
+  void dispatch(const std::vector<GenerationEvent>& events);
+  void publish_gauges(const Scheduler& scheduler);
+
+  ServerMetrics& metrics_;
+  CoordinatorOptions options_;
+
+  std::mutex mu_;  // guards inbox_ and wake_
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> inbox_;
+  bool wake_ = false;
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<int> waiting_in_scheduler_{0};  // published by run() for submit()'s 429 check
+
+  // Coordinator thread only.
+  uint64_t next_handle_ = 1;
+  std::unordered_map<uint64_t, Active> active_;
+};
+
+}  // namespace gptj

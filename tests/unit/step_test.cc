@@ -1,0 +1,149 @@
+// Unit tests for runtime/backend/step.h (StepBatch counts, serialize/deserialize round-trip,
+// corrupt plans) and runtime/generate/block_allocator.h (allocate all, release, exhaustion).
+#include "runtime/backend/step.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+#include <vector>
+
+#include "runtime/core/error.h"
+#include "runtime/generate/block_allocator.h"
+
+namespace gptj {
+namespace {
+
+StepBatch sample_batch() {
+  StepBatch batch;
+  batch.seqs.push_back({{464, 6193, 2354, 11}, 0, {3, 9}, false});     // prefill
+  batch.seqs.push_back({{50256}, 37, {0, 1, 2}, false});               // decode
+  batch.seqs.push_back({{1, 2, 3}, 16, {5, 4}, true});                 // chunk with all logits
+  batch.seqs.push_back({{}, 0, {}, false});                            // degenerate, still carried
+  batch.seqs.push_back({{-7, 2147483647}, 2147483000, {255}, true});  // extreme values
+  return batch;
+}
+
+void expect_same(const StepBatch& a, const StepBatch& b) {
+  ASSERT_EQ(a.seqs.size(), b.seqs.size());
+  for (std::size_t i = 0; i < a.seqs.size(); ++i) {
+    SCOPED_TRACE("seq " + std::to_string(i));
+    EXPECT_EQ(a.seqs[i].tokens, b.seqs[i].tokens);
+    EXPECT_EQ(a.seqs[i].start_pos, b.seqs[i].start_pos);
+    EXPECT_EQ(a.seqs[i].block_table, b.seqs[i].block_table);
+    EXPECT_EQ(a.seqs[i].all_logits, b.seqs[i].all_logits);
+  }
+}
+
+TEST(Step, Counts) {
+  const StepBatch batch = sample_batch();
+  EXPECT_EQ(batch.total_tokens(), 4 + 1 + 3 + 0 + 2);
+  EXPECT_EQ(batch.logit_rows(), 1 + 1 + 3 + 1 + 2);
+  EXPECT_EQ(StepBatch{}.total_tokens(), 0);
+  EXPECT_EQ(StepBatch{}.logit_rows(), 0);
+}
+
+TEST(Step, RoundTrip) {
+  const StepBatch batch = sample_batch();
+  StepBatch back;
+  back.seqs.push_back({{99}, 1, {1}, true});  // stale content must be replaced
+  EXPECT_TRUE(deserialize_step(serialize_step(batch, false), back));
+  expect_same(batch, back);
+  EXPECT_EQ(back.total_tokens(), batch.total_tokens());
+  EXPECT_EQ(back.logit_rows(), batch.logit_rows());
+}
+
+TEST(Step, ShutdownFlag) {
+  StepBatch back;
+  EXPECT_FALSE(deserialize_step(serialize_step(StepBatch{}, true), back));
+  EXPECT_TRUE(back.seqs.empty());
+  const StepBatch batch = sample_batch();
+  EXPECT_FALSE(deserialize_step(serialize_step(batch, true), back));
+  expect_same(batch, back);
+  EXPECT_TRUE(deserialize_step(serialize_step(StepBatch{}, false), back));
+  EXPECT_TRUE(back.seqs.empty());
+}
+
+TEST(Step, CorruptPlansThrow) {
+  const auto good = serialize_step(sample_batch(), false);
+  StepBatch back;
+  EXPECT_THROW(deserialize_step({}, back), Error);
+  EXPECT_THROW(deserialize_step({1, 2, 3}, back), Error);
+  auto odd = good;
+  odd.pop_back();
+  EXPECT_THROW(deserialize_step(odd, back), Error);
+  for (std::size_t cut = 4; cut < good.size(); cut += 4) {
+    std::vector<uint8_t> truncated(good.begin(), good.begin() + static_cast<long>(cut));
+    EXPECT_THROW(deserialize_step(truncated, back), Error) << "cut at " << cut;
+  }
+  // A token count running past the end.
+  auto bad_count = good;
+  const int32_t huge = 1 << 28;
+  std::memcpy(bad_count.data() + 4 * 4, &huge, 4);  // seq 0's n_tokens
+  EXPECT_THROW(deserialize_step(bad_count, back), Error);
+  const int32_t negative = -3;
+  std::memcpy(bad_count.data() + 4 * 4, &negative, 4);
+  EXPECT_THROW(deserialize_step(bad_count, back), Error);
+}
+
+// A corrupt (negative) sequence count must be a gptj::Error, not std::length_error from
+// vector::assign(size_t(-1)). (Huge positive counts are not tried: they would allocate first.)
+TEST(Step, CorruptSequenceCountThrowsGptjError) {
+  auto bytes = serialize_step(sample_batch(), false);
+  StepBatch back;
+  for (int32_t count : {-1, -100}) {
+    std::memcpy(bytes.data() + 4, &count, 4);
+    try {
+      deserialize_step(bytes, back);
+      ADD_FAILURE() << "no error for n_seqs " << count;
+    } catch (const Error&) {
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "n_seqs " << count << ": non-gptj::Error " << e.what();
+    }
+  }
+}
+
+TEST(BlockAllocator, AllocateAllReleaseAndExhaustion) {
+  BlockAllocator blocks(8);
+  EXPECT_EQ(blocks.total_blocks(), 8);
+  EXPECT_EQ(blocks.free_blocks(), 8);
+  EXPECT_EQ(blocks.used_blocks(), 0);
+  std::vector<int32_t> got;
+  for (int i = 0; i < 8; ++i) got.push_back(blocks.allocate());
+  EXPECT_EQ(blocks.free_blocks(), 0);
+  EXPECT_EQ(blocks.used_blocks(), 8);
+  std::vector<int32_t> sorted = got;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(sorted, (std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6, 7}));  // each id exactly once
+  EXPECT_EQ(got.front(), 0);  // lowest first
+  try {
+    blocks.allocate();
+    FAIL() << "no error when out of blocks";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("KV cache"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(blocks.free_blocks(), 0);
+
+  std::vector<int32_t> some{got[2], got[5], got[6]};
+  blocks.release(some);
+  EXPECT_TRUE(some.empty());
+  EXPECT_EQ(blocks.free_blocks(), 3);
+  EXPECT_EQ(blocks.used_blocks(), 5);
+  std::set<int32_t> again;
+  for (int i = 0; i < 3; ++i) again.insert(blocks.allocate());
+  EXPECT_EQ(again, (std::set<int32_t>{got[2], got[5], got[6]}));
+  EXPECT_THROW(blocks.allocate(), Error);
+
+  blocks.release(got);
+  EXPECT_EQ(blocks.free_blocks(), 8);
+  std::vector<int32_t> none;
+  blocks.release(none);
+  EXPECT_EQ(blocks.free_blocks(), 8);
+
+  BlockAllocator empty(0);
+  EXPECT_THROW(empty.allocate(), Error);
+}
+
+}  // namespace
+}  // namespace gptj
