@@ -98,6 +98,11 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
 #endif
   }
   runner_ = std::make_unique<ModelRunner>(*backend_, world.communicator(), config_.vocab_size);
+  if (world.size() > 1 && options.step_timeout_s > 0) {
+    watchdog_ = std::make_unique<StepWatchdog>(options.step_timeout_s,
+                                               fmt::format("rank {} on {}", world.rank(), world.host()));
+    runner_->set_watchdog(watchdog_.get());
+  }
   spdlog::debug("{} backend ready: {:.1f} MB of weights, {} KV blocks of {}", backend_->name(),
                 backend_->weight_bytes() / 1e6, kv_blocks_, options.block_size);
 }

@@ -25,6 +25,7 @@ struct ModelOptions {
   int kv_blocks = 0;             // 0: as many as kv_memory_gb holds, at most 8192
   double kv_memory_gb = 0;       // KV cache per rank; 0: 1 GiB on cpu, 24 GiB on cuda
   int block_size = 16;
+  double step_timeout_s = 120;   // a step slower than this ends the job (a peer is hung); 0: off
 };
 
 class ModelSession {
@@ -51,6 +52,7 @@ class ModelSession {
   GptjConfig config_;
   std::unique_ptr<Checkpoint> checkpoint_;
   std::unique_ptr<Backend> backend_;
+  std::unique_ptr<StepWatchdog> watchdog_;
   std::unique_ptr<ModelRunner> runner_;
   int kv_blocks_ = 0;
 };

@@ -6,6 +6,7 @@
 #include <functional>
 #include <vector>
 
+#include "parallel/watchdog.h"
 #include "runtime/backend/backend.h"
 
 namespace gptj {
@@ -23,6 +24,9 @@ class ModelRunner {
   // variable GPTJ_FAULT_INJECT="rank=R,step=S" (that rank throws at its S-th step).
   int run_worker_loop();
 
+  // Every step of this rank is timed by `watchdog` (not owned; may be null).
+  void set_watchdog(StepWatchdog* watchdog) { watchdog_ = watchdog; }
+
   int vocab_size() const { return vocab_size_; }
   uint64_t steps() const { return steps_; }
 
@@ -34,6 +38,7 @@ class ModelRunner {
   Communicator& comm_;
   int vocab_size_;
   uint64_t steps_ = 0;
+  StepWatchdog* watchdog_ = nullptr;
   bool shut_down_ = false;
   std::vector<float> shard_, gathered_, logits_;
 };

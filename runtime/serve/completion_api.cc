@@ -89,8 +89,8 @@ std::vector<std::vector<int32_t>> parse_prompts(const json::object& o, const Mod
   if (!p->is_array()) throw ApiError(400, shape, "prompt");
   const json::array& a = p->get_array();
   if (a.empty()) throw ApiError(400, "'prompt' is an empty array", "prompt");
-  if (a.size() > 64) throw ApiError(400, "'prompt' holds more than 64 prompts", "prompt");
   if (a[0].is_int64() || a[0].is_uint64()) return {token_prompt(a, model)};
+  if (a.size() > 64) throw ApiError(400, "'prompt' holds more than 64 prompts", "prompt");
   std::vector<std::vector<int32_t>> prompts;
   for (const auto& item : a) {
     if (item.is_string() && a[0].is_string()) prompts.push_back(text_prompt(std::string(item.get_string()), model));

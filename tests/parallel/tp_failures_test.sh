@@ -47,4 +47,34 @@ expect_failure nomodel "no config.json there" 30 \
 mkdir -p "$WORK/noweights" && cp "$model/config.json" "$WORK/noweights/"
 expect_failure noweights "no model.safetensors or model.safetensors.index.json" 30 \
   "$GPTJ" logits --model "$WORK/noweights" --tokens 1 --output "$WORK/b.npy"
+
+# A rank stopped with SIGSTOP mid-job: the step watchdog ends the job; finished lines are kept and
+# --resume completes the output.
+python3 - "$DATA" > "$WORK/long.jsonl" <<'PY'
+import json, sys
+prompts = json.load(open(sys.argv[1] + "/gptj_prompts.json"))["models"]["tiny-gptj-a"]["prompts"]
+for i in range(120):
+    print(json.dumps({"id": i, "tokens": prompts[i % 4], "max_new_tokens": 32}))
+PY
+start=$SECONDS
+timeout -k 5 120 mpirun --oversubscribe -np 2 "$GPTJ" batch --model "$model" --input "$WORK/long.jsonl" \
+  --output "$WORK/stopped.jsonl" --max-batch 2 --step-timeout 5 2> "$WORK/stopped.err" &
+job=$!
+for _ in $(seq 600); do
+  [ -f "$WORK/stopped.jsonl" ] && [ "$(wc -l < "$WORK/stopped.jsonl")" -ge 10 ] && break
+  sleep 0.05
+done
+rank1=$(for p in $(pgrep -f "$WORK/stopped.jsonl"); do
+  tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && echo $p; done | head -1)
+[ -n "$rank1" ] || fail "sigstop: could not find rank 1"
+kill -STOP "$rank1"
+wait $job
+code=$? took=$((SECONDS - start))
+[ $code -ne 0 ] && [ $code -ne 124 ] && [ $code -ne 137 ] || { cat "$WORK/stopped.err"; fail "sigstop: exit $code"; }
+grep -q "did not complete within 5 s" "$WORK/stopped.err" || { cat "$WORK/stopped.err"; fail "sigstop: no watchdog message"; }
+[ $took -le 30 ] || fail "sigstop: took ${took}s"
+kept=$(wc -l < "$WORK/stopped.jsonl")
+echo "ok sigstop: exit $code in ${took}s with $kept lines kept: $(grep -m1 "did not complete" "$WORK/stopped.err")"
+mpi 2 batch --model "$model" --input "$WORK/long.jsonl" --output "$WORK/stopped.jsonl" --resume 2>/dev/null || fail "sigstop: resume"
+check ids-once "$WORK/stopped.jsonl" 120
 echo PASS
