@@ -35,10 +35,16 @@ double measure_read_bandwidth() {
   for (int pass = 0; pass < 3; ++pass) {
     const auto start = Clock::now();
     float sum = 0;
+    constexpr std::size_t kChunk = 4096;
 #pragma omp parallel for reduction(+ : sum) schedule(static)
-    for (std::size_t i = 0; i < n; ++i) sum += data[i];
+    for (std::size_t c = 0; c < n / kChunk; ++c) {
+      float part = 0;
+#pragma omp simd reduction(+ : part)
+      for (std::size_t i = c * kChunk; i < (c + 1) * kChunk; ++i) part += data[i];
+      sum += part;
+    }
     const double s = seconds_since(start);
-    if (sum != static_cast<float>(n) + 1) best = std::max(best, n * sizeof(float) / s / 1e9);
+    if (sum > 0) best = std::max(best, n * sizeof(float) / s / 1e9);
   }
   return best;
 }

@@ -94,7 +94,10 @@ void make_random_model(const GptjConfig& config, const std::string& out_dir, uin
   const fs::path bpe_dir = fs::path(GPTJ_SOURCE_DIR) / "tests/data/tiny-gptj-a/model";
   if (config.vocab_size >= 50257 && fs::exists(bpe_dir / "vocab.json")) {
     for (const char* file : {"vocab.json", "merges.txt"})
+    {
       fs::copy_file(bpe_dir / file, fs::path(out_dir) / file, fs::copy_options::overwrite_existing);
+      fs::permissions(fs::path(out_dir) / file, fs::perms::owner_write, fs::perm_options::add);
+    }
   }
 }
 

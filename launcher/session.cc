@@ -97,6 +97,7 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
                                  world.local_rank());
 #endif
   }
+  if (checkpoint_) checkpoint_->release_pages();  // the shard is copied; only wte rows are read later
   runner_ = std::make_unique<ModelRunner>(*backend_, world.communicator(), config_.vocab_size);
   if (world.size() > 1 && options.step_timeout_s > 0) {
     watchdog_ = std::make_unique<StepWatchdog>(options.step_timeout_s,

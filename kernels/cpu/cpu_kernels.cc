@@ -32,8 +32,36 @@ void layernorm(const float* x, const float* gamma, const float* beta, float* y, 
   }
 }
 
+namespace {
+
+// Decode-sized products (a few rows): every weight row is streamed from memory once and dotted
+// with all input rows while it sits in L1. Debian's OpenBLAS (0.3.21) packs the whole weight
+// matrix for sgemm even when M = 1, which doubles the memory traffic of a decode step.
+constexpr int kSmallRows = 16;
+
+void linear_small(const float* x, int ldx, int rows, int in, const float* weight, int out,
+                  const float* bias, float* y, int ldy) {
+#pragma omp parallel for schedule(static)
+  for (int o = 0; o < out; ++o) {
+    const float* w = weight + static_cast<std::size_t>(o) * in;
+    for (int r = 0; r < rows; ++r) {
+      const float* xr = x + static_cast<std::size_t>(r) * ldx;
+      float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+      for (int i = 0; i < in; ++i) dot += w[i] * xr[i];
+      y[static_cast<std::size_t>(r) * ldy + o] = dot + (bias ? bias[o] : 0.0f);
+    }
+  }
+}
+
+}  // namespace
+
 void linear(const float* x, int ldx, int rows, int in, const float* weight, int out,
             const float* bias, float* y, int ldy) {
+  if (rows <= kSmallRows) {
+    linear_small(x, ldx, rows, in, weight, out, bias, y, ldy);
+    return;
+  }
   if (bias) {
     for (int r = 0; r < rows; ++r) std::memcpy(y + static_cast<std::size_t>(r) * ldy, bias, sizeof(float) * out);
   }

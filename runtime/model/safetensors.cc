@@ -108,6 +108,14 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   }
 }
 
+void SafetensorsFile::release_pages() const {
+  if (mapping_ && mapping_ != MAP_FAILED) ::madvise(mapping_, size_, MADV_DONTNEED);
+}
+
+void Checkpoint::release_pages() const {
+  for (const auto& file : files_) file->release_pages();
+}
+
 SafetensorsFile::~SafetensorsFile() {
   if (mapping_ && mapping_ != MAP_FAILED) ::munmap(mapping_, size_);
 }
@@ -179,6 +187,12 @@ std::vector<float> Checkpoint::read_f32(const std::string& name,
     convert_to_f32(info.dtype, src, out.data() + (r - slice.row_begin) * out_cols,
                    static_cast<std::size_t>(out_cols));
   }
+  // The copy is made: drop the tensor's file pages so a rank's peak memory is its shard, not the file.
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(info.data);
+  const uintptr_t first = (begin + page - 1) / page * page;
+  const uintptr_t last = (begin + static_cast<std::size_t>(info.numel()) * elem) / page * page;
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
   return out;
 }
 

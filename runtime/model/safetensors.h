@@ -33,6 +33,9 @@ class SafetensorsFile {
 
   const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
   const std::string& path() const { return path_; }
+  // Drops the mapped pages from this process's memory (they are clean file pages): after a rank
+  // has copied its shard, the file need not count in its RSS. Later reads fault pages back in.
+  void release_pages() const;
 
  private:
   std::string path_;
@@ -60,6 +63,7 @@ class Checkpoint {
   std::vector<float> read_f32(const std::string& name, const std::vector<int64_t>& expected_shape,
                               const Slice& slice = {}) const;
   const std::string& dir() const { return dir_; }
+  void release_pages() const;  // see SafetensorsFile::release_pages
 
  private:
   std::string dir_;

@@ -162,7 +162,11 @@ void Coordinator::run(Scheduler& scheduler) {
         end_job(scheduler, *job, 503, "server_shutting_down", "the server is shutting down");
     }
     check_cancel_and_deadlines(scheduler);
-    if (!scheduler.idle()) dispatch(scheduler.step());
+    if (!scheduler.idle()) {
+      std::vector<GenerationEvent> events = scheduler.step();
+      publish_gauges(scheduler);  // before the answers go out, so a client then sees current gauges
+      dispatch(events);
+    }
     publish_gauges(scheduler);
     if (stop_requested_ && active_.empty() && scheduler.idle()) {
       std::lock_guard lock(mu_);
