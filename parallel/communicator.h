@@ -19,6 +19,9 @@ class Communicator {
   virtual void gather_to_root(const float* send, std::size_t count, float* recv) = 0;
   // Broadcasts bytes from rank 0 to all ranks.
   virtual void broadcast(void* data, std::size_t bytes) = 0;
+  // The same, for a broadcast that may be long in coming (a worker waiting for the next step while
+  // the server is idle): ranks > 0 wait without keeping a core busy. Every rank calls this variant.
+  virtual void broadcast_idle_wait(void* data, std::size_t bytes) { broadcast(data, bytes); }
 
   // How many all-reduces ran (benchmarks print all-reduces per layer from this).
   uint64_t all_reduce_calls() const { return all_reduce_calls_; }

@@ -1,6 +1,8 @@
 #include "parallel/mpi_communicator.h"
 
+#include <chrono>
 #include <climits>
+#include <thread>
 #include <cstdint>
 
 #include "runtime/core/error.h"
@@ -45,6 +47,27 @@ void MpiCommunicator::broadcast(void* data, std::size_t bytes) {
     check_mpi(MPI_Bcast(at, piece, MPI_BYTE, 0, comm_), "MPI_Bcast");
     at += piece;
     bytes -= static_cast<std::size_t>(piece);
+  }
+}
+
+void MpiCommunicator::broadcast_idle_wait(void* data, std::size_t bytes) {
+  GPTJ_CHECK(bytes <= INT_MAX, "broadcast of {} bytes is too large", bytes);
+  MPI_Request request;
+  check_mpi(MPI_Ibcast(data, static_cast<int>(bytes), MPI_BYTE, 0, comm_, &request), "MPI_Ibcast");
+  if (rank_ == 0) {
+    check_mpi(MPI_Wait(&request, MPI_STATUS_IGNORE), "MPI_Wait");
+    return;
+  }
+  // Poll tightly for a moment (steps come back to back while busy), then sleep between polls,
+  // backing off to 1 ms, so an idle worker uses next to no CPU.
+  const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+  auto pause = std::chrono::microseconds(20);
+  for (int done = 0;;) {
+    check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    if (done) return;
+    if (std::chrono::steady_clock::now() < spin_until) continue;
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(1000));
   }
 }
 

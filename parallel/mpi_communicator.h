@@ -14,6 +14,7 @@ class MpiCommunicator final : public Communicator {
   void all_reduce_sum(float* data, std::size_t count) override;
   void gather_to_root(const float* send, std::size_t count, float* recv) override;
   void broadcast(void* data, std::size_t bytes) override;
+  void broadcast_idle_wait(void* data, std::size_t bytes) override;
 
  private:
   MPI_Comm comm_;

@@ -13,6 +13,9 @@ packages=(build-essential cmake ninja-build pkg-config
   libgtest-dev libgmock-dev
   openssh-client curl python3 procps)
 
+# The server tests drive the official `openai` npm client: Node.js + npm unless already there.
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

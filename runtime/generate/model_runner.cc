@@ -14,7 +14,7 @@ ModelRunner::ModelRunner(Backend& backend, Communicator& comm, int vocab_size)
 namespace {
 void broadcast_plan(Communicator& comm, std::vector<uint8_t>& bytes) {
   uint64_t length = bytes.size();
-  comm.broadcast(&length, sizeof(length));
+  comm.broadcast_idle_wait(&length, sizeof(length));  // workers may wait long here: don't spin
   bytes.resize(length);
   comm.broadcast(bytes.data(), length);
 }

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# A REAL Slurm on this one machine (../shared/notes/slurm.md): munged, slurmctld and slurmd started
+# from a temporary config of our own (unique ports, state/spool/log/pid files in a temp dir, our own
+# munge key and socket, so nothing in /etc or /run is touched and a system Slurm/munge is left alone).
+# Then the repository's cluster/slurm/batch-cpu.sbatch is submitted with `sbatch --wait` (2 tasks =
+# TP 2, tiny-gptj-a, the 4 golden prompts, 32 new tokens) and its output must equal the golden greedy
+# tokens. The daemons are stopped by PID in an EXIT trap, on success and on failure.
+# Skips (exit 0, "SKIP: reason") when not root or Slurm/munge are not installed; scripts/setup.sh
+# installs slurm-wlm and munge so CI really runs it.
+set -uo pipefail
+source "$(dirname "$0")/../tools/common.sh" "$1" "$2"
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+SBATCH_SCRIPT=$REPO/cluster/slurm/batch-cpu.sbatch
+MODEL=$DATA/tiny-gptj-a/model
+GOLDEN=$DATA/tiny-gptj-a/expected/greedy.json
+
+skip() { echo "SKIP: $*"; exit 0; }
+[ "$(id -u)" -eq 0 ] || skip "needs root to run slurmctld/slurmd (SlurmUser=root)"
+export PATH=$PATH:/usr/sbin:/sbin  # the daemons live in sbin, which a non-login PATH may lack
+for b in munged munge unmunge slurmctld slurmd sbatch sinfo squeue scancel srun ss; do
+  command -v "$b" >/dev/null || skip "$b not found (apt-get install slurm-wlm munge iproute2; scripts/setup.sh does)"
+done
+id munge >/dev/null 2>&1 || skip "no munge user (munge package not installed properly)"
+
+T=$WORK/slurm
+mkdir -p "$T"/{munge,ctld,spool,log,run,tmp,job}
+# The munge user must reach its socket/key under WORK (mktemp makes it 0700) but nobody may write there.
+chmod 755 "$WORK" "$T"
+# munged wants its socket directory a+x and its key private: two directories.
+mkdir -p "$T/munge-key"
+chown munge:munge "$T/munge" "$T/munge-key"
+chmod 755 "$T/munge"
+chmod 700 "$T/munge-key"
+
+PIDS=()  # daemons we started, stopped in this order (reverse start order) by the trap
+cleanup() {
+  local code=$?
+  if [ -n "${SLURM_CONF:-}" ] && [ -n "${CTLD_PID:-}" ]; then
+    # Jobs first, so no slurmstepd outlives its slurmd; bounded wait.
+    timeout 5 scancel --full --quiet --user=root 2>/dev/null
+    for _ in $(seq 20); do
+      [ -z "$(timeout 2 squeue -h 2>/dev/null)" ] && break
+      sleep 0.25
+    done
+  fi
+  local i
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[i]}" 2>/dev/null; done
+  for _ in $(seq 20); do  # up to 5 s for a clean exit, then SIGKILL what is left
+    local alive=0
+    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive -eq 0 ] && break
+    sleep 0.25
+  done
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+  if [ $code -ne 0 ]; then  # show what the daemons said, to debug a failure from the CI log alone
+    for f in "$T"/munge/*.log "$T"/log/* "$T"/job/*.out; do
+      [ -f "$f" ] && { echo "---- $f (tail)"; tail -n 25 "$f"; }
+    done
+  fi
+  [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
+  exit $code
+}
+trap cleanup EXIT
+
+# ---- munge: own key, socket, pid file (AuthInfo=socket=... points Slurm at it) ----
+MUNGE_SOCKET=$T/munge/munge.socket
+dd if=/dev/urandom of="$T/munge-key/munge.key" bs=1024 count=1 status=none
+chown munge:munge "$T/munge-key/munge.key"
+chmod 400 "$T/munge-key/munge.key"
+runuser -u munge -- munged --socket="$MUNGE_SOCKET" --key-file="$T/munge-key/munge.key" \
+  --pid-file="$T/munge/munged.pid" --log-file="$T/munge/munged.log" --seed-file="$T/munge-key/seed" \
+  || fail "munged would not start: $(tail -n 2 "$T/munge/munged.log" 2>/dev/null)"
+# munged daemonizes: its PID comes from its pid file.
+for _ in $(seq 40); do [ -s "$T/munge/munged.pid" ] && break; sleep 0.1; done
+MUNGED_PID=$(cat "$T/munge/munged.pid" 2>/dev/null) || fail "munged wrote no pid file"
+PIDS+=("$MUNGED_PID")
+munge -n --socket="$MUNGE_SOCKET" | unmunge --socket="$MUNGE_SOCKET" >/dev/null \
+  || fail "munge round trip failed"
+
+# ---- slurm.conf: unique ports (a free pair in 20000-29999), everything under $T ----
+port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+for _ in $(seq 50); do
+  CTLD_PORT=$((20000 + RANDOM % 9990))
+  port_free $CTLD_PORT && port_free $((CTLD_PORT + 1)) && break
+done
+HOST=$(hostname -s)
+export SLURM_CONF=$T/slurm.conf
+cat > "$SLURM_CONF" <<EOF
+# Written by tests/cluster/slurm_test.sh; a one-node Slurm that lives only in $T.
+ClusterName=gptjtest
+SlurmctldHost=$HOST(127.0.0.1)
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$((CTLD_PORT + 1))
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$MUNGE_SOCKET
+StateSaveLocation=$T/ctld
+SlurmdSpoolDir=$T/spool
+TmpFS=$T/tmp
+SlurmctldPidFile=$T/run/slurmctld.pid
+SlurmdPidFile=$T/run/slurmd.pid
+SlurmctldLogFile=$T/log/slurmctld.log
+SlurmdLogFile=$T/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=pmix
+ReturnToService=2
+SlurmdTimeout=300
+InactiveLimit=0
+KillWait=5
+# CPUs=8 on a 2-core machine: config_overrides lets 2+ tasks run whatever the real core count.
+SlurmdParameters=config_overrides
+MailProg=/bin/true
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=8 RealMemory=4000 State=UNKNOWN
+PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+EOF
+
+# ---- slurmctld, slurmd in the foreground (-D) as our children, so $! is the daemon's PID ----
+slurmctld -D -i -f "$SLURM_CONF" > "$T/log/slurmctld.out" 2>&1 &
+CTLD_PID=$!
+PIDS+=("$CTLD_PID")
+slurmd -D -f "$SLURM_CONF" > "$T/log/slurmd.out" 2>&1 &
+PIDS+=("$!")
+state=""
+for _ in $(seq 60); do  # the node is idle ~1 s after start; give it 30 s
+  state=$(timeout 3 sinfo -h -N -o %T 2>/dev/null | head -n 1)
+  [ "$state" = idle ] && break
+  sleep 0.5
+done
+[ "$state" = idle ] || { cat "$T"/log/*.out; fail "slurm node not idle after 30 s (state '$state')"; }
+echo "slurm up: node $HOST idle, slurmctld port $CTLD_PORT; srun --mpi=list: $(srun --mpi=list 2>&1 | tr '\n' ' ')"
+
+# ---- the job: the repository's sbatch script as users submit it ----
+prompts_jsonl tiny-gptj-a 32 > "$T/job/in.jsonl"
+start=$SECONDS
+# Environment in, as the script documents (sbatch exports the caller's environment by default).
+# --ntasks=2 on the command line overrides the script's #SBATCH line: TP 2.
+MODEL=$MODEL INPUT=$T/job/in.jsonl OUTPUT=$T/job/out.jsonl GPTJ=$GPTJ \
+  timeout -k 5 120 sbatch --wait --ntasks=2 --time=5 --chdir="$T/job" \
+  --output="$T/job/slurm-%j.out" "$SBATCH_SCRIPT" > "$T/job/sbatch.out" 2>&1
+code=$?
+cat "$T/job/sbatch.out"
+echo "sbatch --wait returned $code after $((SECONDS - start)) s"
+echo "---- job log"
+cat "$T"/job/slurm-*.out
+[ $code -eq 0 ] || fail "the sbatch job failed (exit $code)"
+grep -q "2 tasks (TP 2)" "$T"/job/slurm-*.out || fail "the job did not run 2 tasks"
+grep -q "exit 0" "$T"/job/slurm-*.out || fail "srun did not exit 0"
+check greedy "$T/job/out.jsonl" "$GOLDEN" || fail "output differs from the golden greedy tokens"
+echo PASS

@@ -1,0 +1,91 @@
+"""Client helpers for the tests/server/*_test.sh scripts (Python standard library only)."""
+import http.client
+import json
+import os
+import re
+import sys
+
+DATA = os.environ.get("GPTJ_TEST_DATA", "")
+
+
+def fail(message):
+    print("FAIL: " + message, file=sys.stderr)
+    sys.exit(1)
+
+
+def check(condition, message):
+    if not condition:
+        fail(message)
+
+
+def request(port, method, path, body=None, headers=None, timeout=60):
+    """Returns (status, headers dict with lowercase names, body bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        hdrs = {"Content-Type": "application/json"} if body is not None else {}
+        hdrs.update(headers or {})
+        conn.request(method, path, body=body, headers=hdrs)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def complete(port, payload, headers=None, timeout=120):
+    """POST /v1/completions; returns (status, parsed JSON)."""
+    status, _, body = request(port, "POST", "/v1/completions", payload, headers, timeout)
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        fail("answer is not JSON (status %d): %r" % (status, body[:200]))
+
+
+def stream(port, payload, timeout=120):
+    """POST a stream: true completion; returns (list of chunk objects, saw [DONE])."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.request("POST", "/v1/completions", body=json.dumps(dict(payload, stream=True)),
+                 headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    if resp.status != 200:
+        fail("stream answered %d: %r" % (resp.status, resp.read()[:300]))
+    check(resp.getheader("Content-Type", "").startswith("text/event-stream"), "stream content type")
+    chunks, done = [], False
+    while True:
+        raw = resp.readline()
+        if not raw:
+            break
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if not line:
+            continue
+        check(line.startswith("data: "), "bad SSE line %r" % line)
+        data = line[len("data: "):]
+        if data == "[DONE]":
+            done = True
+            break
+        chunks.append(json.loads(data))
+    conn.close()
+    return chunks, done
+
+
+def metrics(port):
+    """GET /metrics as {'name{labels}': value}."""
+    status, _, body = request(port, "GET", "/metrics")
+    check(status == 200, "/metrics answered %d" % status)
+    out = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def golden(data_dir, count=16):
+    """The fixture's token prompts and their first `count` greedy tokens (Hugging Face)."""
+    prompts = json.load(open(os.path.join(data_dir, "gptj_prompts.json")))["models"]["tiny-gptj-a"]["prompts"]
+    greedy = json.load(open(os.path.join(data_dir, "tiny-gptj-a", "expected", "greedy.json")))["results"]
+    check(len(prompts) == len(greedy), "fixture prompts and greedy results differ in number")
+    for prompt, result in zip(prompts, greedy):
+        check(result["prompt_ids"] == prompt, "fixture prompt mismatch")
+    return [(prompts[i], r["new_tokens"][:count]) for i, r in enumerate(greedy)]
