@@ -143,14 +143,15 @@ CommandRunner register_batch(CLI::App& app) {
               ++skipped;
               continue;
             }
+            // One request for the n samples: the prompt is prefilled once and its KV blocks shared;
+            // sample k gets handle first + k and seed + k.
             const uint64_t first = next_handle;
-            for (int k = 0; k < item.n; ++k) {
-              GenerationRequest r = item.request;
-              r.handle = next_handle++;
-              if (r.sampling.seed && k > 0) r.sampling.seed = *r.sampling.seed + k;
-              scheduler.submit(std::move(r));
-              owner[first + k] = first;
-            }
+            GenerationRequest r = item.request;
+            r.handle = first;
+            r.n = item.n;
+            scheduler.submit(std::move(r));
+            next_handle += static_cast<uint64_t>(item.n);
+            for (int k = 0; k < item.n; ++k) owner[first + k] = first;
             pending[first] = {item.id, item.n, 0, static_cast<int>(item.request.prompt.size()), {}};
             done_ids.insert(key);  // a later line with the same id is skipped
           } catch (const Error& e) {

@@ -93,7 +93,7 @@ class CpuBackend final : public Backend {
   int64_t weight_bytes() const override { return weight_bytes_; }
 
   void forward(const StepBatch& batch, float* logits_shard) override {
-    validate(batch);
+    validate_step(batch, config_.n_positions, config_.vocab_size, options_.kv);
     const int T = batch.total_tokens();
     const int n_in = 3 * El_ + Il_, n_mid = El_ + Il_;
     x_.resize(static_cast<std::size_t>(T) * E_);
@@ -109,6 +109,7 @@ class CpuBackend final : public Backend {
       }
     }
     embed(tokens_, x_.data());
+    copy_blocks(batch.block_copies);
 
     const int hd = config_.head_dim();
     for (auto& layer : layers_) {
@@ -144,6 +145,16 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  void copy_blocks(const std::vector<BlockCopy>& copies) {
+    const std::size_t block = static_cast<std::size_t>(options_.kv.block_size) * heads_l_ * config_.head_dim();
+    for (const auto& copy : copies) {
+      for (auto& layer : layers_) {
+        std::memcpy(&layer.k_cache[copy.dst * block], &layer.k_cache[copy.src * block], block * sizeof(float));
+        std::memcpy(&layer.v_cache[copy.dst * block], &layer.v_cache[copy.src * block], block * sizeof(float));
+      }
+    }
+  }
+
   // Rows of the wte table, widened from the mapped checkpoint (the table is not copied into RAM).
   void embed(const std::vector<int32_t>& ids, float* out) const {
     const std::size_t elem = dtype_size(wte_->dtype);
@@ -170,23 +181,6 @@ class CpuBackend final : public Backend {
                 lm_bias_.data(), logits_shard, static_cast<int>(vocab_rows_));
   }
 
-  void validate(const StepBatch& batch) const {
-    GPTJ_CHECK(!batch.seqs.empty(), "step has no sequences");
-    for (const auto& seq : batch.seqs) {
-      GPTJ_CHECK(!seq.tokens.empty(), "step sequence has no tokens");
-      const int end = seq.start_pos + static_cast<int>(seq.tokens.size());
-      GPTJ_CHECK(seq.start_pos >= 0 && end <= config_.n_positions,
-                 "sequence of {} positions exceeds n_positions {}", end, config_.n_positions);
-      GPTJ_CHECK(static_cast<int64_t>(seq.block_table.size()) * options_.kv.block_size >= end,
-                 "block table of {} blocks cannot hold {} positions", seq.block_table.size(), end);
-      for (int32_t block : seq.block_table)
-        GPTJ_CHECK(block >= 0 && block < options_.kv.num_blocks, "KV block {} out of range [0, {})",
-                   block, options_.kv.num_blocks);
-      for (int32_t id : seq.tokens)
-        GPTJ_CHECK(id >= 0 && id < config_.vocab_size, "token id {} outside the vocabulary [0, {})",
-                   id, config_.vocab_size);
-    }
-  }
 
   GptjConfig config_;
   BackendOptions options_;

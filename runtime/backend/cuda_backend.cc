@@ -171,7 +171,7 @@ class CudaBackend final : public Backend {
 
   void forward(const StepBatch& batch, float* logits_shard) override {
     GPTJ_CUDA_CHECK(cudaSetDevice(device_));
-    validate(batch);
+    validate_step(batch, config_.n_positions, config_.vocab_size, options_.kv);
     build_metadata(batch);
     const int n_tok = n_tok_, rows = n_rows_;
     ensure_workspace(n_tok, rows);
@@ -191,6 +191,15 @@ class CudaBackend final : public Backend {
 
     cuda::embedding<T>(wte_, d_tokens, n_tok, E_, d_x_, stream_);
     const int bs = options_.kv.block_size;
+    // Forked samples get their own copy of a shared prompt's last block before writing into it.
+    const std::size_t block_elems = static_cast<std::size_t>(bs) * heads_l_ * head_dim_;
+    for (const BlockCopy& copy : batch.block_copies) {
+      for (CudaLayer<T>& layer : layers_) {
+        for (T* cache : {layer.k_cache, layer.v_cache})
+          GPTJ_CUDA_CHECK(cudaMemcpyAsync(cache + copy.dst * block_elems, cache + copy.src * block_elems,
+                                          block_elems * sizeof(T), cudaMemcpyDeviceToDevice, stream_));
+      }
+    }
     for (CudaLayer<T>& layer : layers_) {
       cuda::layernorm<T>(d_x_, nullptr, layer.ln_gamma, layer.ln_beta, d_h_, n_tok, E_,
                          config_.layer_norm_epsilon, stream_);
@@ -335,23 +344,6 @@ class CudaBackend final : public Backend {
                  "cublasGemmEx");
   }
 
-  void validate(const StepBatch& batch) const {
-    GPTJ_CHECK(!batch.seqs.empty(), "step has no sequences");
-    for (const auto& seq : batch.seqs) {
-      GPTJ_CHECK(!seq.tokens.empty(), "step sequence has no tokens");
-      const int end = seq.start_pos + static_cast<int>(seq.tokens.size());
-      GPTJ_CHECK(seq.start_pos >= 0 && end <= config_.n_positions,
-                 "sequence of {} positions exceeds n_positions {}", end, config_.n_positions);
-      GPTJ_CHECK(static_cast<int64_t>(seq.block_table.size()) * options_.kv.block_size >= end,
-                 "block table of {} blocks cannot hold {} positions", seq.block_table.size(), end);
-      for (int32_t block : seq.block_table)
-        GPTJ_CHECK(block >= 0 && block < options_.kv.num_blocks, "KV block {} out of range [0, {})",
-                   block, options_.kv.num_blocks);
-      for (int32_t id : seq.tokens)
-        GPTJ_CHECK(id >= 0 && id < config_.vocab_size, "token id {} outside the vocabulary [0, {})",
-                   id, config_.vocab_size);
-    }
-  }
 
   // Packs the step's int32 metadata into meta_: tokens, positions, per-token block-table offsets
   // [n_tok each]; logit rows [n_rows]; prefill tiles (begin, count) [n_tiles each]; decode tokens

@@ -18,8 +18,29 @@ int StepBatch::logit_rows() const {
   return n;
 }
 
+void validate_step(const StepBatch& batch, int n_positions, int vocab_size, const KvCacheOptions& kv) {
+  GPTJ_CHECK(!batch.seqs.empty(), "step has no sequences");
+  for (const auto& copy : batch.block_copies)
+    GPTJ_CHECK(copy.src >= 0 && copy.src < kv.num_blocks && copy.dst >= 0 && copy.dst < kv.num_blocks &&
+                   copy.src != copy.dst,
+               "bad KV block copy {} -> {}", copy.src, copy.dst);
+  for (const auto& seq : batch.seqs) {
+    GPTJ_CHECK(!seq.tokens.empty(), "step sequence has no tokens");
+    const int end = seq.start_pos + static_cast<int>(seq.tokens.size());
+    GPTJ_CHECK(seq.start_pos >= 0 && end <= n_positions, "sequence of {} positions exceeds n_positions {}",
+               end, n_positions);
+    GPTJ_CHECK(static_cast<int64_t>(seq.block_table.size()) * kv.block_size >= end,
+               "block table of {} blocks cannot hold {} positions", seq.block_table.size(), end);
+    for (int32_t block : seq.block_table)
+      GPTJ_CHECK(block >= 0 && block < kv.num_blocks, "KV block {} out of range [0, {})", block,
+                 kv.num_blocks);
+    for (int32_t id : seq.tokens)
+      GPTJ_CHECK(id >= 0 && id < vocab_size, "token id {} outside the vocabulary [0, {})", id, vocab_size);
+  }
+}
+
 // Wire format: int32 words. [shutdown, n_seqs, then per seq: start_pos, all_logits, n_tokens,
-// tokens..., n_blocks, blocks...].
+// tokens..., n_blocks, blocks..., then n_copies, (src, dst)...].
 std::vector<uint8_t> serialize_step(const StepBatch& batch, bool shutdown) {
   std::vector<int32_t> words{shutdown ? 1 : 0, static_cast<int32_t>(batch.seqs.size())};
   for (const auto& seq : batch.seqs) {
@@ -29,6 +50,11 @@ std::vector<uint8_t> serialize_step(const StepBatch& batch, bool shutdown) {
     words.insert(words.end(), seq.tokens.begin(), seq.tokens.end());
     words.push_back(static_cast<int32_t>(seq.block_table.size()));
     words.insert(words.end(), seq.block_table.begin(), seq.block_table.end());
+  }
+  words.push_back(static_cast<int32_t>(batch.block_copies.size()));
+  for (const auto& copy : batch.block_copies) {
+    words.push_back(copy.src);
+    words.push_back(copy.dst);
   }
   std::vector<uint8_t> bytes(words.size() * sizeof(int32_t));
   std::memcpy(bytes.data(), words.data(), bytes.size());
@@ -59,6 +85,17 @@ bool deserialize_step(const std::vector<uint8_t>& bytes, StepBatch& batch) {
     seq.all_logits = next() != 0;
     take(seq.tokens);
     take(seq.block_table);
+  }
+  batch.block_copies.clear();
+  if (!shutdown) {
+    std::vector<int32_t> pairs;
+    const int32_t n_copies = next();
+    GPTJ_CHECK(n_copies >= 0 && at + 2 * static_cast<std::size_t>(n_copies) <= words.size(),
+               "corrupt step plan ({} block copies)", n_copies);
+    for (int32_t i = 0; i < n_copies; ++i) {
+      const int32_t src = next();
+      batch.block_copies.push_back({src, next()});
+    }
   }
   return !shutdown;
 }

@@ -14,8 +14,15 @@ struct SequenceStep {
   bool all_logits = false;           // logits for every new token (else only for the last one)
 };
 
+struct BlockCopy {
+  int32_t src = 0, dst = 0;  // physical KV blocks: dst gets src's keys and values in every layer
+};
+
 struct StepBatch {
   std::vector<SequenceStep> seqs;
+  // Done before the step's layers run: a sample forked from a shared prompt gets its own copy of
+  // the prompt's partly filled last block before it writes there.
+  std::vector<BlockCopy> block_copies;
 
   int total_tokens() const;
   int logit_rows() const;  // sum over seqs of (all_logits ? tokens.size() : 1)
@@ -27,6 +34,10 @@ struct KvCacheOptions {
   int num_blocks = 256;
   int block_size = 16;
 };
+
+// Throws gptj::Error naming what is wrong: no sequences, positions past n_positions, a block table
+// too short or with ids outside [0, kv.num_blocks), token ids outside [0, vocab_size).
+void validate_step(const StepBatch& batch, int n_positions, int vocab_size, const KvCacheOptions& kv);
 
 // Serialization for the control channel (rank 0 -> all).
 std::vector<uint8_t> serialize_step(const StepBatch& batch, bool shutdown);

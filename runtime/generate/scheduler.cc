@@ -26,9 +26,13 @@ struct Scheduler::Sequence {
   std::vector<int32_t> blocks;     // KV blocks, in position order
   int cached = 0;                  // positions whose K/V sit in the cache
   bool cancelled = false;
+  int forks_pending = 0;           // samples still to start from this prompt's prefill
 
   Sequence(GenerationRequest r, int allowed_vocab)
-      : request(std::move(r)), sampler(request.sampling, allowed_vocab), tokens(request.prompt) {}
+      : request(std::move(r)), sampler(request.sampling, allowed_vocab), tokens(request.prompt) {
+    forks_pending = request.n - 1;
+    request.n = 1;
+  }
   int prompt_len() const { return static_cast<int>(request.prompt.size()); }
 };
 
@@ -42,6 +46,8 @@ Scheduler::~Scheduler() = default;
 void Scheduler::submit(GenerationRequest request) {
   const int len = static_cast<int>(request.prompt.size());
   GPTJ_CHECK(len > 0, "the prompt is empty");
+  GPTJ_CHECK(request.n >= 1 && request.n <= options_.max_batch, "n = {} must be within 1..{} (--max-batch)",
+             request.n, options_.max_batch);
   GPTJ_CHECK(request.max_new_tokens >= 1, "max_new_tokens must be at least 1 (got {})",
              request.max_new_tokens);
   GPTJ_CHECK(len < options_.n_positions, "the prompt has {} tokens; the model takes at most {}", len,
@@ -66,6 +72,62 @@ void Scheduler::cancel(uint64_t handle) {
     if (seq->request.handle == handle) seq->cancelled = true;
 }
 
+void Scheduler::sample_into(Sequence& seq, float* logits_row, std::vector<GenerationEvent>& events) {
+  GenerationEvent event;
+  event.handle = seq.request.handle;
+  event.choice = seq.sampler.choose(logits_row, runner_.vocab_size(), seq.tokens, seq.prompt_len());
+  seq.tokens.push_back(event.choice.token);
+  seq.generated.push_back(event.choice.token);
+  event.generated = &seq.generated;
+  event.prompt_tokens = seq.prompt_len();
+  events.push_back(std::move(event));
+  const FinishReason reason = check_stop(seq);
+  if (reason == FinishReason::kStop) {
+    // Drop the tokens that reach into the stop string; report the text cut before it.
+    const std::string text = tokenizer_->decode(seq.generated);
+    std::size_t cut = std::string::npos;
+    for (const auto& stop : seq.request.stop)
+      if (!stop.empty()) cut = std::min(cut, text.find(stop));
+    while (!seq.generated.empty() && tokenizer_->decode(seq.generated).size() > cut) seq.generated.pop_back();
+    events.back().choice.token = -1;
+    events.back().stop_text = text.substr(0, cut);
+  }
+  if (reason != FinishReason::kNone) events.back().finish = reason;
+}
+
+void Scheduler::fork_samples(Sequence& parent, const std::vector<float>& logits_row,
+                             std::vector<GenerationEvent>& events,
+                             std::vector<std::unique_ptr<Sequence>>& forks) {
+  const int bs = options_.kv.block_size;
+  const int len = parent.prompt_len();
+  const int full = len / bs;
+  const bool partial = len % bs != 0;
+  std::vector<float> row(logits_row.size());
+  for (int k = 1; k <= parent.forks_pending; ++k) {
+    GenerationRequest request = parent.request;
+    request.handle = parent.request.handle + static_cast<uint64_t>(k);
+    if (request.sampling.seed) request.sampling.seed = *request.sampling.seed + static_cast<uint64_t>(k);
+    auto fork = std::make_unique<Sequence>(std::move(request), options_.allowed_vocab);
+    if (partial && blocks_.free_blocks() == 0) {  // no room to copy: it recomputes its prompt later
+      waiting_.push_back(std::move(fork));
+      continue;
+    }
+    for (int b = 0; b < full; ++b) {
+      blocks_.share(parent.blocks[b]);
+      fork->blocks.push_back(parent.blocks[b]);
+    }
+    if (partial) {
+      fork->blocks.push_back(blocks_.allocate());
+      pending_copies_.push_back({parent.blocks[full], fork->blocks.back()});
+    }
+    fork->cached = len;
+    row = logits_row;
+    sample_into(*fork, row.data(), events);
+    forks.push_back(std::move(fork));
+  }
+  parent.forks_pending = 0;
+}
+
 bool Scheduler::grow_blocks(Sequence& seq, int positions) {
   while (static_cast<int>(seq.blocks.size()) * options_.kv.block_size < positions) {
     if (blocks_.free_blocks() == 0) return false;
@@ -76,8 +138,12 @@ bool Scheduler::grow_blocks(Sequence& seq, int positions) {
 
 bool Scheduler::admit(Sequence& seq, int& step_tokens) {
   const int len = static_cast<int>(seq.tokens.size());
-  const int needed = (len + options_.kv.block_size) / options_.kv.block_size;  // room for one more
+  // Room for one more token, and a private last block for each sample forked from this prompt.
+  const int needed = (len + options_.kv.block_size) / options_.kv.block_size + seq.forks_pending;
   if (step_tokens + len > options_.max_step_tokens || blocks_.free_blocks() < needed) return false;
+  if (seq.forks_pending > 0 && !running_.empty() &&
+      static_cast<int>(running_.size()) + 1 + seq.forks_pending > options_.max_batch)
+    return false;
   grow_blocks(seq, len);
   step_tokens += len;
   return true;
@@ -163,6 +229,7 @@ std::vector<GenerationEvent> Scheduler::step() {
   if (running_.empty()) return events;
 
   StepBatch batch;
+  batch.block_copies.swap(pending_copies_);
   for (const auto& seq : running_) {
     SequenceStep s;
     s.start_pos = seq->cached;
@@ -172,33 +239,17 @@ std::vector<GenerationEvent> Scheduler::step() {
   }
   peak_used_blocks_ = std::max(peak_used_blocks_, blocks_.used_blocks());
   const std::vector<float>& logits = runner_.step(batch);
-  std::vector<float> row(static_cast<std::size_t>(runner_.vocab_size()));
+  std::vector<float> row(static_cast<std::size_t>(runner_.vocab_size())), prompt_row;
+  std::vector<std::unique_ptr<Sequence>> forks;
   for (std::size_t i = 0; i < running_.size(); ++i) {
     Sequence& seq = *running_[i];
     seq.cached = static_cast<int>(seq.tokens.size());
     std::copy_n(logits.begin() + static_cast<long>(i * row.size()), row.size(), row.begin());
-    GenerationEvent event;
-    event.handle = seq.request.handle;
-    event.choice = seq.sampler.choose(row.data(), runner_.vocab_size(), seq.tokens, seq.prompt_len());
-    seq.tokens.push_back(event.choice.token);
-    seq.generated.push_back(event.choice.token);
-    event.generated = &seq.generated;
-    event.prompt_tokens = seq.prompt_len();
-    events.push_back(std::move(event));
-    FinishReason reason = check_stop(seq);
-    if (reason == FinishReason::kStop) {
-      // Drop the tokens that reach into the stop string; report the text cut before it.
-      std::string text = tokenizer_->decode(seq.generated);
-      std::size_t cut = std::string::npos;
-      for (const auto& stop : seq.request.stop)
-        if (!stop.empty()) cut = std::min(cut, text.find(stop));
-      while (!seq.generated.empty() && tokenizer_->decode(seq.generated).size() > cut)
-        seq.generated.pop_back();
-      events.back().choice.token = -1;
-      events.back().stop_text = text.substr(0, cut);
-    }
-    if (reason != FinishReason::kNone) events.back().finish = reason;
+    if (seq.forks_pending > 0) prompt_row = row;  // the samplers modify their row in place
+    sample_into(seq, row.data(), events);
+    if (seq.forks_pending > 0) fork_samples(seq, prompt_row, events, forks);
   }
+  for (auto& fork : forks) running_.push_back(std::move(fork));
   // Finished sequences leave the batch and free their blocks now.
   for (auto it = running_.begin(); it != running_.end();) {
     bool done = false;

@@ -27,6 +27,9 @@ struct GenerationRequest {
   int max_new_tokens = 64;
   std::vector<std::string> stop;  // needs a tokenizer
   bool ignore_eos = false;
+  // Samples of this prompt: sample k has handle + k and seed + k (when seeded). The prompt is
+  // prefilled once; the samples share its full KV blocks and copy only its partly filled last one.
+  int n = 1;
 };
 
 enum class FinishReason { kNone, kLength, kStop, kEos, kCancelled };
@@ -76,6 +79,10 @@ class Scheduler {
   bool admit(Sequence& seq, int& step_tokens);
   bool grow_blocks(Sequence& seq, int positions);
   void preempt_last();
+  // After `parent`'s prompt prefill: starts its other samples from the same logits row.
+  void fork_samples(Sequence& parent, const std::vector<float>& logits_row,
+                    std::vector<GenerationEvent>& events, std::vector<std::unique_ptr<Sequence>>& forks);
+  void sample_into(Sequence& seq, float* logits_row, std::vector<GenerationEvent>& events);
   void finish(Sequence& seq, FinishReason reason, std::vector<GenerationEvent>& events);
   FinishReason check_stop(Sequence& seq);
 
@@ -88,6 +95,7 @@ class Scheduler {
   std::vector<std::unique_ptr<Sequence>> finished_;  // kept until the next step (events point into them)
   uint64_t preemptions_ = 0;
   int peak_used_blocks_ = 0;
+  std::vector<BlockCopy> pending_copies_;  // for the next step
 };
 
 }  // namespace gptj

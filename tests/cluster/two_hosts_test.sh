@@ -7,8 +7,10 @@
 #  1. golden: the 4 golden prompts → the golden greedy tokens.
 #  2. fault a: kill -9 the remote rank (in B) mid-job → the job ends within 30 s with an error
 #     naming the lost rank, finished lines stay, --resume completes every id exactly once.
-#  3. fault b: take the link down mid-job (inside B) → the job must end within 30 s (this needs the
-#     step watchdog: without it a collective waits on a peer that never answers); then --resume.
+#  3. fault b: take the link down mid-job (inside B) → the job must end within 30 s; then --resume.
+#     (mpirun's own OOB keepalive, tuned in two_hosts, or gptj's step watchdog ends it.)
+#  4. fault c: SIGSTOP the remote rank → only gptj's step watchdog (--step-timeout 10) can end the job
+#     within 30 s (nothing else notices a live but stopped process); then --resume.
 # Needs python3 (as the other tests). Skips (exit 0, "SKIP: reason") where namespaces cannot be made (not root, no `ip`, no CAP_SYS_ADMIN).
 set -uo pipefail
 source "$(dirname "$0")/../tools/common.sh" "$1" "$2"
@@ -96,13 +98,20 @@ chmod +x "$AGENT"
 WATCHDOG=()
 "$GPTJ" batch --help 2>/dev/null | grep -q -- --step-timeout && WATCHDOG=(--step-timeout 10)
 
-# two_hosts ARGS...: gptj on rank 0 in A, rank 1 in B, over TCP on the veth only. Runs mpirun in A
-# in its own process group (setsid) so a stuck job can be killed as a whole.
+# two_hosts ARGS...: gptj on rank 0 in A, rank 1 in B, over TCP on the veth only. Call it in the
+# background: `exec` + setsid make the background PID mpirun's own and a process group of its own,
+# so a stuck job can be killed as a whole.
+# OOB keepalive (mpirun <-> remote orted): with OpenMPI's defaults (300 s idle, 9 probes 20 s apart)
+# mpirun notices a dead link only after ~8 min — or never, once it has queued the "kill your ranks"
+# message for the unreachable daemon (then TCP retransmits for ~15 min) — so even after gptj's
+# watchdog ends rank 0, mpirun itself would hang. 2 s idle + 3 probes 1 s apart: mpirun declares
+# the remote daemon lost ~5 s after the link goes, and ends the job. cluster/README.md says the same.
 two_hosts() {
-  setsid ip netns exec "$NSA" mpirun -np 2 --host $HA:1,$HB:1 \
+  exec setsid ip netns exec "$NSA" mpirun -np 2 --host $HA:1,$HB:1 \
     --mca plm_rsh_agent "$AGENT" --mca plm_rsh_no_tree_spawn 1 \
     --mca pml ob1 --mca btl tcp,self \
     --mca btl_tcp_if_include 10.77.0.0/24 --mca oob_tcp_if_include 10.77.0.0/24 \
+    --mca oob_tcp_keepalive_time 2 --mca oob_tcp_keepalive_intvl 1 --mca oob_tcp_keepalive_probes 3 \
     "$GPTJ" batch --model "$MODEL" "${WATCHDOG[@]}" "$@"
 }
 run_bounded() {  # run_bounded SECONDS ARGS...: two_hosts, killed (whole group) after SECONDS
@@ -158,10 +167,11 @@ for i in range(int(sys.argv[2])):
 PY
 
 FAILED=()
-# fault NAME COMMAND: start the long job, wait for ≥ 10 lines, run COMMAND (the fault), then the job
-# must end within FAULT_LIMIT s, non-zero, with a message; finished lines stay; --resume completes.
+# fault NAME COMMAND MESSAGE: start the long job, wait for ≥ 10 lines, run COMMAND (the fault); the
+# job must end within FAULT_LIMIT s, non-zero, its stderr matching MESSAGE (grep -E); finished lines
+# stay; --resume completes every id exactly once.
 fault() {
-  local name=$1 inject=$2
+  local name=$1 inject=$2 message=$3
   local out=$WORK/$name.jsonl err=$WORK/$name.err
   echo "== fault $name"
   two_hosts --input "$WORK/in.jsonl" --output "$out" --max-batch 2 2> "$err" &
@@ -190,15 +200,17 @@ fault() {
     wait $JOB_PID 2>/dev/null
   fi
   JOB_PID=""
-  echo "-- $name: error output (ranks/mpirun):"
-  grep -v '^gptj batch: [0-9]*/' "$err" | grep -v '^ *$' | head -n 12 | sed 's/^/   | /'
+  echo "-- $name: the error (stderr lines matching '$message'):"
+  grep -E "$message" "$err" | head -n 3 | sed 's/^/   | /'
   kill_ns_procs  # whatever a failed job left behind (e.g. a rank or orted cut off from mpirun)
   ip -n "$NSA" link set "$VA" up; ip -n "$NSB" link set "$VB" up
-  reachable || fail "$name: link not back up"
+  local up=0  # the carrier and route come back within a moment; allow 5 tries
+  for _ in 1 2 3 4 5; do reachable && { up=1; break; }; sleep 1; done
+  [ $up -eq 1 ] || fail "$name: link not back up"
 
   [ $ended -eq 1 ] || { FAILED+=("$name: did not end within $FAULT_LIMIT s after the fault"); }
   [ $ended -eq 1 ] && [ $code -eq 0 ] && FAILED+=("$name: exit 0 after a fault")
-  [ $ended -eq 1 ] && ! grep -qiE "rank|signal|lost|unreachable|timeout" "$err" && FAILED+=("$name: no error message")
+  [ $ended -eq 1 ] && ! grep -qE "$message" "$err" && FAILED+=("$name: no error message matching '$message'")
   [ "$(wc -l < "$out")" -ge "$before" ] || FAILED+=("$name: finished lines lost")
   verify "$out" partial || FAILED+=("$name: output after the fault is not clean")
 
@@ -210,10 +222,21 @@ fault() {
   verify "$out" || FAILED+=("$name: after --resume not every id exactly once / golden")
 }
 
-# a: SIGKILL the rank running in B (the remote host).
-fault kill_remote 'p=$(for q in $(ip netns pids "$NSB"); do [ "$(cat /proc/$q/comm 2>/dev/null)" = gptj ] && echo $q; done | head -n 1); [ -n "$p" ] && echo "kill -9 remote rank pid $p" && kill -9 $p'
+remote_rank() {  # PID of the gptj rank running in B
+  local q
+  for q in $(ip netns pids "$NSB"); do [ "$(cat /proc/$q/comm 2>/dev/null)" = gptj ] && echo $q; done | head -n 1
+}
+# a: SIGKILL the rank running in B (the remote host): its orted reports it, mpirun ends the job.
+fault kill_remote 'p=$(remote_rank); [ -n "$p" ] && echo "kill -9 remote rank pid $p" && kill -9 $p' \
+  'rank 1 .*on node 10.77.0.2 exited on signal 9'
 # b: the link goes down inside B (both ends lose carrier); packets are dropped silently, no RST.
-fault link_down 'echo "ip link set $VB down (in $NSB)" && ip -n "$NSB" link set "$VB" down'
+# Ended by mpirun's OOB keepalive (see two_hosts) or gptj's step watchdog, whichever comes first.
+fault link_down 'echo "ip link set $VB down (in $NSB)" && ip -n "$NSB" link set "$VB" down' \
+  'lost communication with a remote daemon|did not complete within'
+# c: the remote rank hangs (SIGSTOP): the link and every daemon are fine, so only gptj's own step
+# watchdog (--step-timeout) can notice; rank 0 ends, mpirun kills the stopped rank.
+fault stop_remote 'p=$(remote_rank); [ -n "$p" ] && echo "kill -STOP remote rank pid $p" && kill -STOP $p' \
+  'rank [01] on .*did not complete within'
 
 if ((${#FAILED[@]})); then
   printf 'FAIL: %s\n' "${FAILED[@]}" >&2
