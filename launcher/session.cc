@@ -59,6 +59,8 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
   GPTJ_CHECK(random || std::filesystem::exists(std::filesystem::path(options.model_dir) / "config.json"),
              "--model {}: no config.json there (expected a Hugging Face GPT-J checkpoint directory)",
              options.model_dir);
+  const std::string layout = world.describe_layout();
+  if (world.rank() == 0) spdlog::info("{}", layout);
   config_ = load_config(random ? options.random_config
                                : (std::filesystem::path(options.model_dir) / "config.json").string());
   GPTJ_CHECK(config_.n_head % world.size() == 0,

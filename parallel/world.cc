@@ -10,6 +10,7 @@
 
 #include <csignal>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <vector>
@@ -81,6 +82,24 @@ void World::check_same_arguments(const std::string& description) {
              from_root, rank_, description);
   GPTJ_CHECK(!any, "ranks were started with different arguments (another rank differs from rank 0)");
 #endif
+}
+
+std::string World::describe_layout() {
+  std::string mine = fmt::format("r{}={}/local{}", rank_, host_, local_rank_);
+  std::string all = mine;
+#ifdef GPTJ_WITH_MPI
+  if (size_ > 1) {
+    constexpr int kWidth = 128;
+    std::vector<char> send(kWidth, '\0'), recv(static_cast<std::size_t>(kWidth) * size_);
+    std::copy_n(mine.begin(), std::min<std::size_t>(mine.size(), kWidth - 1), send.begin());
+    MPI_Gather(send.data(), kWidth, MPI_CHAR, recv.data(), kWidth, MPI_CHAR, 0, MPI_COMM_WORLD);
+    if (rank_ == 0) {
+      all.clear();
+      for (int r = 0; r < size_; ++r) all += (r ? " " : "") + std::string(recv.data() + r * kWidth);
+    }
+  }
+#endif
+  return fmt::format("launcher {}, {} rank(s) = TP {}: {}", launcher_, size_, size_, all);
 }
 
 void World::abort(int code) {

@@ -30,6 +30,10 @@ class World {
   // throws on any rank whose description differs from rank 0's, naming both.
   void check_same_arguments(const std::string& description);
 
+  // One line describing the job: launcher, size, and every rank's host and local rank (collective:
+  // every rank calls it; rank 0 gets the whole picture, the others their own part).
+  std::string describe_layout();
+
   // Ends every rank of the job now with `code` (MPI_Abort when size > 1).
   [[noreturn]] void abort(int code);
 
