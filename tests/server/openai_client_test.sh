@@ -11,7 +11,8 @@ fi
 mkdir -p "$WORK/client"
 (cd "$WORK/client" && timeout 300 npm install --no-audit --no-fund --silent openai@4 >"$WORK/npm.log" 2>&1) ||
   { cat "$WORK/npm.log" >&2; fail "npm install openai@4 failed although the registry answers"; }
-start_server "$GPTJ" serve --model "$MODEL" --port 0
+# The issue's case: an unmodified client against a tensor-parallel server (2 ranks).
+start_server mpirun --allow-run-as-root --oversubscribe -np 2 "$GPTJ" serve --model "$MODEL" --backend cpu --port 0
 cat >"$WORK/client/check.mjs" <<'JS'
 import OpenAI from "openai";
 const port = process.argv[2];
