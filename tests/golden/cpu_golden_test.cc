@@ -6,24 +6,15 @@
 #include "runtime/backend/backend.h"
 #include "runtime/generate/scheduler.h"
 #include "runtime/model/safetensors.h"
-#include "tests/golden/golden_data.h"
+#include "tests/golden/cpu_model.h"
 
 namespace gptj {
 namespace {
 
 constexpr float kTolerance = 1e-5f;
 
-struct Fixture {
-  explicit Fixture(const std::string& name, int num_blocks = 256)
-      : model(name),
-        config(load_config(testing::model_dir(name) + "/config.json")),
-        checkpoint(testing::model_dir(name)) {
-    BackendOptions options;
-    options.kv.num_blocks = num_blocks;
-    options.kv.block_size = 16;
-    backend = make_cpu_backend(config, checkpoint, options, comm);
-    runner = std::make_unique<ModelRunner>(*backend, comm, config.vocab_size);
-  }
+struct Fixture : testing::CpuModel {
+  using CpuModel::CpuModel;
   // Logits of `tokens` fed as steps of the given sizes (one sequence, blocks 0..).
   std::vector<float> logits(const std::vector<int32_t>& tokens, std::vector<int> step_sizes) {
     std::vector<int32_t> table;
@@ -39,20 +30,6 @@ struct Fixture {
     }
     return rows;
   }
-  SchedulerOptions scheduler_options(int num_blocks = 256) const {
-    SchedulerOptions o;
-    o.kv.num_blocks = num_blocks;
-    o.n_positions = config.n_positions;
-    o.eos_id = config.eos_token_id;
-    return o;
-  }
-
-  std::string model;
-  GptjConfig config;
-  Checkpoint checkpoint;
-  SingleCommunicator comm;
-  std::unique_ptr<Backend> backend;
-  std::unique_ptr<ModelRunner> runner;
 };
 
 class Golden : public ::testing::TestWithParam<std::string> {};

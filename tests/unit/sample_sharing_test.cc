@@ -10,37 +10,19 @@
 #include "runtime/backend/backend.h"
 #include "runtime/generate/scheduler.h"
 #include "runtime/model/safetensors.h"
-#include "tests/golden/golden_data.h"
+#include "tests/golden/cpu_model.h"
 
 namespace gptj {
 namespace {
 
-struct Model {
-  Model() : config(load_config(testing::model_dir("tiny-gptj-b") + "/config.json")),
-            checkpoint(testing::model_dir("tiny-gptj-b")) {
-    BackendOptions options;
-    options.kv.num_blocks = 256;
-    backend = make_cpu_backend(config, checkpoint, options, comm);
-    runner = std::make_unique<ModelRunner>(*backend, comm, config.vocab_size);
-  }
-  SchedulerOptions options() const {
-    SchedulerOptions o;
-    o.kv.num_blocks = 256;
-    o.n_positions = config.n_positions;
-    o.eos_id = config.eos_token_id;
-    return o;
-  }
-  GptjConfig config;
-  Checkpoint checkpoint;
-  SingleCommunicator comm;
-  std::unique_ptr<Backend> backend;
-  std::unique_ptr<ModelRunner> runner;
+struct Model : testing::CpuModel {
+  Model() : CpuModel("tiny-gptj-b") {}
 };
 
 // Runs the requests to the end; returns tokens by handle and the peak of KV blocks in use.
 std::map<uint64_t, std::vector<int32_t>> run(Model& m, const std::vector<GenerationRequest>& requests,
                                              int* peak_blocks = nullptr) {
-  Scheduler scheduler(*m.runner, m.options(), nullptr);
+  Scheduler scheduler(*m.runner, m.scheduler_options(), nullptr);
   for (const auto& r : requests) scheduler.submit(r);
   std::map<uint64_t, std::vector<int32_t>> out;
   while (!scheduler.idle())

@@ -16,36 +16,13 @@
 #include "runtime/generate/tokenizer.h"
 #include "runtime/model/config.h"
 #include "runtime/model/safetensors.h"
+#include "tests/golden/cpu_model.h"
 
 namespace gptj {
 namespace {
 
-const std::string kDataDir = GPTJ_TEST_DATA_DIR;
 
-struct Model {
-  explicit Model(const std::string& name)
-      : dir(kDataDir + "/" + name + "/model"), config(load_config(dir + "/config.json")), checkpoint(dir) {
-    BackendOptions options;
-    options.kv.num_blocks = 256;
-    options.kv.block_size = 16;
-    backend = make_cpu_backend(config, checkpoint, options, comm);
-    runner = std::make_unique<ModelRunner>(*backend, comm, config.vocab_size);
-  }
-  SchedulerOptions options(int num_blocks = 256) const {
-    SchedulerOptions o;
-    o.kv.num_blocks = num_blocks;
-    o.kv.block_size = 16;
-    o.n_positions = config.n_positions;
-    o.eos_id = config.eos_token_id;
-    return o;
-  }
-  std::string dir;
-  GptjConfig config;
-  Checkpoint checkpoint;
-  SingleCommunicator comm;
-  std::unique_ptr<Backend> backend;
-  std::unique_ptr<ModelRunner> runner;
-};
+using Model = testing::CpuModel;
 
 GenerationRequest request_a() {
   GenerationRequest r;
@@ -99,7 +76,7 @@ TEST(SchedulerSeed, SeededRequestIsReproducibleAcrossBatchCompositions) {
   Model m("tiny-gptj-b");
   std::vector<int32_t> alone;
   {
-    Scheduler scheduler(*m.runner, m.options(), nullptr);
+    Scheduler scheduler(*m.runner, m.scheduler_options(), nullptr);
     alone = run(scheduler, {{0, {request_a()}}}).at(100);
   }
   ASSERT_FALSE(alone.empty());
@@ -109,12 +86,12 @@ TEST(SchedulerSeed, SeededRequestIsReproducibleAcrossBatchCompositions) {
 
   // Repeat alone: same seed, same tokens.
   {
-    Scheduler scheduler(*m.runner, m.options(), nullptr);
+    Scheduler scheduler(*m.runner, m.scheduler_options(), nullptr);
     EXPECT_EQ(run(scheduler, {{0, {request_a()}}}).at(100), alone);
   }
   // A with two others from the start, three more joining after 3 and 7 steps.
   {
-    Scheduler scheduler(*m.runner, m.options(), nullptr);
+    Scheduler scheduler(*m.runner, m.scheduler_options(), nullptr);
     auto done = run(scheduler, {{0, {other_request(1), request_a(), other_request(2)}},
                                 {3, {other_request(3), other_request(4)}},
                                 {7, {other_request(5)}}});
@@ -124,7 +101,7 @@ TEST(SchedulerSeed, SeededRequestIsReproducibleAcrossBatchCompositions) {
   }
   // A joins a batch that is already decoding.
   {
-    Scheduler scheduler(*m.runner, m.options(), nullptr);
+    Scheduler scheduler(*m.runner, m.scheduler_options(), nullptr);
     auto done = run(scheduler, {{0, {other_request(4), other_request(5)}},
                                 {2, {other_request(1)}},
                                 {5, {request_a(), other_request(2), other_request(3)}}});
@@ -132,7 +109,7 @@ TEST(SchedulerSeed, SeededRequestIsReproducibleAcrossBatchCompositions) {
   }
   // Under KV pressure: 8 blocks of 16 positions for six requests forces preemption and recompute.
   {
-    Scheduler scheduler(*m.runner, m.options(8), nullptr);
+    Scheduler scheduler(*m.runner, m.scheduler_options(8), nullptr);
     auto done = run(scheduler, {{0, {other_request(5), other_request(4), request_a()}},
                                 {1, {other_request(3), other_request(2), other_request(1)}}});
     EXPECT_EQ(done.size(), 6u);
@@ -142,9 +119,9 @@ TEST(SchedulerSeed, SeededRequestIsReproducibleAcrossBatchCompositions) {
   }
   // The other requests' own tokens do not depend on the batch either.
   {
-    Scheduler a(*m.runner, m.options(), nullptr);
+    Scheduler a(*m.runner, m.scheduler_options(), nullptr);
     const auto solo = run(a, {{0, {other_request(3)}}}).at(3);
-    Scheduler b(*m.runner, m.options(), nullptr);
+    Scheduler b(*m.runner, m.scheduler_options(), nullptr);
     auto done = run(b, {{0, {other_request(1), other_request(2)}}, {4, {other_request(3), request_a()}}});
     EXPECT_EQ(done.at(3), solo);
   }
@@ -162,7 +139,7 @@ class StopStrings : public ::testing::Test {
     delete model_;
   }
   SchedulerOptions options() const {
-    SchedulerOptions o = model_->options();
+    SchedulerOptions o = model_->scheduler_options();
     o.allowed_vocab = tokenizer_->vocab_size();
     return o;
   }
