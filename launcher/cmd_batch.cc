@@ -19,8 +19,6 @@
 namespace gptj {
 namespace json = boost::json;
 
-SchedulerOptions scheduler_options_for(ModelSession& session, int max_batch);
-
 namespace {
 
 std::atomic<int> g_stop_signal{0};

@@ -19,8 +19,6 @@
 
 namespace gptj {
 
-SchedulerOptions scheduler_options_for(ModelSession& session, int max_batch);  // cmd_generate.cc
-
 namespace {
 
 struct ServeArgs {

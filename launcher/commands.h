@@ -5,6 +5,7 @@
 #include <functional>
 
 #include "launcher/session.h"
+#include "runtime/generate/scheduler.h"
 
 namespace gptj {
 
@@ -21,6 +22,9 @@ CommandRunner register_tokenize(CLI::App& app);
 CommandRunner register_detokenize(CLI::App& app);
 CommandRunner register_batch(CLI::App& app);
 CommandRunner register_serve(CLI::App& app);
+
+// Scheduler options matching the session's KV cache, model limits and tokenizer (cmd_generate.cc).
+SchedulerOptions scheduler_options_for(ModelSession& session, int max_batch);
 
 // Parses "1,2,3" into ids; throws naming the bad item.
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);

@@ -67,6 +67,21 @@ def level(port, concurrency, total, max_tokens):
             "ttft_p99_ms": 1e3 * q(ttfts, 99)}
 
 
+def wait_until_ready(port, seconds=300):
+    # The server listens before the model is loaded; /health turns 200 when every rank is ready.
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"server on port {port} not ready after {seconds} s")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("port", type=int)
@@ -74,5 +89,6 @@ if __name__ == "__main__":
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=32)
     args = ap.parse_args()
+    wait_until_ready(args.port)
     for c in map(int, args.concurrency.split(",")):
         print(json.dumps(level(args.port, c, max(args.requests, c), args.max_tokens)), flush=True)
