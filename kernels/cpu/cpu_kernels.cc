@@ -1,6 +1,7 @@
 #include "kernels/cpu/cpu_kernels.h"
 
 #include <cblas.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
@@ -38,6 +39,31 @@ namespace {
 // with all input rows while it sits in L1. Debian's OpenBLAS (0.3.21) packs the whole weight
 // matrix for sgemm even when M = 1, which doubles the memory traffic of a decode step.
 constexpr int kSmallRows = 16;
+
+// Exact widening of 16-bit floats (the kernels library does not depend on runtime/core).
+inline float bf16_bits_to_f32(uint16_t bits) {
+  const uint32_t word = static_cast<uint32_t>(bits) << 16;
+  float out;
+  std::memcpy(&out, &word, 4);
+  return out;
+}
+inline float f16_bits_to_f32(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  const uint32_t exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
+  uint32_t bits;
+  if (exponent == 0) {
+    float value = std::ldexp(static_cast<float>(mantissa), -24);
+    std::memcpy(&bits, &value, 4);
+    bits |= sign;
+  } else if (exponent == 31) {
+    bits = sign | 0x7f800000u | (mantissa << 13);
+  } else {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  }
+  float out;
+  std::memcpy(&out, &bits, 4);
+  return out;
+}
 
 using v8f = float __attribute__((vector_size(32), aligned(4)));  // 8 floats (AVX2 register)
 
@@ -95,7 +121,114 @@ void linear_small(const float* x, int ldx, int rows, int in, const float* weight
   }
 }
 
+#if defined(__F16C__) && defined(__AVX2__) && defined(__FMA__)
+// Widens 8 16-bit values (float16 when kHalf, else bfloat16) to 8 floats, in registers.
+template <bool kHalf>
+inline __m256 widen8(const uint16_t* p) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  if constexpr (kHalf) return _mm256_cvtph_ps(raw);
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+}
+
+inline float hsum256(__m256 v) {
+  const __m128 sum4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
+  return _mm_cvtss_f32(_mm_add_ss(sum2, _mm_shuffle_ps(sum2, sum2, 1)));
+}
+
+// The 16-bit twin of linear_small: two weight rows (widened in registers) against four input rows
+// at a time (a short tail repeats its last row; those results are not stored), 8 accumulators in
+// registers. `in` must be a multiple of 8 (checked by the caller).
+template <bool kHalf>
+void linear_small_16(const float* x, int ldx, int rows, int in, const uint16_t* weight, int out,
+                     const float* bias, float* y, int ldy) {
+#pragma omp parallel for schedule(static)
+  for (int pair = 0; pair < (out + 1) / 2; ++pair) {
+    const int o = 2 * pair;
+    const int n_out = std::min(2, out - o);
+    const uint16_t* w0 = weight + static_cast<std::size_t>(o) * in;
+    const uint16_t* w1 = weight + static_cast<std::size_t>(o + n_out - 1) * in;
+    for (int r0 = 0; r0 < rows; r0 += 4) {
+      const int nr = std::min(4, rows - r0);
+      const float* x0 = x + static_cast<std::size_t>(r0) * ldx;
+      const float* x1 = x + static_cast<std::size_t>(r0 + std::min(1, nr - 1)) * ldx;
+      const float* x2 = x + static_cast<std::size_t>(r0 + std::min(2, nr - 1)) * ldx;
+      const float* x3 = x + static_cast<std::size_t>(r0 + std::min(3, nr - 1)) * ldx;
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+      for (int i = 0; i < in; i += 8) {
+        const __m256 wa = widen8<kHalf>(w0 + i), wb = widen8<kHalf>(w1 + i);
+        const __m256 v0 = _mm256_loadu_ps(x0 + i), v1 = _mm256_loadu_ps(x1 + i);
+        const __m256 v2 = _mm256_loadu_ps(x2 + i), v3 = _mm256_loadu_ps(x3 + i);
+        a0 = _mm256_fmadd_ps(wa, v0, a0);
+        a1 = _mm256_fmadd_ps(wa, v1, a1);
+        a2 = _mm256_fmadd_ps(wa, v2, a2);
+        a3 = _mm256_fmadd_ps(wa, v3, a3);
+        b0 = _mm256_fmadd_ps(wb, v0, b0);
+        b1 = _mm256_fmadd_ps(wb, v1, b1);
+        b2 = _mm256_fmadd_ps(wb, v2, b2);
+        b3 = _mm256_fmadd_ps(wb, v3, b3);
+      }
+      const float sums[2][4] = {{hsum256(a0), hsum256(a1), hsum256(a2), hsum256(a3)},
+                                {hsum256(b0), hsum256(b1), hsum256(b2), hsum256(b3)}};
+      for (int k = 0; k < n_out; ++k)
+        for (int r = 0; r < nr; ++r)
+          y[static_cast<std::size_t>(r0 + r) * ldy + o + k] = sums[k][r] + (bias ? bias[o + k] : 0.0f);
+    }
+  }
+}
+#else
+// Without AVX2/FMA/F16C: widen each row to float32 and use the float32 path.
+template <bool kHalf>
+void linear_small_16(const float* x, int ldx, int rows, int in, const uint16_t* weight, int out,
+                     const float* bias, float* y, int ldy) {
+  std::vector<float> row(static_cast<std::size_t>(in));
+  for (int o = 0; o < out; ++o) {
+    for (int i = 0; i < in; ++i) {
+      const uint16_t bits = weight[static_cast<std::size_t>(o) * in + i];
+      row[i] = kHalf ? f16_bits_to_f32(bits) : bf16_bits_to_f32(bits);
+    }
+    for (int r = 0; r < rows; ++r)
+      y[static_cast<std::size_t>(r) * ldy + o] =
+          dot(row.data(), x + static_cast<std::size_t>(r) * ldx, in) + (bias ? bias[o] : 0.0f);
+  }
+}
+#endif
+
 }  // namespace
+
+void linear(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias,
+            float* y, int ldy) {
+  if (weight.dtype == 0) {
+    linear(x, ldx, rows, in, static_cast<const float*>(weight.data), out, bias, y, ldy);
+    return;
+  }
+  const auto* w = static_cast<const uint16_t*>(weight.data);
+  const bool half = weight.dtype == 1;
+  // Widening whole weight blocks for sgemm costs more than it saves until the batch is large.
+  constexpr int kSmallRows16 = 64;
+  if (rows <= kSmallRows16 && in % 8 == 0) {
+    if (half)
+      linear_small_16<true>(x, ldx, rows, in, w, out, bias, y, ldy);
+    else
+      linear_small_16<false>(x, ldx, rows, in, w, out, bias, y, ldy);
+    return;
+  }
+  // Larger products: widen blocks of weight rows into a float32 scratch and let sgemm run on each.
+  constexpr int kBlockRows = 512;
+  static thread_local std::vector<float> scratch;  // the calling thread's; OpenMP workers get a pointer
+  scratch.resize(static_cast<std::size_t>(kBlockRows) * in);
+  float* const block = scratch.data();
+  for (int o = 0; o < out; o += kBlockRows) {
+    const int n = std::min(kBlockRows, out - o);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < n; ++r) {
+      const uint16_t* src = w + static_cast<std::size_t>(o + r) * in;
+      float* dst = block + static_cast<std::size_t>(r) * in;
+      for (int i = 0; i < in; ++i) dst[i] = half ? f16_bits_to_f32(src[i]) : bf16_bits_to_f32(src[i]);
+    }
+    linear(x, ldx, rows, in, block, n, bias ? bias + o : nullptr, y + o, ldy);
+  }
+}
 
 void linear(const float* x, int ldx, int rows, int in, const float* weight, int out,
             const float* bias, float* y, int ldy) {

@@ -21,6 +21,19 @@ void layernorm(const float* x, const float* gamma, const float* beta, float* y, 
 void linear(const float* x, int ldx, int rows, int in, const float* weight, int out,
             const float* bias, float* y, int ldy);
 
+// A weight matrix [out, in] in float32, float16 or bfloat16 (row-major, nn.Linear layout).
+// dtype: 0 = float32, 1 = float16, 2 = bfloat16 (the order of gptj::DType).
+struct WeightRef {
+  const void* data = nullptr;
+  int dtype = 0;
+};
+
+// linear() for a weight of any of the three types. 16-bit weights are widened to float32 in
+// registers (decode-sized products) or block by block into a scratch buffer (larger products), so
+// the arithmetic is the same as with the float32 weights they widen to.
+void linear(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias,
+            float* y, int ldy);
+
 // GPT-J rotary, rotate-every-two, in place on the first rotary_dim dims of each head:
 // for pair i (dims 2i, 2i+1), angle = positions[t] * 10000^(-2i / rotary_dim).
 // x [tokens, row_stride]; the heads are n_heads consecutive blocks of head_dim starting at column 0.

@@ -1,4 +1,6 @@
-// CPU backend: one TP rank's shard of GPT-J in float32 on host memory.
+// CPU backend: one TP rank's shard of GPT-J on host memory. Compute is float32; weight matrices stay
+// in the checkpoint's dtype (a float16/bfloat16 checkpoint takes half the memory and memory
+// traffic, widened exactly in the kernels), layernorms and biases are float32.
 //
 // Per layer the four column-parallel projections that read ln_1's output (k, v, q, fc_in) are one
 // GEMM, and the two row-parallel ones (out_proj, fc_out) are another, so a layer is two GEMMs and
@@ -21,17 +23,14 @@ namespace {
 
 struct CpuLayer {
   std::vector<float> ln_gamma, ln_beta;  // [E]
-  std::vector<float> w_in;               // [3 El + Il, E]: k, v, q, fc_in rows of this shard
+  HostMatrix w_in;                       // [3 El + Il, E]: k, v, q, fc_in rows of this shard
   std::vector<float> b_fc_in;            // [Il]
-  std::vector<float> w_out;              // [E, El + Il]: out_proj cols then fc_out cols
+  HostMatrix w_out;                      // [E, El + Il]: out_proj cols then fc_out cols
   std::vector<float> b_fc_out;           // [E] (replicated; added once after the all-reduce)
   std::vector<float> k_cache, v_cache;   // [num_blocks, block_size, heads_l, head_dim]
 };
 
-// Appends rows of `src` ([rows, cols]) under `dst`.
-void append_rows(std::vector<float>& dst, const std::vector<float>& src) {
-  dst.insert(dst.end(), src.begin(), src.end());
-}
+cpu::WeightRef ref(const HostMatrix& m) { return {m.data(), static_cast<int>(m.dtype())}; }
 
 class CpuBackend final : public Backend {
  public:
@@ -55,6 +54,9 @@ class CpuBackend final : public Backend {
     auto read = [&](const std::string& name, std::vector<int64_t> shape) {
       return checkpoint.read_f32(name, shape, shard_slice(name, shape, tp).slice);
     };
+    auto read_matrix = [&](const std::string& name, std::vector<int64_t> shape) {
+      return checkpoint.read_matrix(name, shape, shard_slice(name, shape, tp).slice);
+    };
     const std::size_t cache_size = static_cast<std::size_t>(options.kv.num_blocks) *
                                    options.kv.block_size * heads_l_ * config.head_dim();
     layers_.resize(config.n_layer);
@@ -63,29 +65,26 @@ class CpuBackend final : public Backend {
       CpuLayer& layer = layers_[l];
       layer.ln_gamma = read(p + "ln_1.weight", {E});
       layer.ln_beta = read(p + "ln_1.bias", {E});
-      for (const char* proj : {"attn.k_proj.weight", "attn.v_proj.weight", "attn.q_proj.weight"})
-        append_rows(layer.w_in, read(p + proj, {E, E}));
-      append_rows(layer.w_in, read(p + "mlp.fc_in.weight", {I, E}));
+      layer.w_in = HostMatrix::stack_rows({read_matrix(p + "attn.k_proj.weight", {E, E}),
+                                           read_matrix(p + "attn.v_proj.weight", {E, E}),
+                                           read_matrix(p + "attn.q_proj.weight", {E, E}),
+                                           read_matrix(p + "mlp.fc_in.weight", {I, E})});
       layer.b_fc_in = read(p + "mlp.fc_in.bias", {I});
-      // Concatenate columns: row r of w_out = [out_proj shard row r | fc_out shard row r].
-      std::vector<float> out_proj = read(p + "attn.out_proj.weight", {E, E});
-      std::vector<float> fc_out = read(p + "mlp.fc_out.weight", {E, I});
-      layer.w_out.resize(static_cast<std::size_t>(E) * (El_ + Il_));
-      for (int64_t r = 0; r < E; ++r) {
-        std::memcpy(&layer.w_out[r * (El_ + Il_)], &out_proj[r * El_], sizeof(float) * El_);
-        std::memcpy(&layer.w_out[r * (El_ + Il_) + El_], &fc_out[r * Il_], sizeof(float) * Il_);
-      }
+      // Row r of w_out = [out_proj shard row r | fc_out shard row r].
+      layer.w_out = HostMatrix::stack_cols({read_matrix(p + "attn.out_proj.weight", {E, E}),
+                                            read_matrix(p + "mlp.fc_out.weight", {E, I})});
       layer.b_fc_out = read(p + "mlp.fc_out.bias", {E});
       layer.k_cache.assign(cache_size, 0.0f);
       layer.v_cache.assign(cache_size, 0.0f);
-      weight_bytes_ += static_cast<int64_t>(sizeof(float)) *
-                       (layer.w_in.size() + layer.w_out.size() + layer.b_fc_in.size() + 3 * E);
+      weight_bytes_ += static_cast<int64_t>(layer.w_in.size_bytes() + layer.w_out.size_bytes()) +
+                       static_cast<int64_t>(sizeof(float)) * (layer.b_fc_in.size() + 3 * E);
     }
     ln_f_gamma_ = read("transformer.ln_f.weight", {E});
     ln_f_beta_ = read("transformer.ln_f.bias", {E});
-    lm_head_ = read("lm_head.weight", {V, E});
+    lm_head_ = read_matrix("lm_head.weight", {V, E});
     lm_bias_ = read("lm_head.bias", {V});
-    weight_bytes_ += static_cast<int64_t>(sizeof(float)) * (lm_head_.size() + lm_bias_.size() + 2 * E);
+    weight_bytes_ += static_cast<int64_t>(lm_head_.size_bytes()) +
+                     static_cast<int64_t>(sizeof(float)) * (lm_bias_.size() + 2 * E);
   }
 
   std::string name() const override { return "cpu"; }
@@ -115,7 +114,7 @@ class CpuBackend final : public Backend {
     for (auto& layer : layers_) {
       cpu::layernorm(x_.data(), layer.ln_gamma.data(), layer.ln_beta.data(), h_.data(), T, E_,
                      config_.layer_norm_epsilon);
-      cpu::linear(h_.data(), E_, T, E_, layer.w_in.data(), n_in, nullptr, in_.data(), n_in);
+      cpu::linear(h_.data(), E_, T, E_, ref(layer.w_in), n_in, nullptr, in_.data(), n_in);
       float* k = in_.data();
       float* v = in_.data() + El_;
       float* q = in_.data() + 2 * El_;
@@ -136,7 +135,7 @@ class CpuBackend final : public Backend {
                              layer.v_cache.data(), q + at, n_in);
         row += n;
       }
-      cpu::linear(q, n_in, T, n_mid, layer.w_out.data(), E_, nullptr, partial_.data(), E_);
+      cpu::linear(q, n_in, T, n_mid, ref(layer.w_out), E_, nullptr, partial_.data(), E_);
       comm_.all_reduce_sum(partial_.data(), partial_.size());
       cpu::add_inplace(x_.data(), partial_.data(), x_.size());
       cpu::add_bias(x_.data(), layer.b_fc_out.data(), T, E_);
@@ -177,7 +176,7 @@ class CpuBackend final : public Backend {
     }
     cpu::layernorm(h_.data(), ln_f_gamma_.data(), ln_f_beta_.data(), h_.data(), rows, E_,
                    config_.layer_norm_epsilon);
-    cpu::linear(h_.data(), E_, rows, E_, lm_head_.data(), static_cast<int>(vocab_rows_),
+    cpu::linear(h_.data(), E_, rows, E_, ref(lm_head_), static_cast<int>(vocab_rows_),
                 lm_bias_.data(), logits_shard, static_cast<int>(vocab_rows_));
   }
 
@@ -190,7 +189,8 @@ class CpuBackend final : public Backend {
   int64_t weight_bytes_ = 0;
   const TensorInfo* wte_ = nullptr;  // points into the checkpoint's mapping
   std::vector<CpuLayer> layers_;
-  std::vector<float> ln_f_gamma_, ln_f_beta_, lm_head_, lm_bias_;
+  std::vector<float> ln_f_gamma_, ln_f_beta_, lm_bias_;
+  HostMatrix lm_head_;  // [vocab_shard_rows, E], checkpoint dtype
   // Step workspaces, reused across steps.
   std::vector<float> x_, h_, partial_, in_;
   std::vector<int32_t> positions_, tokens_;

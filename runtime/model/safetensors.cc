@@ -171,6 +171,14 @@ const TensorInfo& Checkpoint::tensor(const std::string& name,
 std::vector<float> Checkpoint::read_f32(const std::string& name,
                                         const std::vector<int64_t>& expected_shape,
                                         const Slice& slice) const {
+  const HostMatrix m = read_matrix(name, expected_shape, slice);
+  std::vector<float> out(static_cast<std::size_t>(m.rows() * m.cols()));
+  convert_to_f32(m.dtype(), m.data(), out.data(), out.size());
+  return out;
+}
+
+HostMatrix Checkpoint::read_matrix(const std::string& name, const std::vector<int64_t>& expected_shape,
+                                   const Slice& slice) const {
   const TensorInfo& info = tensor(name, expected_shape);
   const int64_t rows = info.shape.empty() ? 1 : info.shape[0];
   const int64_t cols = info.shape.size() >= 2 ? info.shape[1] : 1;
@@ -180,12 +188,11 @@ std::vector<float> Checkpoint::read_f32(const std::string& name,
                  slice.col_begin <= col_end && col_end <= cols,
              "{}: bad slice of tensor '{}'", info.file, name);
   const int64_t out_cols = col_end - slice.col_begin;
-  std::vector<float> out(static_cast<std::size_t>((row_end - slice.row_begin) * out_cols), 0.0f);
+  HostMatrix out(info.dtype, row_end - slice.row_begin, out_cols);  // zero-filled: padding rows stay 0
   const std::size_t elem = dtype_size(info.dtype);
   for (int64_t r = slice.row_begin; r < std::min(row_end, rows); ++r) {
     const uint8_t* src = info.data + (static_cast<std::size_t>(r * cols + slice.col_begin)) * elem;
-    convert_to_f32(info.dtype, src, out.data() + (r - slice.row_begin) * out_cols,
-                   static_cast<std::size_t>(out_cols));
+    std::memcpy(out.row(r - slice.row_begin), src, static_cast<std::size_t>(out_cols) * elem);
   }
   // The copy is made: drop the tensor's file pages so a rank's peak memory is its shard, not the file.
   const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "runtime/core/dtype.h"
+#include "runtime/core/matrix.h"
 
 namespace gptj {
 
@@ -62,6 +63,9 @@ class Checkpoint {
   // Copies `slice` of tensor `name` (shape checked) into float32, row-major [rows, cols].
   std::vector<float> read_f32(const std::string& name, const std::vector<int64_t>& expected_shape,
                               const Slice& slice = {}) const;
+  // The same slice in the tensor's stored dtype, as a [rows, cols] matrix (1-D: [rows, 1]).
+  HostMatrix read_matrix(const std::string& name, const std::vector<int64_t>& expected_shape,
+                         const Slice& slice = {}) const;
   const std::string& dir() const { return dir_; }
   void release_pages() const;  // see SafetensorsFile::release_pages
 
