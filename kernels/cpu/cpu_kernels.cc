@@ -305,47 +305,64 @@ void kv_write(const float* k, const float* v, int row_stride, int tokens, int st
   }
 }
 
+void attention_paged_batch(const float* q, int q_stride, const AttentionSequence* seqs, int n_seqs,
+                           int block_size, int n_heads, int head_dim, const float* k_cache,
+                           const float* v_cache, float* out, int out_stride) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  // One work item per (query row, head) over the whole batch: a single parallel region per layer,
+  // not one per sequence.
+  std::vector<int> row_seq;
+  int max_len = 0;
+  for (int s = 0; s < n_seqs; ++s) {
+    row_seq.insert(row_seq.end(), static_cast<std::size_t>(seqs[s].tokens), s);
+    max_len = std::max(max_len, seqs[s].start_pos + seqs[s].tokens);
+  }
+  const int rows = static_cast<int>(row_seq.size());
+  long work = 0;
+  for (int s = 0; s < n_seqs; ++s) work += static_cast<long>(seqs[s].tokens) * (seqs[s].start_pos + seqs[s].tokens);
+#pragma omp parallel if (work * n_heads > 4096)
+  {
+    std::vector<float> scores(static_cast<std::size_t>(max_len));
+    std::vector<float> acc(static_cast<std::size_t>(head_dim));
+#pragma omp for schedule(dynamic, 4)
+    for (int item = 0; item < rows * n_heads; ++item) {
+      const int row = item / n_heads, h = item % n_heads;
+      const AttentionSequence& seq = seqs[row_seq[row]];
+      const int32_t* table = seq.block_table;
+      const float* qh = q + static_cast<std::size_t>(row) * q_stride + h * head_dim;
+      const int len = seq.start_pos + (row - seq.first_row) + 1;  // causal: keys 0..its position
+      float max_score = -INFINITY;
+      for (int p = 0; p < len; ++p) {
+        const float* kp = k_cache + cache_offset(table, block_size, p, n_heads, head_dim) + h * head_dim;
+        float dot = 0;
+        for (int d = 0; d < head_dim; ++d) dot += qh[d] * kp[d];
+        scores[p] = dot * scale;
+        max_score = std::max(max_score, scores[p]);
+      }
+      float sum = 0;
+      for (int p = 0; p < len; ++p) {
+        scores[p] = std::exp(scores[p] - max_score);
+        sum += scores[p];
+      }
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int p = 0; p < len; ++p) {
+        const float* vp = v_cache + cache_offset(table, block_size, p, n_heads, head_dim) + h * head_dim;
+        const float w = scores[p];
+        for (int d = 0; d < head_dim; ++d) acc[d] += w * vp[d];
+      }
+      float* oh = out + static_cast<std::size_t>(row) * out_stride + h * head_dim;
+      const float inv = 1.0f / sum;
+      for (int d = 0; d < head_dim; ++d) oh[d] = acc[d] * inv;
+    }
+  }
+}
+
 void attention_paged(const float* q, int q_stride, int tokens, int start_pos,
                      const int32_t* block_table, int block_size, int n_heads, int head_dim,
                      const float* k_cache, const float* v_cache, float* out, int out_stride) {
-  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  const int max_len = start_pos + tokens;
-#pragma omp parallel if (static_cast<long>(tokens) * n_heads * max_len > 4096)
-  {
-    std::vector<float> scores(max_len);
-    std::vector<float> acc(head_dim);
-#pragma omp for collapse(2) schedule(static)
-    for (int t = 0; t < tokens; ++t) {
-      for (int h = 0; h < n_heads; ++h) {
-        const float* qh = q + static_cast<std::size_t>(t) * q_stride + h * head_dim;
-        const int len = start_pos + t + 1;  // causal: keys 0..start_pos+t
-        float max_score = -INFINITY;
-        for (int p = 0; p < len; ++p) {
-          const float* kp =
-              k_cache + cache_offset(block_table, block_size, p, n_heads, head_dim) + h * head_dim;
-          float dot = 0;
-          for (int d = 0; d < head_dim; ++d) dot += qh[d] * kp[d];
-          scores[p] = dot * scale;
-          max_score = std::max(max_score, scores[p]);
-        }
-        float sum = 0;
-        for (int p = 0; p < len; ++p) {
-          scores[p] = std::exp(scores[p] - max_score);
-          sum += scores[p];
-        }
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        for (int p = 0; p < len; ++p) {
-          const float* vp =
-              v_cache + cache_offset(block_table, block_size, p, n_heads, head_dim) + h * head_dim;
-          const float w = scores[p];
-          for (int d = 0; d < head_dim; ++d) acc[d] += w * vp[d];
-        }
-        float* oh = out + static_cast<std::size_t>(t) * out_stride + h * head_dim;
-        const float inv = 1.0f / sum;
-        for (int d = 0; d < head_dim; ++d) oh[d] = acc[d] * inv;
-      }
-    }
-  }
+  const AttentionSequence seq{0, tokens, start_pos, block_table};
+  attention_paged_batch(q, q_stride, &seq, 1, block_size, n_heads, head_dim, k_cache, v_cache, out,
+                        out_stride);
 }
 
 }  // namespace gptj::cpu

@@ -62,4 +62,16 @@ void attention_paged(const float* q, int q_stride, int tokens, int start_pos,
                      const int32_t* block_table, int block_size, int n_heads, int head_dim,
                      const float* k_cache, const float* v_cache, float* out, int out_stride);
 
+// The same for a whole batch in one call: sequence s owns query rows [first_row, first_row + tokens)
+// of q and out, at positions start_pos.. with its own block table. In place (out == q) is allowed.
+struct AttentionSequence {
+  int first_row = 0;
+  int tokens = 0;
+  int start_pos = 0;
+  const int32_t* block_table = nullptr;
+};
+void attention_paged_batch(const float* q, int q_stride, const AttentionSequence* seqs, int n_seqs,
+                           int block_size, int n_heads, int head_dim, const float* k_cache,
+                           const float* v_cache, float* out, int out_stride);
+
 }  // namespace gptj::cpu

@@ -122,6 +122,7 @@ class CpuBackend final : public Backend {
       cpu::rotary_gptj(k, T, n_in, heads_l_, hd, config_.rotary_dim, positions_.data());
       cpu::rotary_gptj(q, T, n_in, heads_l_, hd, config_.rotary_dim, positions_.data());
       cpu::bias_gelu_new(fc, layer.b_fc_in.data(), T, Il_, n_in);
+      attention_seqs_.clear();
       int row = 0;
       for (const auto& seq : batch.seqs) {
         const int n = static_cast<int>(seq.tokens.size());
@@ -129,12 +130,13 @@ class CpuBackend final : public Backend {
         cpu::kv_write(k + at, v + at, n_in, n, seq.start_pos, seq.block_table.data(),
                       options_.kv.block_size, heads_l_, hd, layer.k_cache.data(),
                       layer.v_cache.data());
-        // Output overwrites q in place: each (token, head) reads its q before writing.
-        cpu::attention_paged(q + at, n_in, n, seq.start_pos, seq.block_table.data(),
-                             options_.kv.block_size, heads_l_, hd, layer.k_cache.data(),
-                             layer.v_cache.data(), q + at, n_in);
+        attention_seqs_.push_back({row, n, seq.start_pos, seq.block_table.data()});
         row += n;
       }
+      // Output overwrites q in place: each (token, head) reads its q before writing.
+      cpu::attention_paged_batch(q, n_in, attention_seqs_.data(), static_cast<int>(attention_seqs_.size()),
+                                 options_.kv.block_size, heads_l_, hd, layer.k_cache.data(),
+                                 layer.v_cache.data(), q, n_in);
       cpu::linear(q, n_in, T, n_mid, ref(layer.w_out), E_, nullptr, partial_.data(), E_);
       comm_.all_reduce_sum(partial_.data(), partial_.size());
       cpu::add_inplace(x_.data(), partial_.data(), x_.size());
@@ -194,6 +196,7 @@ class CpuBackend final : public Backend {
   // Step workspaces, reused across steps.
   std::vector<float> x_, h_, partial_, in_;
   std::vector<int32_t> positions_, tokens_;
+  std::vector<cpu::AttentionSequence> attention_seqs_;
 };
 
 }  // namespace
