@@ -146,7 +146,7 @@ CommandRunner register_bench(CLI::App& app) {
         for (int s = 0; s < batch_size; ++s) prefill.seqs.push_back({prompt(args->context, s), 0, blocks_of(s), false});
         runner.step(prefill);
         std::vector<double> times;
-        const uint64_t calls_before = comm.all_reduce_calls();
+        const uint64_t calls_before = session.backend().all_reduce_calls();
         const double reduce_before = comm.all_reduce_seconds();
         double total = 0;
         for (int step = 0; step < args->steps; ++step) {
@@ -161,7 +161,7 @@ CommandRunner register_bench(CLI::App& app) {
         const double ms = median(times) * 1e3;
         boost::json::object obj = with({{"what", "decode"}, {"batch", batch_size}, {"context", args->context},
                                         {"ms_per_step", ms}, {"tokens_per_s", batch_size * 1e3 / ms},
-                                        {"all_reduces_per_layer", static_cast<double>(comm.all_reduce_calls() - calls_before) /
+                                        {"all_reduces_per_layer", static_cast<double>(session.backend().all_reduce_calls() - calls_before) /
                                                                       (args->steps * c.n_layer)},
                                         {"all_reduce_share", (comm.all_reduce_seconds() - reduce_before) / total}});
         if (batch_size == 1 && bandwidth > 0 && session.backend().name() == "cpu") {

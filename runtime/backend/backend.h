@@ -27,6 +27,9 @@ class Backend {
   virtual int64_t vocab_shard_rows() const = 0;
   // Bytes of weights this rank holds (for the memory report).
   virtual int64_t weight_bytes() const = 0;
+  // How many times the partial sums were reduced across TP ranks (one per layer per step by design;
+  // counted at TP 1 too, where the reduction is the identity). Printed by the bench.
+  virtual uint64_t all_reduce_calls() const = 0;
 };
 
 struct BackendOptions {

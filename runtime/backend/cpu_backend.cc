@@ -90,6 +90,7 @@ class CpuBackend final : public Backend {
   std::string name() const override { return "cpu"; }
   int64_t vocab_shard_rows() const override { return vocab_rows_; }
   int64_t weight_bytes() const override { return weight_bytes_; }
+  uint64_t all_reduce_calls() const override { return comm_.all_reduce_calls(); }
 
   void forward(const StepBatch& batch, float* logits_shard) override {
     validate_step(batch, config_.n_positions, config_.vocab_size, options_.kv);

@@ -168,6 +168,7 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
   int64_t vocab_shard_rows() const override { return vocab_rows_; }
   int64_t weight_bytes() const override { return weight_bytes_; }
+  uint64_t all_reduce_calls() const override { return all_reduce_calls_; }
 
   void forward(const StepBatch& batch, float* logits_shard) override {
     GPTJ_CUDA_CHECK(cudaSetDevice(device_));
@@ -221,6 +222,7 @@ class CudaBackend final : public Backend {
                                 heads_l_, head_dim_, layer.k_cache, layer.v_cache, attn_out,
                                 n_in_, stream_);
       gemm(attn_out, n_in_, n_tok, El_ + Il_, layer.w_out, E_, d_partial_, E_, TypeInfo<T>::kCuda);
+      ++all_reduce_calls_;  // the one reduction point of the layer (a no-op at TP 1)
       if (nccl_)
         nccl_->all_reduce_sum(d_partial_, static_cast<std::size_t>(n_tok) * E_, TypeInfo<T>::kDType,
                               stream_);
@@ -455,6 +457,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   std::unique_ptr<NcclCommunicator> nccl_;
+  uint64_t all_reduce_calls_ = 0;
 
   std::vector<void*> allocations_;  // weights and KV caches, freed in the destructor
   T* wte_ = nullptr;                // [V, E]
