@@ -29,8 +29,9 @@ StepWatchdog::~StepWatchdog() {
   if (thread_.joinable()) thread_.join();
 }
 
-void StepWatchdog::begin_step(uint64_t step) {
+void StepWatchdog::begin_step(uint64_t step, int tokens) {
   step_ = step;
+  limit_s_ = timeout_s_ + kSecondsPerToken * tokens;
   step_started_ns_ = now_ns();
 }
 
@@ -41,11 +42,12 @@ void StepWatchdog::watch() {
   std::unique_lock<std::mutex> lock(mutex_);
   while (!stop_cv_.wait_for(lock, poll, [this] { return stopping_; })) {
     const int64_t started = step_started_ns_;
-    if (started == 0 || (now_ns() - started) / 1e9 < timeout_s_) continue;
+    const double limit = limit_s_;
+    if (started == 0 || (now_ns() - started) / 1e9 < limit) continue;
     std::fprintf(stderr,
                  "%s: step %llu did not complete within %.0f s (--step-timeout): another rank is "
                  "stopped, hung or unreachable; ending the job\n",
-                 who_.c_str(), static_cast<unsigned long long>(step_.load()), timeout_s_);
+                 who_.c_str(), static_cast<unsigned long long>(step_.load()), limit);
     std::fflush(stderr);
     // No MPI from this thread (FUNNELED) and the main thread is stuck in a collective: leave now;
     // the launcher sees a rank exit without finalizing and ends the others.

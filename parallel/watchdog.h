@@ -21,7 +21,10 @@ class StepWatchdog {
   StepWatchdog(const StepWatchdog&) = delete;
   StepWatchdog& operator=(const StepWatchdog&) = delete;
 
-  void begin_step(uint64_t step);  // main thread, before the step's collectives
+  // Main thread, before the step's collectives. A step of `tokens` tokens may take
+  // timeout_s + tokens * kSecondsPerToken: a long prefill on a slow CPU is not a hang.
+  void begin_step(uint64_t step, int tokens);
+  static constexpr double kSecondsPerToken = 0.25;
   void end_step();                 // main thread, after them
 
  private:
@@ -31,6 +34,7 @@ class StepWatchdog {
   std::string who_;
   std::atomic<int64_t> step_started_ns_{0};  // 0: no step in progress
   std::atomic<uint64_t> step_{0};
+  std::atomic<double> limit_s_{0};  // of the step in progress
   std::mutex mutex_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;

@@ -22,7 +22,7 @@ void broadcast_plan(Communicator& comm, std::vector<uint8_t>& bytes) {
 
 const std::vector<float>& ModelRunner::step(const StepBatch& batch) {
   GPTJ_CHECK(comm_.rank() == 0 && !shut_down_, "ModelRunner::step is rank 0's, before shutdown");
-  if (watchdog_) watchdog_->begin_step(steps_ + 1);
+  if (watchdog_) watchdog_->begin_step(steps_ + 1, batch.total_tokens());
   if (comm_.size() > 1) {
     std::vector<uint8_t> plan = serialize_step(batch, false);
     broadcast_plan(comm_, plan);
@@ -72,13 +72,12 @@ int ModelRunner::run_worker_loop() {
   std::vector<uint8_t> plan;
   for (;;) {
     broadcast_plan(comm_, plan);
-    if (watchdog_) watchdog_->begin_step(steps_ + 1);  // from the plan's arrival to the gather
     if (!deserialize_step(plan, batch)) {
-      if (watchdog_) watchdog_->end_step();
       int32_t code = 0;  // rank 0 appends its exit code to the shutdown plan
       if (plan.size() >= 12) std::memcpy(&code, plan.data() + plan.size() - sizeof(code), sizeof(code));
       return code;
     }
+    if (watchdog_) watchdog_->begin_step(steps_ + 1, batch.total_tokens());  // plan arrived: time the step
     run_step(batch);
     if (watchdog_) watchdog_->end_step();
   }
