@@ -60,7 +60,9 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
              "--model {}: no config.json there (expected a Hugging Face GPT-J checkpoint directory)",
              options.model_dir);
   const std::string layout = world.describe_layout();
-  if (world.rank() == 0) spdlog::info("{}", layout);
+  if (world.rank() == 0)
+    spdlog::info("{}; backend {}{}", layout, options_.backend,
+                 options_.backend == "cuda" ? " (each rank uses the GPU numbered by its local rank)" : "");
   config_ = load_config(random ? options.random_config
                                : (std::filesystem::path(options.model_dir) / "config.json").string());
   GPTJ_CHECK(config_.n_head % world.size() == 0,
