@@ -136,12 +136,42 @@ inline float hsum256(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(sum2, _mm_shuffle_ps(sum2, sum2, 1)));
 }
 
+// Few input rows (1..3, the decode steps of small batches): four weight rows at a time against one
+// input row, two accumulators per weight row over alternating 8-float halves, so the loop streams
+// the weights at memory speed instead of waiting on FMA latency. out % 4 and in % 16 must be 0.
+template <bool kHalf>
+void linear_few_rows_16(const float* x, int ldx, int rows, int in, const uint16_t* weight, int out,
+                        const float* bias, float* y, int ldy) {
+#pragma omp parallel for schedule(static)
+  for (int o = 0; o < out; o += 4) {
+    const uint16_t* w = weight + static_cast<std::size_t>(o) * in;
+    for (int r = 0; r < rows; ++r) {
+      const float* xr = x + static_cast<std::size_t>(r) * ldx;
+      __m256 a[4], c[4];
+      for (int k = 0; k < 4; ++k) a[k] = c[k] = _mm256_setzero_ps();
+      for (int i = 0; i < in; i += 16) {
+        const __m256 lo = _mm256_loadu_ps(xr + i), hi = _mm256_loadu_ps(xr + i + 8);
+        for (int k = 0; k < 4; ++k) {
+          a[k] = _mm256_fmadd_ps(widen8<kHalf>(w + static_cast<std::size_t>(k) * in + i), lo, a[k]);
+          c[k] = _mm256_fmadd_ps(widen8<kHalf>(w + static_cast<std::size_t>(k) * in + i + 8), hi, c[k]);
+        }
+      }
+      for (int k = 0; k < 4; ++k)
+        y[static_cast<std::size_t>(r) * ldy + o + k] = hsum256(_mm256_add_ps(a[k], c[k])) + (bias ? bias[o + k] : 0.0f);
+    }
+  }
+}
+
 // The 16-bit twin of linear_small: two weight rows (widened in registers) against four input rows
 // at a time (a short tail repeats its last row; those results are not stored), 8 accumulators in
 // registers. `in` must be a multiple of 8 (checked by the caller).
 template <bool kHalf>
 void linear_small_16(const float* x, int ldx, int rows, int in, const uint16_t* weight, int out,
                      const float* bias, float* y, int ldy) {
+  if (rows < 4 && out % 4 == 0 && in % 16 == 0) {
+    linear_few_rows_16<kHalf>(x, ldx, rows, in, weight, out, bias, y, ldy);
+    return;
+  }
 #pragma omp parallel for schedule(static)
   for (int pair = 0; pair < (out + 1) / 2; ++pair) {
     const int o = 2 * pair;
