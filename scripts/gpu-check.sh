@@ -129,6 +129,8 @@ a, b, tol = load(sys.argv[1]), load(sys.argv[2]), float(sys.argv[3])
 if len(a) != len(b):
     print(f'size mismatch: {len(a)} vs {len(b)} values'); sys.exit(1)
 worst = max(abs(x - y) for x, y in zip(a, b))
+if any(v != v or v in (float('inf'), float('-inf')) for v in a):
+    worst = float('inf')  # NaN/inf in the output: max() alone could skip a NaN
 print(f'{sys.argv[1]} vs {sys.argv[2]}: max abs diff {worst:.3e} (tolerance {tol})')
 sys.exit(0 if worst <= tol else 1)
 PY

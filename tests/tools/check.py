@@ -37,8 +37,10 @@ def check_logits(out, expected, row_first, n_rows, tol=1e-5):
     for r in range(n_rows):
         base = (row_first + r) * vocab
         for v in range(vocab):
-            worst = max(worst, abs(got[r * vocab + v] - ref[base + v]))
-    if worst > tol:
+            diff = abs(got[r * vocab + v] - ref[base + v])
+            if not diff <= worst:  # NaN propagates (max() would drop it) and fails below
+                worst = diff
+    if not worst <= tol:
         sys.exit(f"FAIL {out}: max abs logit error {worst:.3g} > {tol}")
     print(f"ok {out}: max abs error {worst:.3g}")
 
