@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The one-off subcommands as a user runs them: tokenize/detokenize (text and stdin), generate
+# (greedy = golden tokens; clear errors), make-random + logits on the result, bench JSON.
+set -uo pipefail
+source "$(dirname "$0")/../tools/common.sh" "$1" "$2"
+a=$DATA/tiny-gptj-a/model
+b=$DATA/tiny-gptj-b/model
+
+[ "$("$GPTJ" tokenize --model "$a" --text "Hello world")" = "[15496,995]" ] || fail "tokenize --text"
+[ "$(printf 'Hello world' | "$GPTJ" tokenize --model "$a")" = "[15496,995]" ] || fail "tokenize from stdin"
+[ "$("$GPTJ" detokenize --model "$a" --tokens 15496,995)" = "Hello world" ] || fail "detokenize"
+"$GPTJ" detokenize --model "$a" --tokens 15496,x 2> "$WORK/err" && fail "bad id accepted"
+grep -q "'x' is not a token id" "$WORK/err" || fail "bad id message: $(cat "$WORK/err")"
+echo "ok tokenize/detokenize"
+
+# generate --tokens, greedy: the golden tokens of prompt 1 of tiny-gptj-b.
+want=$(python3 -c "import json; print(','.join(map(str, json.load(open('$DATA/tiny-gptj-b/expected/greedy.json'))['results'][1]['new_tokens'][:12])))")
+got=$("$GPTJ" generate --model "$b" --tokens "$(prompt tiny-gptj-b 1)" --max-new-tokens 12)
+[ "$got" = "$want" ] || fail "generate: $got != golden $want"
+"$GPTJ" generate --model "$a" --prompt "Hello" --max-new-tokens 4 --json > "$WORK/gen.json" || fail "generate --json"
+python3 -c "import json; d = json.load(open('$WORK/gen.json')); assert d['completion_tokens'] == 4 and d['finish_reason'] == 'length', d" ||
+  fail "generate --json output"
+"$GPTJ" generate --model "$b" --prompt "Hello" 2> "$WORK/err" && fail "--prompt without tokenizer accepted"
+grep -q "needs vocab.json and merges.txt" "$WORK/err" || fail "no-tokenizer message: $(cat "$WORK/err")"
+echo "ok generate"
+
+# make-random in bfloat16, then logits through the KV cache equal the one-shot logits.
+cat > "$WORK/cfg.json" <<'JSON'
+{"model_type": "gptj", "vocab_size": 512, "n_positions": 128, "n_embd": 64, "n_layer": 2, "n_head": 4,
+ "rotary_dim": 8, "n_inner": null, "layer_norm_epsilon": 1e-5, "bos_token_id": 0, "eos_token_id": 0}
+JSON
+"$GPTJ" make-random --config "$WORK/cfg.json" --output "$WORK/rnd" --seed 3 --dtype bfloat16 2>/dev/null || fail "make-random"
+"$GPTJ" logits --model "$WORK/rnd" --tokens 1,2,3,4,5,6 --all-positions --output "$WORK/one.npy" || fail "logits"
+"$GPTJ" logits --model "$WORK/rnd" --tokens 1,2,3,4,5,6 --all-positions --prefill 2 --output "$WORK/dec.npy" || fail "logits --prefill"
+python3 - "$WORK/one.npy" "$WORK/dec.npy" <<'PY' || fail "prefill+decode logits differ from one-shot"
+import array, sys
+def load(p):
+    raw = open(p, "rb").read()
+    n = int.from_bytes(raw[8:10], "little")
+    a = array.array("f"); a.frombytes(raw[10 + n:]); return a
+a, b = load(sys.argv[1]), load(sys.argv[2])
+assert len(a) == len(b) == 6 * 512
+worst = 0.0
+for x, y in zip(a, b):
+    d = abs(x - y)
+    if not d <= worst: worst = d
+assert worst <= 1e-5, worst
+print(f"ok make-random (bf16) + logits: prefill+decode vs one-shot max diff {worst:.2e}")
+PY
+
+# bench prints JSON lines with one all-reduce per layer.
+"$GPTJ" bench --model "$b" --decode-batches 1,4 --steps 2 --prefill-tokens 8 --no-bandwidth > "$WORK/bench.jsonl" || fail "bench"
+python3 - "$WORK/bench.jsonl" <<'PY' || fail "bench output"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+decode = [r for r in rows if r["what"] == "decode"]
+assert [r["batch"] for r in decode] == [1, 4] and all(r["all_reduces_per_layer"] == 1 for r in decode), rows
+assert any(r["what"] == "peak_memory" for r in rows), rows
+print("ok bench JSON:", len(rows), "lines")
+PY
+echo PASS
