@@ -2,6 +2,8 @@
 
 #include <nccl.h>
 
+#include <cstdint>
+
 #include "runtime/core/error.h"
 
 namespace gptj {
@@ -19,16 +21,18 @@ ncclDataType_t nccl_type(DType dtype) {
 
 NcclCommunicator::NcclCommunicator(Communicator& host_comm)
     : rank_(host_comm.rank()), size_(host_comm.size()) {
-  ncclUniqueId id{};
-  if (rank_ == 0) {
-    const ncclResult_t r = ncclGetUniqueId(&id);
-    // Rank 0 still broadcasts (a zeroed id) so the peers do not wait forever; they then fail in init.
-    if (r != ncclSuccess) {
-      host_comm.broadcast(&id, sizeof(id));
-      fail("rank 0: ncclGetUniqueId failed: {}", ncclGetErrorString(r));
-    }
-  }
-  host_comm.broadcast(&id, sizeof(id));
+  // Rank 0 broadcasts its ncclGetUniqueId status with the id, so when it fails every peer fails
+  // too, with a clear message, instead of waiting in ncclCommInitRank on a zeroed id.
+  struct {
+    int32_t status = 0;  // ncclResult_t of rank 0's ncclGetUniqueId
+    ncclUniqueId id{};
+  } message;
+  if (rank_ == 0) message.status = static_cast<int32_t>(ncclGetUniqueId(&message.id));
+  host_comm.broadcast(&message, sizeof(message));
+  if (message.status != ncclSuccess)
+    fail("rank {}: ncclGetUniqueId failed on rank 0: {}", rank_,
+         ncclGetErrorString(static_cast<ncclResult_t>(message.status)));
+  const ncclUniqueId& id = message.id;
   ncclComm_t comm = nullptr;
   const ncclResult_t r = ncclCommInitRank(&comm, size_, id, rank_);
   if (r != ncclSuccess) {

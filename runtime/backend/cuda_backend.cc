@@ -177,7 +177,9 @@ class CudaBackend final : public Backend {
     const int n_tok = n_tok_, rows = n_rows_;
     ensure_workspace(n_tok, rows);
 
-    // Metadata: one pinned staging buffer, one async copy.
+    // Metadata: one pinned staging buffer, one async copy. A step normally ends synchronized; after
+    // one that threw midway, its copy out of pinned_ may still be pending, so wait (free when idle).
+    GPTJ_CUDA_CHECK(cudaStreamSynchronize(stream_));
     std::memcpy(pinned_, meta_.data(), meta_.size() * sizeof(int32_t));
     GPTJ_CUDA_CHECK(cudaMemcpyAsync(d_meta_, pinned_, meta_.size() * sizeof(int32_t),
                                     cudaMemcpyHostToDevice, stream_));
