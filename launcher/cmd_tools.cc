@@ -45,28 +45,6 @@ class NormalStream {
   bool has_spare_ = false;
 };
 
-// The tensor names and shapes of a GPT-J checkpoint (DESIGN §3), as Hugging Face stores them.
-std::map<std::string, std::vector<int64_t>> gptj_tensor_shapes(const GptjConfig& c) {
-  const int64_t E = c.n_embd, I = c.n_inner, V = c.vocab_size;
-  std::map<std::string, std::vector<int64_t>> shapes{{"transformer.wte.weight", {V, E}},
-                                                     {"transformer.ln_f.weight", {E}},
-                                                     {"transformer.ln_f.bias", {E}},
-                                                     {"lm_head.weight", {V, E}},
-                                                     {"lm_head.bias", {V}}};
-  for (int l = 0; l < c.n_layer; ++l) {
-    const std::string p = "transformer.h." + std::to_string(l) + ".";
-    shapes[p + "ln_1.weight"] = {E};
-    shapes[p + "ln_1.bias"] = {E};
-    for (const char* proj : {"q_proj", "k_proj", "v_proj", "out_proj"})
-      shapes[p + "attn." + proj + ".weight"] = {E, E};
-    shapes[p + "mlp.fc_in.weight"] = {I, E};
-    shapes[p + "mlp.fc_in.bias"] = {I};
-    shapes[p + "mlp.fc_out.weight"] = {E, I};
-    shapes[p + "mlp.fc_out.bias"] = {E};
-  }
-  return shapes;
-}
-
 }  // namespace
 
 void make_random_model(const GptjConfig& config, const std::string& out_dir, uint64_t seed,

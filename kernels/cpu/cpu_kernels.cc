@@ -1,4 +1,5 @@
 #include "kernels/cpu/cpu_kernels.h"
+#include "runtime/core/dtype.h"
 
 #include <cblas.h>
 #include <immintrin.h>
@@ -9,6 +10,9 @@
 #include <vector>
 
 namespace gptj::cpu {
+
+using gptj::bf16_to_f32;
+using gptj::f16_to_f32;
 
 void embedding(const float* wte, const int32_t* ids, int n, int dim, float* out) {
   for (int t = 0; t < n; ++t)
@@ -39,31 +43,6 @@ namespace {
 // with all input rows while it sits in L1. Debian's OpenBLAS (0.3.21) packs the whole weight
 // matrix for sgemm even when M = 1, which doubles the memory traffic of a decode step.
 constexpr int kSmallRows = 16;
-
-// Exact widening of 16-bit floats (the kernels library does not depend on runtime/core).
-inline float bf16_bits_to_f32(uint16_t bits) {
-  const uint32_t word = static_cast<uint32_t>(bits) << 16;
-  float out;
-  std::memcpy(&out, &word, 4);
-  return out;
-}
-inline float f16_bits_to_f32(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
-  const uint32_t exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
-  uint32_t bits;
-  if (exponent == 0) {
-    float value = std::ldexp(static_cast<float>(mantissa), -24);
-    std::memcpy(&bits, &value, 4);
-    bits |= sign;
-  } else if (exponent == 31) {
-    bits = sign | 0x7f800000u | (mantissa << 13);
-  } else {
-    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-  }
-  float out;
-  std::memcpy(&out, &bits, 4);
-  return out;
-}
 
 using v8f = float __attribute__((vector_size(32), aligned(4)));  // 8 floats (AVX2 register)
 
@@ -215,7 +194,7 @@ void linear_small_16(const float* x, int ldx, int rows, int in, const uint16_t* 
   for (int o = 0; o < out; ++o) {
     for (int i = 0; i < in; ++i) {
       const uint16_t bits = weight[static_cast<std::size_t>(o) * in + i];
-      row[i] = kHalf ? f16_bits_to_f32(bits) : bf16_bits_to_f32(bits);
+      row[i] = kHalf ? f16_to_f32(bits) : bf16_to_f32(bits);
     }
     for (int r = 0; r < rows; ++r)
       y[static_cast<std::size_t>(r) * ldy + o] =
@@ -254,7 +233,7 @@ void linear(const float* x, int ldx, int rows, int in, WeightRef weight, int out
     for (int r = 0; r < n; ++r) {
       const uint16_t* src = w + static_cast<std::size_t>(o + r) * in;
       float* dst = block + static_cast<std::size_t>(r) * in;
-      for (int i = 0; i < in; ++i) dst[i] = half ? f16_bits_to_f32(src[i]) : bf16_bits_to_f32(src[i]);
+      for (int i = 0; i < in; ++i) dst[i] = half ? f16_to_f32(src[i]) : bf16_to_f32(src[i]);
     }
     linear(x, ldx, rows, in, block, n, bias ? bias + o : nullptr, y + o, ldy);
   }

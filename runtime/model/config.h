@@ -1,7 +1,10 @@
 // GPT-J hyper-parameters read from a Hugging Face config.json. Every field is validated on load; a
 // missing or wrong field is one error naming the file and the field.
 #pragma once
+#include <cstdint>
+#include <map>
 #include <string>
+#include <vector>
 
 namespace gptj {
 
@@ -26,6 +29,10 @@ struct GptjConfig {
 GptjConfig load_config(const std::string& path);
 // Parses config JSON text; `origin` names the source in error messages.
 GptjConfig parse_config(const std::string& json_text, const std::string& origin);
+// Every tensor of a Hugging Face GPT-J checkpoint of this shape: name -> full shape
+// (nn.Linear layout [out, in]; DESIGN §3).
+std::map<std::string, std::vector<int64_t>> gptj_tensor_shapes(const GptjConfig& config);
+
 // Serializes (for make-random); round-trips through parse_config.
 std::string config_to_json(const GptjConfig& config);
 

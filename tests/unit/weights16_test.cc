@@ -35,22 +35,7 @@ GptjConfig tiny_config() {
 
 // Writes the model twice: weight matrices in `dtype`, and the same values widened to float32.
 void write_pair(const GptjConfig& c, DType dtype, const fs::path& narrow, const fs::path& wide) {
-  const int64_t E = c.n_embd, I = c.n_inner, V = c.vocab_size;
-  std::map<std::string, std::vector<int64_t>> shapes{{"transformer.wte.weight", {V, E}},
-                                                     {"transformer.ln_f.weight", {E}},
-                                                     {"transformer.ln_f.bias", {E}},
-                                                     {"lm_head.weight", {V, E}},
-                                                     {"lm_head.bias", {V}}};
-  for (int l = 0; l < c.n_layer; ++l) {
-    const std::string p = "transformer.h." + std::to_string(l) + ".";
-    for (const char* n : {"ln_1.weight", "ln_1.bias"}) shapes[p + n] = {E};
-    for (const char* n : {"attn.q_proj.weight", "attn.k_proj.weight", "attn.v_proj.weight", "attn.out_proj.weight"})
-      shapes[p + n] = {E, E};
-    shapes[p + "mlp.fc_in.weight"] = {I, E};
-    shapes[p + "mlp.fc_in.bias"] = {I};
-    shapes[p + "mlp.fc_out.weight"] = {E, I};
-    shapes[p + "mlp.fc_out.bias"] = {E};
-  }
+  const auto shapes = gptj_tensor_shapes(c);
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::map<std::string, TensorToWrite> narrow_tensors, wide_tensors;
