@@ -118,7 +118,13 @@ std::set<std::string> finished_ids_and_repair(const std::string& path) {
     boost::system::error_code ec;
     json::value line = json::parse(std::string_view(content).substr(at, newline - at), ec);
     if (ec || !line.is_object()) break;
-    if (const json::value* id = line.as_object().if_contains("id")) ids.insert(json::serialize(*id));
+    const json::object& entry = line.as_object();
+    const json::value* id = entry.if_contains("id");
+    const json::value* line_no = entry.if_contains("line");
+    if (id && id->is_null() && line_no && line_no->is_number())  // error line of an id-less input line
+      ids.insert("line:" + std::to_string(line_no->to_number<int64_t>()));
+    else if (id)
+      ids.insert(json::serialize(*id));
     good_end = newline + 1;
     at = newline + 1;
   }

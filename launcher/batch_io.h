@@ -3,7 +3,8 @@
 // max_new_tokens, temperature, top_k, top_p, repetition_penalty, presence_penalty,
 // frequency_penalty, no_repeat_ngram_size, seed, stop (string or strings), n.
 // Output line: {"id", "text", "tokens", "finish_reason", "prompt_tokens", "completion_tokens"}
-// (+ "samples" when n > 1), or {"id", "error"} for a line that cannot run.
+// (+ "samples" when n > 1), or {"id", "error"} for a line that cannot run ({"id": null, "error",
+// "line": N} when the line has no usable id).
 #pragma once
 #include <boost/json.hpp>
 #include <cstdio>
@@ -27,8 +28,9 @@ struct BatchItem {
 BatchItem parse_batch_line(const std::string& line, const Tokenizer* tokenizer, int default_max_new_tokens,
                            boost::json::value& id);
 
-// The ids already written to an output file (for --resume). A torn last line (the job was killed
-// mid-write) is cut off the file so the output stays valid JSONL.
+// The ids already written to an output file (for --resume), as serialized JSON, plus "line:N" for
+// error lines of id-less input lines. A torn last line (the job was killed mid-write) is cut off the
+// file so the output stays valid JSONL.
 std::set<std::string> finished_ids_and_repair(const std::string& path);
 
 // Appends lines with one write() each (no user-space buffer), so a kill loses at most the line in

@@ -124,9 +124,15 @@ CommandRunner register_batch(CLI::App& app) {
       std::size_t next_line = 0, written = 0, errors = 0, skipped = 0;
       Progress progress(lines.size());
       const auto start = Clock::now();
-      auto write_error = [&](const json::value& id, const std::string& message) {
-        writer.write({{"id", id}, {"error", message}});
-        done_ids.insert(json::serialize(id));
+      // A line without a usable id is keyed by its line number, so --resume does not repeat it.
+      auto error_key = [](const json::value& id, std::size_t line_no) {
+        return id.is_null() ? "line:" + std::to_string(line_no) : json::serialize(id);
+      };
+      auto write_error = [&](const json::value& id, std::size_t line_no, const std::string& message) {
+        json::object line{{"id", id}, {"error", message}};
+        if (id.is_null()) line["line"] = line_no;
+        writer.write(line);
+        done_ids.insert(error_key(id, line_no));
         ++errors;
         ++written;
       };
@@ -153,11 +159,11 @@ CommandRunner register_batch(CLI::App& app) {
             pending[first] = {item.id, item.n, 0, static_cast<int>(item.request.prompt.size()), {}};
             done_ids.insert(key);  // a later line with the same id is skipped
           } catch (const Error& e) {
-            if (done_ids.count(json::serialize(id)) && !id.is_null()) {
+            if (done_ids.count(error_key(id, line_no))) {
               ++skipped;  // its error line is already in the output (--resume)
               continue;
             }
-            write_error(id, fmt::format("line {}: {}", line_no, e.what()));
+            write_error(id, line_no, fmt::format("line {}: {}", line_no, e.what()));
           }
         }
       };

@@ -17,6 +17,7 @@ for i in range(int(sys.argv[2])):
         print(json.dumps({"id": i, "tokens": [5] * 2100}))  # longer than n_positions: error line
     else:
         print(json.dumps({"id": i, "tokens": prompts[i % 4], "max_new_tokens": 32}))
+print("not json: an id-less line gets one error line, never repeated by --resume")
 PY
 
 verify() {  # verify OUT: ids 0..N-1 once each; good lines golden, bad lines errors
@@ -25,6 +26,9 @@ import json, sys
 out, greedy, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 golden = [r["new_tokens"] for r in json.load(open(greedy))["results"]]
 lines = [json.loads(l) for l in open(out)]
+idless = [d for d in lines if d["id"] is None]
+assert len(idless) == 1 and idless[0]["line"] == n + 1 and "not valid JSON" in idless[0]["error"], idless
+lines = [d for d in lines if d["id"] is not None]
 ids = [d["id"] for d in lines]
 assert sorted(ids) == list(range(n)), f"ids not each exactly once: {len(ids)} lines, {len(set(ids))} distinct"
 for d in lines:
