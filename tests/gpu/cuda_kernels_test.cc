@@ -17,16 +17,11 @@
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "runtime/backend/cuda_backend.h"
+#include "tests/gpu/gpu_test_support.h"
 #include "runtime/core/dtype.h"
 
 namespace gptj {
 namespace {
-
-#define SKIP_WITHOUT_GPU()                          \
-  do {                                              \
-    std::string why;                                \
-    if (!cuda_device_available(&why)) GTEST_SKIP() << why; \
-  } while (0)
 
 template <typename T>
 struct Traits;

@@ -22,54 +22,15 @@
 #include "parallel/communicator.h"
 #include "runtime/backend/backend.h"
 #include "runtime/backend/cuda_backend.h"
+#include "tests/golden/golden_data.h"
+#include "tests/gpu/gpu_test_support.h"
 #include "runtime/model/config.h"
 #include "runtime/model/safetensors.h"
 
 namespace gptj {
 namespace {
 
-#define SKIP_WITHOUT_GPU()                                 \
-  do {                                                     \
-    std::string why;                                       \
-    if (!cuda_device_available(&why)) GTEST_SKIP() << why; \
-  } while (0)
-
-// The environment can move the data (a prebuilt test binary run from another checkout).
-const std::string kData = std::getenv("GPTJ_TEST_DATA_DIR") ? std::getenv("GPTJ_TEST_DATA_DIR") : GPTJ_TEST_DATA_DIR;
-
-std::vector<int32_t> prompt7(const std::string& model) {
-  std::ifstream in(kData + "/gptj_prompts.json");
-  std::stringstream text;
-  text << in.rdbuf();
-  const boost::json::value root = boost::json::parse(text.str());
-  for (const auto& prompt : root.at("models").at(model).at("prompts").as_array()) {
-    if (prompt.as_array().size() != 7) continue;
-    std::vector<int32_t> ids;
-    for (const auto& id : prompt.as_array()) ids.push_back(static_cast<int32_t>(id.to_number<int64_t>()));
-    return ids;
-  }
-  ADD_FAILURE() << "no 7-token prompt for " << model;
-  return {};
-}
-
-std::vector<float> read_f32_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  EXPECT_TRUE(in.good()) << path;
-  const std::streamsize bytes = in.tellg();
-  in.seekg(0);
-  std::vector<float> out(static_cast<std::size_t>(bytes) / sizeof(float));
-  in.read(reinterpret_cast<char*>(out.data()), bytes);
-  return out;
-}
-
-float max_abs_diff(const float* a, const float* b, std::size_t n) {
-  float worst = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const float d = std::fabs(a[i] - b[i]);
-    if (!(d <= worst)) worst = std::isnan(d) ? INFINITY : d;
-  }
-  return worst;
-}
+using testing::max_abs_diff;
 
 struct Case {
   std::string model;
@@ -89,7 +50,7 @@ class CudaModel : public ::testing::TestWithParam<Case> {
   void SetUp() override {
     std::string why;
     if (!cuda_device_available(&why)) GTEST_SKIP() << why;
-    const std::string dir = kData + "/" + GetParam().model + "/model";
+    const std::string dir = testing::model_dir(GetParam().model);
     config_ = load_config(dir + "/config.json");
     checkpoint_ = std::make_unique<Checkpoint>(dir);
     BackendOptions options;
@@ -99,7 +60,7 @@ class CudaModel : public ::testing::TestWithParam<Case> {
     backend_ = make_cuda_backend(config_, checkpoint_.get(), 0, options, comm_, 0);
     vocab_ = config_.vocab_size;
     ASSERT_EQ(backend_->vocab_shard_rows(), vocab_);
-    tokens_ = prompt7(GetParam().model);
+    tokens_ = testing::prompts(GetParam().model)[1];  // the 7-token prompt
     ASSERT_EQ(tokens_.size(), 7u);
   }
 
@@ -122,7 +83,7 @@ class CudaModel : public ::testing::TestWithParam<Case> {
 
 TEST_P(CudaModel, PrefillMatchesTransformers) {
   const std::vector<float> expected =
-      read_f32_file(kData + "/" + GetParam().model + "/expected/logits_p7_all.f32.bin");
+      testing::expected_logits(GetParam().model, "logits_p7_all.f32.bin");
   ASSERT_EQ(expected.size(), 7 * static_cast<std::size_t>(vocab_));
   const std::vector<float> logits = one_shot({5, 2});
   EXPECT_LE(max_abs_diff(logits.data(), expected.data(), logits.size()), GetParam().tol);
@@ -183,7 +144,7 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaModel,
 
 TEST(CudaRandomWeights, DeterministicAndFinite) {
   SKIP_WITHOUT_GPU();
-  const GptjConfig config = load_config(kData + "/tiny-gptj-b/model/config.json");
+  const GptjConfig config = load_config(testing::model_dir("tiny-gptj-b") + "/config.json");
   BackendOptions options;
   options.kv.num_blocks = 8;
   options.kv.block_size = 4;

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/golden/expect_error.h"
+
 #include <boost/json.hpp>
 #include <fstream>
 #include <sstream>
@@ -34,17 +36,8 @@ json::object fixture_object() { return json::parse(fixture_text()).as_object(); 
 
 // parse_config must throw gptj::Error whose message contains every one of `needles`.
 void expect_error(const std::string& text, std::initializer_list<std::string> needles) {
-  try {
-    parse_config(text, kOrigin);
-    ADD_FAILURE() << "no error for: " << text;
-  } catch (const Error& e) {
-    const std::string message = e.what();
-    for (const auto& needle : needles)
-      EXPECT_NE(message.find(needle), std::string::npos)
-          << "message '" << message << "' does not name '" << needle << "'";
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw a non-gptj::Error: " << e.what() << " for: " << text;
-  }
+  SCOPED_TRACE(text);
+  testing::expect_gptj_error([&] { parse_config(text, kOrigin); }, needles);
 }
 
 TEST(Config, FixtureValues) {

@@ -4,6 +4,8 @@
 #include "runtime/model/safetensors.h"
 
 #include <gtest/gtest.h>
+
+#include "tests/golden/expect_error.h"
 #include <unistd.h>
 
 #include <atomic>
@@ -90,17 +92,7 @@ std::string replace_once(std::string text, const std::string& from, const std::s
 // Opening `path` (as a file) must throw gptj::Error naming every needle.
 template <typename F>
 void expect_error(F&& open, std::initializer_list<std::string> needles) {
-  try {
-    open();
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    const std::string message = e.what();
-    for (const auto& needle : needles)
-      EXPECT_NE(message.find(needle), std::string::npos)
-          << "message '" << message << "' does not name '" << needle << "'";
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw a non-gptj::Error: " << e.what();
-  }
+  testing::expect_gptj_error(open, needles);
 }
 
 // A two-tensor F32 file: "a.weight" [2, 3] = 0..5 and "b.bias" [4] = 10..13.
