@@ -7,6 +7,16 @@
 
 namespace gptj {
 
+namespace {
+// Where the first of the stop strings begins in `text` (npos: none occurs).
+std::size_t earliest_stop(const std::string& text, const std::vector<std::string>& stops) {
+  std::size_t cut = std::string::npos;
+  for (const auto& stop : stops)
+    if (!stop.empty()) cut = std::min(cut, text.find(stop));
+  return cut;
+}
+}  // namespace
+
 const char* finish_reason_name(FinishReason reason) {
   switch (reason) {
     case FinishReason::kLength: return "length";
@@ -85,9 +95,7 @@ void Scheduler::sample_into(Sequence& seq, float* logits_row, std::vector<Genera
   if (reason == FinishReason::kStop) {
     // Drop the tokens that reach into the stop string; report the text cut before it.
     const std::string text = tokenizer_->decode(seq.generated);
-    std::size_t cut = std::string::npos;
-    for (const auto& stop : seq.request.stop)
-      if (!stop.empty()) cut = std::min(cut, text.find(stop));
+    const std::size_t cut = earliest_stop(text, seq.request.stop);
     while (!seq.generated.empty() && tokenizer_->decode(seq.generated).size() > cut) seq.generated.pop_back();
     events.back().choice.token = -1;
     events.back().stop_text = text.substr(0, cut);
@@ -176,11 +184,8 @@ FinishReason Scheduler::check_stop(Sequence& seq) {
   const int32_t token = seq.generated.back();
   if (token == options_.eos_id && !seq.request.ignore_eos) return FinishReason::kEos;
   if (!seq.request.stop.empty()) {
-    const std::string text = tokenizer_->decode(seq.generated);
-    std::size_t cut = std::string::npos;
-    for (const auto& stop : seq.request.stop)
-      if (!stop.empty()) cut = std::min(cut, text.find(stop));
-    if (cut != std::string::npos) return FinishReason::kStop;
+    if (earliest_stop(tokenizer_->decode(seq.generated), seq.request.stop) != std::string::npos)
+      return FinishReason::kStop;
   }
   if (static_cast<int>(seq.generated.size()) >= seq.request.max_new_tokens) return FinishReason::kLength;
   if (static_cast<int>(seq.tokens.size()) >= options_.n_positions) return FinishReason::kLength;
