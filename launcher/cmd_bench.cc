@@ -122,6 +122,18 @@ CommandRunner register_bench(CLI::App& app) {
         std::iota(table.begin(), table.end(), prefill_blocks + seq * decode_blocks);
         return table;
       };
+      // Every timed step samples greedily as generation does: each rank reduces its vocab shard to
+      // a DrawSummary per sequence (runtime/backend/draw.h); full logits never cross.
+      auto step_greedy = [&](StepBatch& batch) {
+        batch.draws.clear();
+        for (int i = 0; i < batch.logit_rows(); ++i) {
+          DrawPlan draw;
+          draw.logit_row = i;
+          draw.allowed_vocab = c.vocab_size;
+          batch.draws.push_back(std::move(draw));
+        }
+        runner.step_draws(batch, [](int, const DrawSummary*, int) { return false; });
+      };
       const double weight_gb = session.backend().weight_bytes() / 1e9;
       if (bandwidth > 0)
         print({{"what", "memory_bandwidth"}, {"GB_per_s", bandwidth}, {"threads_per_rank", "all"}});
@@ -133,7 +145,7 @@ CommandRunner register_bench(CLI::App& app) {
           StepBatch batch;
           batch.seqs.push_back({prompt(args->prefill_tokens, rep), 0, prefill_table(), false});
           const auto start = Clock::now();
-          runner.step(batch);
+          step_greedy(batch);
           times.push_back(seconds_since(start));
         }
         const double t = median(times);
@@ -144,7 +156,7 @@ CommandRunner register_bench(CLI::App& app) {
       for (int batch_size : batches) {
         StepBatch prefill;
         for (int s = 0; s < batch_size; ++s) prefill.seqs.push_back({prompt(args->context, s), 0, blocks_of(s), false});
-        runner.step(prefill);
+        step_greedy(prefill);
         std::vector<double> times;
         const uint64_t calls_before = session.backend().all_reduce_calls();
         const double reduce_before = comm.all_reduce_seconds();
@@ -154,7 +166,7 @@ CommandRunner register_bench(CLI::App& app) {
           for (int s = 0; s < batch_size; ++s)
             decode.seqs.push_back({{static_cast<int32_t>((s + step) % 1000)}, args->context + step, blocks_of(s), false});
           const auto start = Clock::now();
-          runner.step(decode);
+          step_greedy(decode);
           times.push_back(seconds_since(start));
           total += times.back();
         }

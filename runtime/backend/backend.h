@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "parallel/communicator.h"
 #include "parallel/sharding.h"
@@ -21,9 +22,15 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
-  // Runs the step. Writes this rank's vocab shard of the logits, float32 host memory
-  // [batch.logit_rows(), vocab_shard_rows()] row-major; padded vocab rows hold bias 0.
-  virtual void forward(const StepBatch& batch, float* logits_shard) = 0;
+  // Runs the step. This rank's vocab shard of the logits, [batch.logit_rows(), vocab_shard_rows()]
+  // (ids tp.rank * vocab_shard_rows() ..; padded vocab rows hold bias 0), stays inside the backend
+  // (device memory on a GPU) until the next forward().
+  virtual void forward(const StepBatch& batch) = 0;
+  // Copies the raw float32 logits of the step's rows `rows` into host memory
+  // out [rows.size(), vocab_shard_rows()] row-major.
+  virtual void read_logit_rows(const std::vector<int32_t>& rows, float* out) = 0;
+  // Reduces each draw over this rank's vocab shard (runtime/backend/draw.h): out[d] for draws[d].
+  virtual void summarize_draws(const std::vector<DrawPlan>& draws, DrawSummary* out) = 0;
   virtual int64_t vocab_shard_rows() const = 0;
   // Bytes of weights this rank holds (for the memory report).
   virtual int64_t weight_bytes() const = 0;

@@ -92,7 +92,7 @@ class CpuBackend final : public Backend {
   int64_t weight_bytes() const override { return weight_bytes_; }
   uint64_t all_reduce_calls() const override { return comm_.all_reduce_calls(); }
 
-  void forward(const StepBatch& batch, float* logits_shard) override {
+  void forward(const StepBatch& batch) override {
     validate_step(batch, config_.n_positions, config_.vocab_size, options_.kv);
     const int T = batch.total_tokens();
     const int n_in = 3 * El_ + Il_, n_mid = El_ + Il_;
@@ -143,7 +143,27 @@ class CpuBackend final : public Backend {
       cpu::add_inplace(x_.data(), partial_.data(), x_.size());
       cpu::add_bias(x_.data(), layer.b_fc_out.data(), T, E_);
     }
-    project_logits(batch, logits_shard);
+    logits_.resize(static_cast<std::size_t>(batch.logit_rows()) * vocab_rows_);
+    project_logits(batch, logits_.data());
+  }
+
+  void read_logit_rows(const std::vector<int32_t>& rows, float* out) override {
+    const std::size_t n = static_cast<std::size_t>(vocab_rows_);
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      GPTJ_CHECK(rows[i] >= 0 && static_cast<std::size_t>(rows[i]) * n < logits_.size(),
+                 "logit row {} not produced by the last step", rows[i]);
+      std::memcpy(out + i * n, &logits_[rows[i] * n], n * sizeof(float));
+    }
+  }
+
+  void summarize_draws(const std::vector<DrawPlan>& draws, DrawSummary* out) override {
+    const std::size_t n = static_cast<std::size_t>(vocab_rows_);
+    const int64_t vocab_begin = options_.tp.rank * vocab_rows_;
+    for (std::size_t d = 0; d < draws.size(); ++d) {
+      const std::size_t row = static_cast<std::size_t>(draws[d].logit_row);
+      GPTJ_CHECK(row * n < logits_.size(), "draw from logit row {} not produced by the last step", row);
+      summarize_draw(&logits_[row * n], vocab_begin, vocab_rows_, draws[d], out[d], draw_scratch_);
+    }
   }
 
  private:
@@ -196,6 +216,8 @@ class CpuBackend final : public Backend {
   HostMatrix lm_head_;  // [vocab_shard_rows, E], checkpoint dtype
   // Step workspaces, reused across steps.
   std::vector<float> x_, h_, partial_, in_;
+  std::vector<float> logits_;        // [logit rows, vocab_rows_] of the last step
+  std::vector<float> draw_scratch_;  // one processed logits row
   std::vector<int32_t> positions_, tokens_;
   std::vector<cpu::AttentionSequence> attention_seqs_;
 };

@@ -37,10 +37,22 @@ void validate_step(const StepBatch& batch, int n_positions, int vocab_size, cons
     for (int32_t id : seq.tokens)
       GPTJ_CHECK(id >= 0 && id < vocab_size, "token id {} outside the vocabulary [0, {})", id, vocab_size);
   }
+  const int rows = batch.logit_rows();
+  for (const DrawPlan& draw : batch.draws) {
+    GPTJ_CHECK(draw.logit_row >= 0 && draw.logit_row < rows, "draw from logit row {} of a step with {} rows",
+               draw.logit_row, rows);
+    GPTJ_CHECK(draw.allowed_vocab >= 1 && draw.allowed_vocab <= vocab_size,
+               "draw allows {} ids of a {}-id vocabulary", draw.allowed_vocab, vocab_size);
+    for (const LogitEdit& edit : draw.edits)
+      GPTJ_CHECK(edit.token >= 0 && edit.token < vocab_size, "logit edit of token {} outside the vocabulary",
+                 edit.token);
+  }
 }
 
 // Wire format: int32 words. [shutdown, n_seqs, then per seq: start_pos, all_logits, n_tokens,
-// tokens..., n_blocks, blocks..., then n_copies, (src, dst)...].
+// tokens..., n_blocks, blocks..., then n_copies, (src, dst)..., then n_draws, per draw: logit_row,
+// allowed_vocab, temperature, top_p, noise_key (2 words), want_log_norm, n_edits, edits (4 words
+// each)]. Floats and the key travel as their bits.
 std::vector<uint8_t> serialize_step(const StepBatch& batch, bool shutdown) {
   std::vector<int32_t> words{shutdown ? 1 : 0, static_cast<int32_t>(batch.seqs.size())};
   for (const auto& seq : batch.seqs) {
@@ -55,6 +67,23 @@ std::vector<uint8_t> serialize_step(const StepBatch& batch, bool shutdown) {
   for (const auto& copy : batch.block_copies) {
     words.push_back(copy.src);
     words.push_back(copy.dst);
+  }
+  words.push_back(static_cast<int32_t>(batch.draws.size()));
+  auto push_bits = [&](const void* p, std::size_t n) {
+    const std::size_t at = words.size();
+    words.resize(at + n / sizeof(int32_t));
+    std::memcpy(&words[at], p, n);
+  };
+  for (const DrawPlan& draw : batch.draws) {
+    words.push_back(draw.logit_row);
+    words.push_back(draw.allowed_vocab);
+    push_bits(&draw.temperature, sizeof(float));
+    push_bits(&draw.top_p, sizeof(float));
+    push_bits(&draw.noise_key, sizeof(uint64_t));
+    words.push_back(draw.want_log_norm);
+    words.push_back(static_cast<int32_t>(draw.edits.size()));
+    static_assert(sizeof(LogitEdit) == 4 * sizeof(int32_t));
+    if (!draw.edits.empty()) push_bits(draw.edits.data(), draw.edits.size() * sizeof(LogitEdit));
   }
   std::vector<uint8_t> bytes(words.size() * sizeof(int32_t));
   std::memcpy(bytes.data(), words.data(), bytes.size());
@@ -95,6 +124,31 @@ bool deserialize_step(const std::vector<uint8_t>& bytes, StepBatch& batch) {
     for (int32_t i = 0; i < n_copies; ++i) {
       const int32_t src = next();
       batch.block_copies.push_back({src, next()});
+    }
+  }
+  batch.draws.clear();
+  if (!shutdown) {
+    auto take_bits = [&](void* p, std::size_t n) {
+      GPTJ_CHECK(at + n / sizeof(int32_t) <= words.size(), "corrupt step plan (truncated draw)");
+      std::memcpy(p, &words[at], n);
+      at += n / sizeof(int32_t);
+    };
+    const int32_t n_draws = next();
+    GPTJ_CHECK(n_draws >= 0 && static_cast<std::size_t>(n_draws) <= words.size(), "corrupt step plan ({} draws)",
+               n_draws);
+    batch.draws.resize(static_cast<std::size_t>(n_draws));
+    for (DrawPlan& draw : batch.draws) {
+      draw.logit_row = next();
+      draw.allowed_vocab = next();
+      take_bits(&draw.temperature, sizeof(float));
+      take_bits(&draw.top_p, sizeof(float));
+      take_bits(&draw.noise_key, sizeof(uint64_t));
+      draw.want_log_norm = next();
+      const int32_t n_edits = next();
+      GPTJ_CHECK(n_edits >= 0 && at + 4 * static_cast<std::size_t>(n_edits) <= words.size(),
+                 "corrupt step plan ({} logit edits)", n_edits);
+      draw.edits.resize(static_cast<std::size_t>(n_edits));
+      if (n_edits > 0) take_bits(draw.edits.data(), draw.edits.size() * sizeof(LogitEdit));
     }
   }
   return !shutdown;

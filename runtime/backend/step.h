@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/backend/draw.h"
+
 namespace gptj {
 
 struct SequenceStep {
@@ -23,6 +25,9 @@ struct StepBatch {
   // Done before the step's layers run: a sample forked from a shared prompt gets its own copy of
   // the prompt's partly filled last block before it writes there.
   std::vector<BlockCopy> block_copies;
+  // Tokens to sample from this step's logit rows (runtime/backend/draw.h). Empty: the caller wants
+  // the raw logits instead (gptj logits, tests).
+  std::vector<DrawPlan> draws;
 
   int total_tokens() const;
   int logit_rows() const;  // sum over seqs of (all_logits ? tokens.size() : 1)
@@ -36,7 +41,8 @@ struct KvCacheOptions {
 };
 
 // Throws gptj::Error naming what is wrong: no sequences, positions past n_positions, a block table
-// too short or with ids outside [0, kv.num_blocks), token ids outside [0, vocab_size).
+// too short or with ids outside [0, kv.num_blocks), token ids outside [0, vocab_size), a draw from a
+// row the step does not produce or with edits outside the vocabulary.
 void validate_step(const StepBatch& batch, int n_positions, int vocab_size, const KvCacheOptions& kv);
 
 // Serialization for the control channel (rank 0 -> all).

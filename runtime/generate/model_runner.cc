@@ -1,6 +1,7 @@
 #include "runtime/generate/model_runner.h"
 
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -21,38 +22,101 @@ void broadcast_plan(Communicator& comm, std::vector<uint8_t>& bytes) {
 }  // namespace
 
 const std::vector<float>& ModelRunner::step(const StepBatch& batch) {
-  GPTJ_CHECK(comm_.rank() == 0 && !shut_down_, "ModelRunner::step is rank 0's, before shutdown");
+  GPTJ_CHECK(batch.draws.empty(), "ModelRunner::step returns raw logits; use step_draws for draws");
+  begin_timing(batch);
+  run_step(batch, nullptr);
+  if (watchdog_) watchdog_->end_step();
+  assemble_rows(batch.logit_rows(), logits_);
+  return logits_;
+}
+
+const ModelRunner::DrawResults& ModelRunner::step_draws(const StepBatch& batch, const NeedsRow& needs_row) {
+  GPTJ_CHECK(!batch.draws.empty(), "ModelRunner::step_draws needs draws");
+  begin_timing(batch);
+  run_step(batch, &needs_row);
+  if (watchdog_) watchdog_->end_step();
+  DrawResults& out = draw_results_;
+  out.row_of_draw.assign(batch.draws.size(), -1);
+  for (std::size_t d = 0; d < batch.draws.size(); ++d)
+    for (std::size_t i = 0; i < fetch_rows_.size(); ++i)
+      if (fetch_rows_[i] == batch.draws[d].logit_row) out.row_of_draw[d] = static_cast<int32_t>(i);
+  assemble_rows(static_cast<int>(fetch_rows_.size()), out.rows);
+  return out;
+}
+
+void ModelRunner::begin_timing(const StepBatch& batch) {
+  GPTJ_CHECK(comm_.rank() == 0 && !shut_down_, "ModelRunner steps are rank 0's, before shutdown");
   if (watchdog_) watchdog_->begin_step(steps_ + 1, batch.total_tokens());
   if (comm_.size() > 1) {
     std::vector<uint8_t> plan = serialize_step(batch, false);
     broadcast_plan(comm_, plan);
   }
-  run_step(batch);
-  if (watchdog_) watchdog_->end_step();
-  // Gathered layout: [tp][rows][shard]; reorder to [rows][vocab] and drop the padding.
-  const int rows = batch.logit_rows();
+}
+
+void ModelRunner::assemble_rows(int n, std::vector<float>& out) const {
+  // Gathered layout: [tp][n][shard]; reorder to [n][vocab] and drop the padding.
   const int64_t shard = backend_.vocab_shard_rows();
-  logits_.resize(static_cast<std::size_t>(rows) * vocab_size_);
-  for (int r = 0; r < rows; ++r) {
+  out.resize(static_cast<std::size_t>(n) * vocab_size_);
+  for (int r = 0; r < n; ++r) {
     for (int p = 0; p < comm_.size(); ++p) {
       const int64_t begin = p * shard;
       const int64_t count = std::min<int64_t>(shard, vocab_size_ - begin);
       if (count <= 0) continue;
-      std::memcpy(&logits_[static_cast<std::size_t>(r) * vocab_size_ + begin],
-                  &gathered_[(static_cast<std::size_t>(p) * rows + r) * shard], sizeof(float) * count);
+      std::memcpy(&out[static_cast<std::size_t>(r) * vocab_size_ + begin],
+                  &gathered_[(static_cast<std::size_t>(p) * n + r) * shard], sizeof(float) * count);
     }
   }
-  return logits_;
 }
 
-void ModelRunner::run_step(const StepBatch& batch) {
-  ++steps_;
-  maybe_inject_fault();
-  const std::size_t count = static_cast<std::size_t>(batch.logit_rows()) * backend_.vocab_shard_rows();
+void ModelRunner::gather_rows(const std::vector<int32_t>& rows) {
+  const std::size_t count = rows.size() * static_cast<std::size_t>(backend_.vocab_shard_rows());
   shard_.resize(count);
-  backend_.forward(batch, shard_.data());
+  if (count > 0) backend_.read_logit_rows(rows, shard_.data());
   if (comm_.rank() == 0) gathered_.resize(count * comm_.size());
   comm_.gather_to_root(shard_.data(), count, comm_.rank() == 0 ? gathered_.data() : nullptr);
+}
+
+void ModelRunner::run_step(const StepBatch& batch, const NeedsRow* needs_row) {
+  ++steps_;
+  maybe_inject_fault();
+  backend_.forward(batch);
+  fetch_rows_.clear();
+  if (batch.draws.empty()) {
+    for (int r = 0; r < batch.logit_rows(); ++r) fetch_rows_.push_back(r);
+    gather_rows(fetch_rows_);
+    return;
+  }
+  // Round 1: every rank's summaries of every draw, to rank 0 (gathered as float words).
+  static_assert(sizeof(DrawSummary) % sizeof(float) == 0);
+  const std::size_t draws = batch.draws.size(), ranks = static_cast<std::size_t>(comm_.size());
+  constexpr std::size_t kWords = sizeof(DrawSummary) / sizeof(float);
+  local_summaries_.resize(draws);
+  backend_.summarize_draws(batch.draws, local_summaries_.data());
+  std::vector<DrawSummary> gathered(comm_.rank() == 0 ? draws * ranks : 0);
+  comm_.gather_to_root(reinterpret_cast<const float*>(local_summaries_.data()), draws * kWords,
+                       comm_.rank() == 0 ? reinterpret_cast<float*>(gathered.data()) : nullptr);
+  // Round 2: rank 0 names the rows it needs in full (usually none); every rank sends its shards.
+  int32_t n_fetch = 0;
+  if (comm_.rank() == 0) {
+    DrawResults& out = draw_results_;
+    out.summaries.resize(draws * ranks);
+    std::vector<DrawSummary> per_rank(ranks);
+    for (std::size_t d = 0; d < draws; ++d) {
+      for (std::size_t r = 0; r < ranks; ++r) per_rank[r] = gathered[r * draws + d];
+      std::copy(per_rank.begin(), per_rank.end(), out.summaries.begin() + static_cast<long>(d * ranks));
+      const int32_t row = batch.draws[d].logit_row;
+      if ((*needs_row)(static_cast<int>(d), per_rank.data(), static_cast<int>(ranks)) &&
+          std::find(fetch_rows_.begin(), fetch_rows_.end(), row) == fetch_rows_.end())
+        fetch_rows_.push_back(row);
+    }
+    n_fetch = static_cast<int32_t>(fetch_rows_.size());
+  }
+  if (comm_.size() > 1) {
+    comm_.broadcast(&n_fetch, sizeof(n_fetch));
+    fetch_rows_.resize(static_cast<std::size_t>(n_fetch));
+    if (n_fetch > 0) comm_.broadcast(fetch_rows_.data(), fetch_rows_.size() * sizeof(int32_t));
+  }
+  if (n_fetch > 0) gather_rows(fetch_rows_);
 }
 
 void ModelRunner::shutdown(int exit_code) {
@@ -78,7 +142,7 @@ int ModelRunner::run_worker_loop() {
       return code;
     }
     if (watchdog_) watchdog_->begin_step(steps_ + 1, batch.total_tokens());  // plan arrived: time the step
-    run_step(batch);
+    run_step(batch, nullptr);
     if (watchdog_) watchdog_->end_step();
   }
 }

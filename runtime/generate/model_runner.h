@@ -1,6 +1,9 @@
 // The control channel between rank 0 and the worker ranks (DESIGN §2).
-// Rank 0 calls step(): the plan is broadcast, every rank runs its shard, the vocab shards of the
-// logits are gathered to rank 0. Ranks > 0 sit in run_worker_loop() until rank 0 calls shutdown().
+// Rank 0 calls step() or step_draws(): the plan is broadcast and every rank runs its shard. step()
+// gathers the vocab shards of the raw logits to rank 0. step_draws() gathers only each rank's
+// DrawSummary per draw (runtime/backend/draw.h), then the full rows of the draws whose summaries do
+// not settle the token (a second, usually empty, round: rank 0 broadcasts the row list).
+// Ranks > 0 sit in run_worker_loop() until rank 0 calls shutdown().
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -16,8 +19,19 @@ class ModelRunner {
   // `vocab_size`: the model's real vocabulary; padded shard rows past it are dropped.
   ModelRunner(Backend& backend, Communicator& comm, int vocab_size);
 
-  // Rank 0 only. Returns logits [batch.logit_rows(), vocab_size] float32, row-major.
+  // Rank 0 only; batch.draws must be empty. Returns logits [batch.logit_rows(), vocab_size] float32,
+  // row-major.
   const std::vector<float>& step(const StepBatch& batch);
+
+  struct DrawResults {
+    std::vector<DrawSummary> summaries;  // [draws][ranks]
+    std::vector<int32_t> row_of_draw;    // per draw: its row in `rows`, or -1 when not fetched
+    std::vector<float> rows;             // fetched raw logits [fetched, vocab_size]
+  };
+  // Rank 0 only; batch.draws must not be empty. needs_row(d, summaries of draw d [ranks], ranks)
+  // says whether draw d needs its full row.
+  using NeedsRow = std::function<bool(int draw, const DrawSummary* per_rank, int ranks)>;
+  const DrawResults& step_draws(const StepBatch& batch, const NeedsRow& needs_row);
   // Rank 0 only: ends the worker loops, handing them rank 0's exit code. Safe to call twice.
   void shutdown(int exit_code = 0);
   // Ranks > 0: serve steps until shutdown; returns rank 0's exit code. A fault can be injected for tests with the environment
@@ -31,7 +45,11 @@ class ModelRunner {
   uint64_t steps() const { return steps_; }
 
  private:
-  void run_step(const StepBatch& batch);  // forward + gather, every rank
+  void run_step(const StepBatch& batch, const NeedsRow* needs_row);  // every rank
+  void gather_rows(const std::vector<int32_t>& rows);  // every rank: rows' shards into gathered_
+  // Reorders gathered_ [tp][n][shard] into out [n][vocab_size], dropping the padding.
+  void assemble_rows(int n, std::vector<float>& out) const;
+  void begin_timing(const StepBatch& batch);
   void maybe_inject_fault() const;
 
   Backend& backend_;
@@ -41,6 +59,9 @@ class ModelRunner {
   StepWatchdog* watchdog_ = nullptr;
   bool shut_down_ = false;
   std::vector<float> shard_, gathered_, logits_;
+  std::vector<DrawSummary> local_summaries_;
+  std::vector<int32_t> fetch_rows_;
+  DrawResults draw_results_;
 };
 
 }  // namespace gptj

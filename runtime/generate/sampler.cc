@@ -5,43 +5,86 @@
 #include <limits>
 #include <map>
 #include <numeric>
+#include <random>
 
 namespace gptj {
 
 namespace {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+void apply_edits(float* logits, const std::vector<LogitEdit>& edits) {
+  for (const LogitEdit& edit : edits) logits[edit.token] = apply_logit_edit(logits[edit.token], edit);
 }
 
-Sampler::Sampler(const SamplingParams& params, int allowed_vocab)
-    : params_(params),
-      allowed_vocab_(allowed_vocab),
-      rng_(params.seed.has_value() ? *params.seed : std::random_device{}()) {}
+bool wants_logprob(const SamplingParams& params) { return params.report_logprob || params.logprobs > 0; }
+
+// Index of the Gumbel-max race winner among `tokens` (values = processed logits), or -1.
+template <typename ValueOf>
+int32_t race(const std::vector<int32_t>& tokens, ValueOf value_of, float temperature, uint64_t key) {
+  int32_t best = -1;
+  float best_score = kNegInf;
+  for (int32_t token : tokens) {
+    const float v = value_of(token);
+    if (v == kNegInf || v / temperature + kGumbelMax < best_score) continue;
+    const float score = race_score(v, temperature, key, token);
+    if (score > best_score || (score == best_score && token < best)) {
+      best_score = score;
+      best = token;
+    }
+  }
+  return best;
+}
+}  // namespace
+
+std::vector<LogitEdit> make_logit_edits(const SamplingParams& params, const std::vector<int32_t>& context,
+                                        int n_prompt) {
+  std::map<int32_t, LogitEdit> edits;
+  auto at = [&](int32_t token) -> LogitEdit& {
+    LogitEdit& edit = edits[token];
+    edit.token = token;
+    return edit;
+  };
+  if (params.repetition_penalty != 1.0f)
+    for (int32_t id : context) at(id).repetition_penalty = params.repetition_penalty;
+  const int n = params.no_repeat_ngram_size, len = static_cast<int>(context.size());
+  if (n > 0 && len + 1 >= n) {
+    // Ban every token that followed an earlier occurrence of the last n-1 tokens.
+    for (int start = 0; start + n <= len; ++start) {
+      bool match = true;
+      for (int i = 0; i < n - 1 && match; ++i) match = context[start + i] == context[len - n + 1 + i];
+      if (match) at(context[start + n - 1]).ban = 1;
+    }
+  }
+  if (params.presence_penalty != 0.0f || params.frequency_penalty != 0.0f) {
+    std::map<int32_t, int> counts;
+    for (int i = n_prompt; i < len; ++i) ++counts[context[i]];
+    for (const auto& [id, count] : counts)
+      at(id).subtract = params.presence_penalty + params.frequency_penalty * static_cast<float>(count);
+  }
+  std::vector<LogitEdit> out;
+  out.reserve(edits.size());
+  for (const auto& [token, edit] : edits) out.push_back(edit);
+  return out;
+}
 
 void apply_repetition_penalty(float* logits, const std::vector<int32_t>& context, float penalty) {
-  if (penalty == 1.0f) return;
-  std::vector<int32_t> seen(context);
-  std::sort(seen.begin(), seen.end());
-  seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
-  for (int32_t id : seen) logits[id] = logits[id] < 0 ? logits[id] * penalty : logits[id] / penalty;
+  SamplingParams p;
+  p.repetition_penalty = penalty;
+  apply_edits(logits, make_logit_edits(p, context, static_cast<int>(context.size())));
 }
 
 void apply_presence_frequency(float* logits, const std::vector<int32_t>& generated, float presence,
                               float frequency) {
-  if (presence == 0.0f && frequency == 0.0f) return;
-  std::map<int32_t, int> counts;
-  for (int32_t id : generated) ++counts[id];
-  for (const auto& [id, count] : counts) logits[id] -= presence + frequency * static_cast<float>(count);
+  SamplingParams p;
+  p.presence_penalty = presence;
+  p.frequency_penalty = frequency;
+  apply_edits(logits, make_logit_edits(p, generated, 0));
 }
 
 void apply_no_repeat_ngram(float* logits, const std::vector<int32_t>& context, int n) {
-  const int len = static_cast<int>(context.size());
-  if (n <= 0 || len + 1 < n) return;
-  // Ban every token that followed an earlier occurrence of the last n-1 tokens.
-  for (int start = 0; start + n <= len; ++start) {
-    bool match = true;
-    for (int i = 0; i < n - 1 && match; ++i) match = context[start + i] == context[len - n + 1 + i];
-    if (match) logits[context[start + n - 1]] = kNegInf;
-  }
+  SamplingParams p;
+  p.no_repeat_ngram_size = n;
+  apply_edits(logits, make_logit_edits(p, context, static_cast<int>(context.size())));
 }
 
 void apply_top_k(float* logits, int vocab, int k) {
@@ -53,65 +96,175 @@ void apply_top_k(float* logits, int vocab, int k) {
     if (logits[i] < threshold) logits[i] = kNegInf;
 }
 
+namespace {
+// Length of the shortest prefix of `values` (sorted descending) whose probability mass, out of
+// `total` = sum exp(v - values[0]), reaches p; 0 when the prefix never reaches it.
+template <typename Values>
+std::size_t nucleus_length(const Values& values, std::size_t n, double total, float p) {
+  double cumulative = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    cumulative += std::exp(static_cast<double>(values[i] - values[0])) / total;
+    if (cumulative >= p - 1e-6) return i + 1;  // tolerance: p arrives as float (0.8f = 0.8000000119)
+  }
+  return 0;
+}
+}  // namespace
+
 void apply_top_p(float* logits, int vocab, float p) {
   if (p >= 1.0f) return;
   std::vector<int> order(vocab);
   std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] > logits[b]; });
-  const float max_logit = logits[order[0]];
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] > logits[b]; });
+  std::vector<float> sorted(vocab);
   double total = 0;
-  std::vector<double> probs(vocab);
-  for (int i = 0; i < vocab; ++i) total += probs[i] = std::exp(static_cast<double>(logits[order[i]] - max_logit));
+  for (int i = 0; i < vocab; ++i) {
+    sorted[i] = logits[order[i]];
+    total += std::exp(static_cast<double>(sorted[i] - sorted[0]));
+  }
   // HF: remove tokens whose cumulative probability (ascending order) is <= 1 - p; equivalently
   // keep the descending prefix until the mass reaches p, always keeping the top token.
-  double cumulative = 0;
-  int keep = vocab;
-  for (int i = 0; i < vocab; ++i) {
-    cumulative += probs[i] / total;
-    if (cumulative >= p - 1e-6) {  // tolerance: p arrives as float (0.8f = 0.8000000119)
-      keep = i + 1;
-      break;
-    }
-  }
-  for (int i = keep; i < vocab; ++i) logits[order[i]] = kNegInf;
+  std::size_t keep = nucleus_length(sorted, sorted.size(), total, p);
+  if (keep == 0) keep = vocab;
+  for (std::size_t i = keep; i < static_cast<std::size_t>(vocab); ++i) logits[order[i]] = kNegInf;
 }
 
-TokenChoice Sampler::choose(float* logits, int vocab, const std::vector<int32_t>& context,
-                            int n_prompt) {
-  for (int i = allowed_vocab_; i < vocab; ++i) logits[i] = kNegInf;
-  apply_repetition_penalty(logits, context, params_.repetition_penalty);
-  apply_no_repeat_ngram(logits, context, params_.no_repeat_ngram_size);
-  const std::vector<int32_t> generated(context.begin() + n_prompt, context.end());
-  apply_presence_frequency(logits, generated, params_.presence_penalty, params_.frequency_penalty);
+Sampler::Sampler(const SamplingParams& params, int allowed_vocab)
+    : params_(params),
+      allowed_vocab_(allowed_vocab),
+      seed_(params.seed.has_value() ? *params.seed : (uint64_t{std::random_device{}()} << 32) ^ std::random_device{}()) {}
 
-  // Log-probabilities of the processed distribution, for logprobs reporting.
-  const float max_logit = *std::max_element(logits, logits + vocab);
-  double sum = 0;
-  for (int i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - max_logit));
-  const float log_norm = max_logit + static_cast<float>(std::log(sum));
+DrawPlan Sampler::plan(const std::vector<int32_t>& context, int n_prompt, int32_t logit_row) {
+  DrawPlan plan;
+  plan.logit_row = logit_row;
+  plan.allowed_vocab = allowed_vocab_;
+  plan.temperature = params_.temperature;
+  plan.top_p = params_.top_p;
+  plan.noise_key = mix64(seed_ ^ mix64(draws_++));
+  plan.want_log_norm = wants_logprob(params_) ? 1 : 0;
+  plan.edits = make_logit_edits(params_, context, n_prompt);
+  return plan;
+}
+
+TokenChoice Sampler::choose(float* logits, int vocab, const std::vector<int32_t>& context, int n_prompt) {
+  return choose_from_row(plan(context, n_prompt, 0), logits, vocab);
+}
+
+TokenChoice Sampler::choose_from_row(const DrawPlan& plan, float* row, int64_t vocab) const {
+  process_row(row, 0, vocab, plan);
+  const int n = static_cast<int>(vocab);
+  TokenChoice choice;
+  const int32_t argmax = static_cast<int32_t>(std::max_element(row, row + n) - row);
+  choice.token = argmax;
+  const float t = plan.temperature;
+  if (t > 0.0f) {
+    std::vector<float> scaled(row, row + n);
+    for (float& v : scaled) v /= t;
+    apply_top_k(scaled.data(), n, params_.top_k);
+    apply_top_p(scaled.data(), n, plan.top_p);
+    std::vector<int32_t> kept{argmax};  // the top token is always kept; entering it first prunes the rest
+    for (int32_t i = 0; i < n; ++i)
+      if (scaled[i] != kNegInf && i != argmax) kept.push_back(i);
+    const int32_t winner = race(kept, [&](int32_t token) { return row[token]; }, t, plan.noise_key);
+    if (winner >= 0) choice.token = winner;
+  }
+  if (plan.want_log_norm) {
+    const float m = row[argmax];
+    double sum = 0;
+    for (int i = 0; i < n; ++i) sum += std::exp(static_cast<double>(row[i] - m));
+    const float log_norm = m + static_cast<float>(std::log(sum));
+    choice.logprob = row[choice.token] - log_norm;
+    const int top_n = std::min(params_.logprobs, n);
+    std::vector<int32_t> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + top_n, order.end(),
+                      [&](int32_t a, int32_t b) { return ranks_before({row[a], a}, {row[b], b}); });
+    for (int i = 0; i < top_n; ++i) choice.top.emplace_back(order[i], row[order[i]] - log_norm);
+  }
+  return choice;
+}
+
+std::optional<TokenChoice> Sampler::choose_from_summaries(const DrawPlan& plan, const DrawSummary* per_rank,
+                                                          int ranks, int64_t vocab) const {
+  // Merge: the global top kDrawCandidates (each rank listed its shard's best) and the maximum.
+  std::vector<TokenScore> cands;
+  float m = kNegInf;
+  int64_t listed = 0;
+  for (int r = 0; r < ranks; ++r) {
+    m = std::max(m, per_rank[r].max_logit);
+    listed += per_rank[r].count;
+    cands.insert(cands.end(), per_rank[r].top, per_rank[r].top + per_rank[r].count);
+  }
+  std::sort(cands.begin(), cands.end(), ranks_before);
+  if (cands.size() > static_cast<std::size_t>(kDrawCandidates)) cands.resize(kDrawCandidates);
+  if (cands.empty()) return std::nullopt;
+  const bool complete = listed >= vocab;  // every id of the row is a candidate
+  auto value_of = [&](int32_t token) {
+    for (const TokenScore& c : cands)
+      if (c.token == token) return c.value;
+    return kNegInf;
+  };
 
   TokenChoice choice;
-  if (params_.temperature <= 0.0f) {
-    choice.token = static_cast<int32_t>(std::max_element(logits, logits + vocab) - logits);
-  } else {
-    std::vector<float> scaled(logits, logits + vocab);
-    for (float& v : scaled) v /= params_.temperature;
-    apply_top_k(scaled.data(), vocab, params_.top_k);
-    apply_top_p(scaled.data(), vocab, params_.top_p);
-    const float m = *std::max_element(scaled.begin(), scaled.end());
-    std::vector<double> weights(vocab);
-    for (int i = 0; i < vocab; ++i) weights[i] = std::exp(static_cast<double>(scaled[i] - m));
-    std::discrete_distribution<int> pick(weights.begin(), weights.end());
-    choice.token = pick(rng_);
+  choice.token = cands[0].token;
+  float chosen_value = cands[0].value;
+  const float t = plan.temperature;
+  if (t > 0.0f) {
+    // The kept ids as a prefix of the candidates (sorted by scaled logit, then id), when known.
+    std::vector<float> scaled;
+    for (const TokenScore& c : cands) scaled.push_back(c.value / t);
+    std::size_t kept = cands.size();
+    const int k = params_.top_k;
+    const bool top_k_on = k > 0 && k < vocab;
+    if (top_k_on) {
+      if (static_cast<std::size_t>(k) > cands.size()) return std::nullopt;
+      const float threshold = scaled[k - 1];
+      if (!complete && !(scaled.back() < threshold)) return std::nullopt;  // ties run past the list
+      kept = k;
+      while (kept < cands.size() && scaled[kept] >= threshold) ++kept;
+    }
+    if (plan.top_p < 1.0f) {
+      double total = 0;
+      if (top_k_on || complete) {
+        for (std::size_t i = 0; i < kept; ++i) total += std::exp(static_cast<double>(scaled[i] - scaled[0]));
+      } else {  // the whole row's mass at temperature t, from the shards' sums
+        for (int r = 0; r < ranks; ++r)
+          if (per_rank[r].max_logit != kNegInf)
+            total += per_rank[r].sum_exp_t *
+                     std::exp(static_cast<double>(per_rank[r].max_logit / t - scaled[0]));
+      }
+      const std::size_t nucleus = nucleus_length(scaled, kept, total, plan.top_p);
+      if (nucleus == 0 && !(top_k_on || complete)) return std::nullopt;  // wider than the candidates
+      if (nucleus > 0) kept = nucleus;
+    }
+    if (top_k_on || plan.top_p < 1.0f || complete) {
+      std::vector<int32_t> tokens;
+      for (std::size_t i = 0; i < kept; ++i) tokens.push_back(cands[i].token);
+      choice.token = race(tokens, value_of, t, plan.noise_key);
+      chosen_value = value_of(choice.token);
+    } else {  // every id races: the ranks ran it over their shards
+      const DrawSummary* best = nullptr;
+      for (int r = 0; r < ranks; ++r) {
+        const DrawSummary& s = per_rank[r];
+        if (s.noise_best.token < 0) continue;
+        if (!best || s.noise_score > best->noise_score ||
+            (s.noise_score == best->noise_score && s.noise_best.token < best->noise_best.token))
+          best = &s;
+      }
+      if (!best) return std::nullopt;
+      choice.token = best->noise_best.token;
+      chosen_value = best->noise_best.value;
+    }
   }
-  choice.logprob = logits[choice.token] - log_norm;
-  if (params_.logprobs > 0) {
-    const int n = std::min(params_.logprobs, vocab);
-    std::vector<int> order(vocab);
-    std::iota(order.begin(), order.end(), 0);
-    std::partial_sort(order.begin(), order.begin() + n, order.end(),
-                      [&](int a, int b) { return logits[a] > logits[b]; });
-    for (int i = 0; i < n; ++i) choice.top.emplace_back(order[i], logits[order[i]] - log_norm);
+  if (plan.want_log_norm) {
+    double sum = 0;
+    for (int r = 0; r < ranks; ++r)
+      if (per_rank[r].max_logit != kNegInf)
+        sum += per_rank[r].sum_exp * std::exp(static_cast<double>(per_rank[r].max_logit - m));
+    const float log_norm = m + static_cast<float>(std::log(sum));
+    choice.logprob = chosen_value - log_norm;
+    const int top_n = std::min<int>(params_.logprobs, static_cast<int>(cands.size()));
+    if (top_n < params_.logprobs && !complete) return std::nullopt;
+    for (int i = 0; i < top_n; ++i) choice.top.emplace_back(cands[i].token, cands[i].value - log_norm);
   }
   return choice;
 }

@@ -2,11 +2,20 @@
 // no_repeat_ngram_size, presence/frequency penalties (OpenAI), then temperature, top_k, top_p.
 // temperature 0 is greedy (the processors above still apply). Ids >= allowed_vocab (GPT-J's
 // padding rows 50257..50399) are never chosen.
+//
+// Each token is one *draw* (runtime/backend/draw.h): plan() turns the request's state into a
+// DrawPlan that travels with the step; the ranks reduce their vocab shards to DrawSummary values;
+// choose_from_summaries() picks the token from those, or says that the row's full logits are needed,
+// and choose_from_row() picks it from the full row. Both paths give the same token: sampling is a
+// Gumbel-max race keyed by (seed, draw number), so a seeded request gets the same tokens whatever the
+// batch, the TP size or the path.
 #pragma once
 #include <cstdint>
 #include <optional>
-#include <random>
+#include <utility>
 #include <vector>
+
+#include "runtime/backend/draw.h"
 
 namespace gptj {
 
@@ -19,7 +28,8 @@ struct SamplingParams {
   float frequency_penalty = 0.0f;   // OpenAI: over generated tokens, times their count
   int no_repeat_ngram_size = 0;     // HF: over prompt + generated
   std::optional<uint64_t> seed;     // same seed, same request => same tokens, whatever the batch
-  int logprobs = 0;                 // top-N alternatives to report (0: only the chosen token's)
+  int logprobs = 0;                 // top-N alternatives to report (at most kDrawCandidates)
+  bool report_logprob = false;      // compute the chosen token's logprob (implied by logprobs > 0)
 };
 
 struct TokenChoice {
@@ -31,15 +41,31 @@ struct TokenChoice {
 class Sampler {
  public:
   Sampler(const SamplingParams& params, int allowed_vocab);
-  // logits: [vocab] of one position (modified in place). context: prompt + generated so far;
-  // n_prompt: how many of them are the prompt.
+
+  // Plans the next draw from step logit row `logit_row`. context: prompt + generated so far;
+  // n_prompt: how many of them are the prompt. Advances the draw counter (the noise key).
+  DrawPlan plan(const std::vector<int32_t>& context, int n_prompt, int32_t logit_row);
+  // The token from every rank's summary of `plan` (per_rank[r] for rank r; vocab = the row's full
+  // length), or nullopt when they do not determine it (then call choose_from_row).
+  std::optional<TokenChoice> choose_from_summaries(const DrawPlan& plan, const DrawSummary* per_rank,
+                                                   int ranks, int64_t vocab) const;
+  // The token from the full raw row [vocab] (modified in place).
+  TokenChoice choose_from_row(const DrawPlan& plan, float* row, int64_t vocab) const;
+  // plan() + choose_from_row() in one call.
   TokenChoice choose(float* logits, int vocab, const std::vector<int32_t>& context, int n_prompt);
+
+  const SamplingParams& params() const { return params_; }
 
  private:
   SamplingParams params_;
   int allowed_vocab_;
-  std::mt19937_64 rng_;
+  uint64_t seed_;
+  uint64_t draws_ = 0;
 };
+
+// The logit edits of one draw (HF order; one entry per affected token, sorted by token).
+std::vector<LogitEdit> make_logit_edits(const SamplingParams& params, const std::vector<int32_t>& context,
+                                        int n_prompt);
 
 // The pieces, exposed for tests (each modifies logits[0..vocab) in place).
 void apply_repetition_penalty(float* logits, const std::vector<int32_t>& context, float penalty);
@@ -49,7 +75,8 @@ void apply_no_repeat_ngram(float* logits, const std::vector<int32_t>& context, i
 // Keeps the k largest (ties at the k-th kept, as HF); the rest become -inf.
 void apply_top_k(float* logits, int vocab, int k);
 // Keeps the smallest set of highest-probability tokens whose mass reaches p (HF semantics: at least
-// one token kept); the rest become -inf. logits already divided by temperature.
+// one token kept; equal logits ordered by id); the rest become -inf. logits already divided by
+// temperature.
 void apply_top_p(float* logits, int vocab, float p);
 
 }  // namespace gptj

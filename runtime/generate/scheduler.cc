@@ -1,6 +1,7 @@
 #include "runtime/generate/scheduler.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "runtime/core/error.h"
 #include "runtime/generate/tokenizer.h"
@@ -82,10 +83,10 @@ void Scheduler::cancel(uint64_t handle) {
     if (seq->request.handle == handle) seq->cancelled = true;
 }
 
-void Scheduler::sample_into(Sequence& seq, float* logits_row, std::vector<GenerationEvent>& events) {
+void Scheduler::accept_choice(Sequence& seq, const TokenChoice& choice, std::vector<GenerationEvent>& events) {
   GenerationEvent event;
   event.handle = seq.request.handle;
-  event.choice = seq.sampler.choose(logits_row, runner_.vocab_size(), seq.tokens, seq.prompt_len());
+  event.choice = choice;
   seq.tokens.push_back(event.choice.token);
   seq.generated.push_back(event.choice.token);
   event.generated = &seq.generated;
@@ -103,37 +104,36 @@ void Scheduler::sample_into(Sequence& seq, float* logits_row, std::vector<Genera
   if (reason != FinishReason::kNone) events.back().finish = reason;
 }
 
-void Scheduler::fork_samples(Sequence& parent, const std::vector<float>& logits_row,
-                             std::vector<GenerationEvent>& events,
-                             std::vector<std::unique_ptr<Sequence>>& forks) {
+std::unique_ptr<Scheduler::Sequence> Scheduler::make_fork(const Sequence& parent, int k) const {
+  GenerationRequest request = parent.request;
+  request.handle = parent.request.handle + static_cast<uint64_t>(k);
+  if (request.sampling.seed) request.sampling.seed = *request.sampling.seed + static_cast<uint64_t>(k);
+  return std::make_unique<Sequence>(std::move(request), options_.allowed_vocab);
+}
+
+void Scheduler::start_fork(Sequence& parent, std::unique_ptr<Sequence> fork, const TokenChoice& choice,
+                           std::vector<GenerationEvent>& events, std::vector<std::unique_ptr<Sequence>>& forks) {
   const int bs = options_.kv.block_size;
   const int len = parent.prompt_len();
   const int full = len / bs;
   const bool partial = len % bs != 0;
-  std::vector<float> row(logits_row.size());
-  for (int k = 1; k <= parent.forks_pending; ++k) {
-    GenerationRequest request = parent.request;
-    request.handle = parent.request.handle + static_cast<uint64_t>(k);
-    if (request.sampling.seed) request.sampling.seed = *request.sampling.seed + static_cast<uint64_t>(k);
-    auto fork = std::make_unique<Sequence>(std::move(request), options_.allowed_vocab);
-    if (partial && blocks_.free_blocks() == 0) {  // no room to copy: it recomputes its prompt later
-      waiting_.push_back(std::move(fork));
-      continue;
-    }
-    for (int b = 0; b < full; ++b) {
-      blocks_.share(parent.blocks[b]);
-      fork->blocks.push_back(parent.blocks[b]);
-    }
-    if (partial) {
-      fork->blocks.push_back(blocks_.allocate());
-      pending_copies_.push_back({parent.blocks[full], fork->blocks.back()});
-    }
-    fork->cached = len;
-    row = logits_row;
-    sample_into(*fork, row.data(), events);
-    forks.push_back(std::move(fork));
+  if (partial && blocks_.free_blocks() == 0) {
+    // No room to copy the prompt's last block: it recomputes its prompt later, drawing afresh (a
+    // new Sequence, so a seeded sample still makes the same first draw).
+    waiting_.push_back(make_fork(parent, static_cast<int>(fork->request.handle - parent.request.handle)));
+    return;
   }
-  parent.forks_pending = 0;
+  for (int b = 0; b < full; ++b) {
+    blocks_.share(parent.blocks[b]);
+    fork->blocks.push_back(parent.blocks[b]);
+  }
+  if (partial) {
+    fork->blocks.push_back(blocks_.allocate());
+    pending_copies_.push_back({parent.blocks[full], fork->blocks.back()});
+  }
+  fork->cached = len;
+  accept_choice(*fork, choice, events);
+  forks.push_back(std::move(fork));
 }
 
 bool Scheduler::grow_blocks(Sequence& seq, int positions) {
@@ -243,16 +243,47 @@ std::vector<GenerationEvent> Scheduler::step() {
     batch.seqs.push_back(std::move(s));
   }
   peak_used_blocks_ = std::max(peak_used_blocks_, blocks_.used_blocks());
-  const std::vector<float>& logits = runner_.step(batch);
-  std::vector<float> row(static_cast<std::size_t>(runner_.vocab_size())), prompt_row;
-  std::vector<std::unique_ptr<Sequence>> forks;
+  // One draw per running sequence from its logit row; a prompt with n samples also gets a draw for
+  // each of its other samples, from the same row (their Sequences are made now, started after).
+  std::vector<std::unique_ptr<Sequence>> new_forks;  // [draw], null for a running sequence's draw
+  std::vector<Sequence*> drawer;                     // [draw]: whose sampler planned it
   for (std::size_t i = 0; i < running_.size(); ++i) {
     Sequence& seq = *running_[i];
-    seq.cached = static_cast<int>(seq.tokens.size());
-    std::copy_n(logits.begin() + static_cast<long>(i * row.size()), row.size(), row.begin());
-    if (seq.forks_pending > 0) prompt_row = row;  // the samplers modify their row in place
-    sample_into(seq, row.data(), events);
-    if (seq.forks_pending > 0) fork_samples(seq, prompt_row, events, forks);
+    const int32_t row = static_cast<int32_t>(i);
+    batch.draws.push_back(seq.sampler.plan(seq.tokens, seq.prompt_len(), row));
+    drawer.push_back(&seq);
+    new_forks.emplace_back();
+    for (int k = 1; k <= seq.forks_pending; ++k) {
+      new_forks.push_back(make_fork(seq, k));
+      batch.draws.push_back(new_forks.back()->sampler.plan(seq.tokens, seq.prompt_len(), row));
+      drawer.push_back(new_forks.back().get());
+    }
+  }
+  std::vector<std::optional<TokenChoice>> choices(batch.draws.size());
+  const int64_t vocab = runner_.vocab_size();
+  const ModelRunner::DrawResults& results = runner_.step_draws(
+      batch, [&](int d, const DrawSummary* per_rank, int ranks) {
+        choices[d] = drawer[d]->sampler.choose_from_summaries(batch.draws[d], per_rank, ranks, vocab);
+        return !choices[d].has_value();
+      });
+  std::vector<float> row;
+  for (std::size_t d = 0; d < choices.size(); ++d) {
+    if (choices[d]) continue;
+    const float* fetched = &results.rows[static_cast<std::size_t>(results.row_of_draw[d]) * vocab];
+    row.assign(fetched, fetched + vocab);
+    choices[d] = drawer[d]->sampler.choose_from_row(batch.draws[d], row.data(), vocab);
+  }
+  std::vector<std::unique_ptr<Sequence>> forks;
+  Sequence* parent = nullptr;
+  for (std::size_t d = 0; d < choices.size(); ++d) {
+    if (!new_forks[d]) {
+      parent = drawer[d];
+      parent->cached = static_cast<int>(parent->tokens.size());
+      parent->forks_pending = 0;
+      accept_choice(*parent, *choices[d], events);
+    } else {
+      start_fork(*parent, std::move(new_forks[d]), *choices[d], events, forks);
+    }
   }
   for (auto& fork : forks) running_.push_back(std::move(fork));
   // Finished sequences leave the batch and free their blocks now.

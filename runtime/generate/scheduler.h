@@ -79,10 +79,13 @@ class Scheduler {
   bool admit(Sequence& seq, int& step_tokens);
   bool grow_blocks(Sequence& seq, int positions);
   void preempt_last();
-  // After `parent`'s prompt prefill: starts its other samples from the same logits row.
-  void fork_samples(Sequence& parent, const std::vector<float>& logits_row,
-                    std::vector<GenerationEvent>& events, std::vector<std::unique_ptr<Sequence>>& forks);
-  void sample_into(Sequence& seq, float* logits_row, std::vector<GenerationEvent>& events);
+  // Sample k (1..n-1) of `parent`'s request: handle + k, seed + k.
+  std::unique_ptr<Sequence> make_fork(const Sequence& parent, int k) const;
+  // After `parent`'s prompt prefill: the fork shares its prompt blocks and takes its first token.
+  void start_fork(Sequence& parent, std::unique_ptr<Sequence> fork, const TokenChoice& choice,
+                  std::vector<GenerationEvent>& events, std::vector<std::unique_ptr<Sequence>>& forks);
+  // Appends the sampled token to `seq` and reports it (and a finish, when it ends the sequence).
+  void accept_choice(Sequence& seq, const TokenChoice& choice, std::vector<GenerationEvent>& events);
   void finish(Sequence& seq, FinishReason reason, std::vector<GenerationEvent>& events);
   FinishReason check_stop(Sequence& seq);
 

@@ -161,6 +161,7 @@ CompletionRequest parse_completion_request(const std::string& body, const ModelI
   s.repetition_penalty = static_cast<float>(get_number(o, "repetition_penalty", 1.0, 0.01, 100.0));
   s.no_repeat_ngram_size = static_cast<int>(get_int(o, "no_repeat_ngram_size", 0, 0, 1 << 20));
   s.logprobs = r.logprobs.value_or(0);
+  s.report_logprob = r.logprobs.has_value();
   if (const json::value* seed = present(o, "seed")) {
     if (seed->is_int64()) s.seed = static_cast<uint64_t>(seed->get_int64());
     else if (seed->is_uint64()) s.seed = seed->get_uint64();

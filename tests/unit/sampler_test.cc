@@ -92,6 +92,7 @@ TEST(Sampler, PresenceAndFrequencyPenalties) {
   SamplingParams p;
   p.presence_penalty = 0.5f;
   p.frequency_penalty = 0.25f;
+  p.report_logprob = true;  // the logprob is computed only when asked for
   const TokenChoice c = choose_once(p, {1.0f, 0.0f, 1.5f, 1.4f}, 4, {3, 3, 3, 2, 2, 0}, 3);
   EXPECT_EQ(c.token, 3);
   const auto probs = softmax({0.25f, 0.0f, 0.5f, 1.4f});

@@ -22,6 +22,18 @@ StepBatch sample_batch() {
   batch.seqs.push_back({{1, 2, 3}, 16, {5, 4}, true});                 // chunk with all logits
   batch.seqs.push_back({{}, 0, {}, false});                            // degenerate, still carried
   batch.seqs.push_back({{-7, 2147483647}, 2147483000, {255}, true});  // extreme values
+  DrawPlan greedy;
+  greedy.logit_row = 1;
+  greedy.allowed_vocab = 50257;
+  DrawPlan hot;
+  hot.logit_row = 2;
+  hot.allowed_vocab = 7;
+  hot.temperature = 0.7f;
+  hot.top_p = 0.9f;
+  hot.noise_key = 0xFEDCBA9876543210ull;
+  hot.want_log_norm = 1;
+  hot.edits = {{3, 1.3f, 0.5f, 0}, {50256, 1.0f, -0.25f, 1}};
+  batch.draws = {greedy, hot, hot};
   return batch;
 }
 
@@ -33,6 +45,20 @@ void expect_same(const StepBatch& a, const StepBatch& b) {
     EXPECT_EQ(a.seqs[i].start_pos, b.seqs[i].start_pos);
     EXPECT_EQ(a.seqs[i].block_table, b.seqs[i].block_table);
     EXPECT_EQ(a.seqs[i].all_logits, b.seqs[i].all_logits);
+  }
+  ASSERT_EQ(a.draws.size(), b.draws.size());
+  for (std::size_t i = 0; i < a.draws.size(); ++i) {
+    SCOPED_TRACE("draw " + std::to_string(i));
+    const DrawPlan &x = a.draws[i], &y = b.draws[i];
+    EXPECT_EQ(x.logit_row, y.logit_row);
+    EXPECT_EQ(x.allowed_vocab, y.allowed_vocab);
+    EXPECT_EQ(x.temperature, y.temperature);
+    EXPECT_EQ(x.top_p, y.top_p);
+    EXPECT_EQ(x.noise_key, y.noise_key);
+    EXPECT_EQ(x.want_log_norm, y.want_log_norm);
+    ASSERT_EQ(x.edits.size(), y.edits.size());
+    for (std::size_t e = 0; e < x.edits.size(); ++e)
+      EXPECT_EQ(std::memcmp(&x.edits[e], &y.edits[e], sizeof(LogitEdit)), 0);
   }
 }
 
@@ -58,7 +84,8 @@ TEST(Step, ShutdownFlag) {
   StepBatch back;
   EXPECT_FALSE(deserialize_step(serialize_step(StepBatch{}, true), back));
   EXPECT_TRUE(back.seqs.empty());
-  const StepBatch batch = sample_batch();
+  StepBatch batch = sample_batch();
+  batch.draws.clear();  // a shutdown plan carries no draws
   EXPECT_FALSE(deserialize_step(serialize_step(batch, true), back));
   expect_same(batch, back);
   EXPECT_TRUE(deserialize_step(serialize_step(StepBatch{}, false), back));

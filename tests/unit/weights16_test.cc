@@ -75,8 +75,8 @@ std::vector<float> run(const fs::path& dir) {
   std::vector<int32_t> table(8);
   for (int b = 0; b < 8; ++b) table[b] = b;
   auto keep = [&](const std::vector<float>& logits) { all.insert(all.end(), logits.begin(), logits.end()); };
-  keep(runner.step({{{prompt, 0, table, true}}, {}}));  // > 64 rows
-  for (int t = 0; t < 3; ++t) keep(runner.step({{{{int32_t(t + 1)}, 100 + t, table, false}}, {}}));  // 1 row
+  keep(runner.step({{{prompt, 0, table, true}}, {}, {}}));  // > 64 rows
+  for (int t = 0; t < 3; ++t) keep(runner.step({{{{int32_t(t + 1)}, 100 + t, table, false}}, {}, {}}));  // 1 row
   StepBatch three;  // 3 sequences x 5 tokens: 15 rows (the 4..64-row kernel)
   for (int s = 0; s < 3; ++s) {
     std::vector<int32_t> t2(8);

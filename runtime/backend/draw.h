@@ -1,0 +1,114 @@
+// Sampling split across the vocabulary shards, so full logits never have to cross to rank 0.
+//
+// A *draw* is one sampled token from one logit row of a step (a row can carry several draws: the n
+// samples of one prompt). Rank 0 plans each draw (DrawPlan: which row, the penalty edits, the
+// temperature, the noise key) and sends the plans with the step. Every rank reduces its own vocab
+// shard of the row to a small DrawSummary (the shard's top kDrawCandidates processed logits, its
+// log-sum-exp pieces, and the winner of the Gumbel-max race over the whole shard); rank 0 merges
+// the summaries and picks the token. Only when the answer needs more than the summaries hold (a
+// top-p nucleus wider than the candidates, a top-k beyond them) are that row's raw logits fetched.
+//
+// Sampling is Gumbel-max: token = argmax over kept ids of logit/T + G(noise_key, id), where G is a
+// Gumbel(0,1) value from a counter-based hash. This is an exact draw from softmax(logit/T) over the
+// kept ids, needs no prefix sums, and gives the same token whichever rank, shard or path computed it.
+//
+// This header is shared by the host (CPU backend, sampler) and the CUDA kernels: the functions marked
+// GPTJ_HOST_DEVICE are the one definition both sides use.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#ifdef __CUDACC__
+#define GPTJ_HOST_DEVICE __host__ __device__
+#else
+#define GPTJ_HOST_DEVICE
+#endif
+
+namespace gptj {
+
+// Logit processing for one context token, in Hugging Face order: repetition penalty, then
+// no_repeat_ngram ban, then the OpenAI presence/frequency subtraction.
+struct LogitEdit {
+  int32_t token = 0;
+  float repetition_penalty = 1.0f;  // logit < 0 ? logit * p : logit / p
+  float subtract = 0.0f;            // presence + frequency * count
+  int32_t ban = 0;                  // 1: the token becomes -inf
+};
+
+GPTJ_HOST_DEVICE inline float apply_logit_edit(float logit, const LogitEdit& edit) {
+  if (edit.repetition_penalty != 1.0f)
+    logit = logit < 0.0f ? logit * edit.repetition_penalty : logit / edit.repetition_penalty;
+  if (edit.ban) return -INFINITY;
+  return logit - edit.subtract;
+}
+
+// One draw's instructions (rank 0 → every rank).
+struct DrawPlan {
+  int32_t logit_row = 0;       // row of the step's logits [logit_rows, vocab]
+  int32_t allowed_vocab = 0;   // ids >= this are never chosen (GPT-J's padding rows)
+  float temperature = 0.0f;    // <= 0: greedy
+  float top_p = 1.0f;          // ranks compute the temperature-scaled sum only when top_p < 1
+  uint64_t noise_key = 0;      // Gumbel noise of this draw
+  int32_t want_log_norm = 0;   // 1: compute the T = 1 log-sum-exp (for logprobs)
+  std::vector<LogitEdit> edits;  // unique tokens
+};
+
+constexpr int kDrawCandidates = 64;
+
+struct TokenScore {
+  float value = -INFINITY;  // processed logit (edited, masked), before temperature
+  int32_t token = -1;       // -1: padding entry
+};
+
+// One rank's reduction of one draw over its vocab shard [vocab_begin, vocab_begin + count).
+// Plain data, identical layout on host and device; gathered to rank 0 as bytes.
+struct DrawSummary {
+  float max_logit = -INFINITY;  // max processed logit of the shard
+  float noise_score = -INFINITY;  // best logit/T + G over the shard (T > 0)
+  double sum_exp = 0;           // sum exp(logit - max_logit)        (when want_log_norm)
+  double sum_exp_t = 0;         // sum exp((logit - max_logit) / T)  (when T > 0 and top_p < 1)
+  TokenScore noise_best;        // the shard's Gumbel-max winner (T > 0)
+  int32_t count = 0;            // valid entries of top
+  int32_t pad = 0;
+  TokenScore top[kDrawCandidates];  // value descending, then token ascending
+};
+
+// Largest value gumbel_noise() can return (u <= 1 - 2^-33): an upper bound used to skip ids that
+// cannot win the race.
+constexpr float kGumbelMax = 23.0f;
+
+GPTJ_HOST_DEVICE inline uint64_t mix64(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Gumbel(0,1) noise for (key, token): u uniform in (0, 1) from 32 hash bits, -log(-log(u)) in double,
+// rounded to float. Range about [-3.2, 22.9].
+GPTJ_HOST_DEVICE inline float gumbel_noise(uint64_t key, int32_t token) {
+  const uint64_t h = mix64(key ^ mix64(static_cast<uint64_t>(static_cast<uint32_t>(token))));
+  const double u = (static_cast<double>(h >> 32) + 0.5) * (1.0 / 4294967296.0);
+  return static_cast<float>(-log(-log(u)));
+}
+
+// The race score of a token: logit / T + noise. One formula for every path.
+GPTJ_HOST_DEVICE inline float race_score(float logit, float temperature, uint64_t key, int32_t token) {
+  return logit / temperature + gumbel_noise(key, token);
+}
+
+// True when a ranks before b in the candidate order (value descending, then token ascending).
+GPTJ_HOST_DEVICE inline bool ranks_before(const TokenScore& a, const TokenScore& b) {
+  return a.value > b.value || (a.value == b.value && a.token < b.token);
+}
+
+// CPU reduction of one draw: logits_shard [count] holds raw logits of ids vocab_begin..; `scratch`
+// is reused between calls. This is the reference the CUDA kernels are tested against.
+void summarize_draw(const float* logits_shard, int64_t vocab_begin, int64_t count, const DrawPlan& plan,
+                    DrawSummary& out, std::vector<float>& scratch);
+
+// Writes the processed logits (padding masked, edits applied) of a full raw row [vocab] in place.
+void process_row(float* row, int64_t vocab_begin, int64_t count, const DrawPlan& plan);
+
+}  // namespace gptj
