@@ -17,6 +17,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "runtime/backend/draw.h"
+
 namespace gptj::cuda {
 
 // Throws gptj::Error "CUDA error in <what> (<file>:<line>): <code name>: <message>".
@@ -92,6 +94,41 @@ void attention_decode(const T* q, int q_stride, const int32_t* token_index, int 
 template <typename T>
 void fill_random(T* p, std::size_t n, uint64_t seed, uint64_t tensor_id, float mean, float stddev,
                  cudaStream_t stream);
+
+// ---- Draw summaries (sampling.cu): the GPU half of runtime/backend/draw.h ----
+
+// One draw's plan on the device; its edits are edits[edit_begin, edit_end) of one shared array.
+struct DeviceDrawParams {
+  int32_t logit_row = 0;
+  int32_t allowed_vocab = 0;
+  float temperature = 0;
+  float top_p = 1;
+  uint64_t noise_key = 0;
+  int32_t want_log_norm = 0;
+  int32_t edit_begin = 0;
+  int32_t edit_end = 0;
+  int32_t pad = 0;
+};
+
+// Device scratch for n_draws draws of a vocab_rows shard: keys, ids, sorted_keys, sorted_ids
+// [n_draws * vocab_rows] each, offsets [n_draws + 1], and sort_bytes of cub temporary storage
+// (summarize_draws_sort_bytes).
+struct DrawScratch {
+  float* keys = nullptr;
+  int32_t* ids = nullptr;
+  float* sorted_keys = nullptr;
+  int32_t* sorted_ids = nullptr;
+  int32_t* offsets = nullptr;
+  void* sort_temp = nullptr;
+  std::size_t sort_bytes = 0;
+};
+std::size_t summarize_draws_sort_bytes(int n_draws, int vocab_rows);
+
+// out[d] (device) = summarize_draw() of draw d over logits [*, vocab_rows] (device, float32; this
+// shard holds ids vocab_begin ..). params [n_draws] and edits on the device.
+void summarize_draws(const float* logits, int vocab_rows, int64_t vocab_begin, const DeviceDrawParams* params,
+                     int n_draws, const LogitEdit* edits, const DrawScratch& scratch, DrawSummary* out,
+                     cudaStream_t stream);
 
 }  // namespace gptj::cuda
 

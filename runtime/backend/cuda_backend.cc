@@ -10,9 +10,11 @@
 // The residual stream x is float32; GEMM inputs/outputs are the compute type T with float32
 // accumulation (CUBLAS_COMPUTE_32F); logits come out of cuBLAS in float32.
 //
-// Memory: weights and KV caches are allocated once at construction; the step workspace (one
-// device buffer, one pinned host buffer for metadata and logits) grows only when a step needs more,
-// so the steady-state step loop does no cudaMalloc. One stream; NCCL all-reduces run on it too.
+// Memory: weights and KV caches are allocated once at construction; the step workspaces (device
+// buffers, pinned host buffers for metadata, draw plans, summaries and fetched rows) grow only when a
+// step needs more, so the steady-state step loop does no cudaMalloc. One stream; NCCL all-reduces
+// run on it too. The logits [rows, vocab_rows] stay on the device after forward(): summarize_draws()
+// reduces them there (kernels/cuda/sampling.cu) and only the DrawSummary values cross to the host.
 #include "runtime/backend/cuda_backend.h"
 
 #include <cublas_v2.h>
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_kernels.h"
+#include "runtime/backend/cuda_buffer.h"
 #include "parallel/nccl_communicator.h"
 #include "runtime/core/error.h"
 #include "runtime/model/safetensors.h"
@@ -53,8 +56,6 @@ struct TypeInfo<__nv_bfloat16> {
   static constexpr cudaDataType_t kCuda = CUDA_R_16BF;
 };
 
-constexpr std::size_t kAlign = 256;
-std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
 template <typename T>
 struct CudaLayer {
@@ -159,8 +160,6 @@ class CudaBackend final : public Backend {
     if (stream_) cudaStreamSynchronize(stream_);
     nccl_.reset();
     for (void* p : allocations_) cudaFree(p);
-    if (workspace_) cudaFree(workspace_);
-    if (pinned_) cudaFreeHost(pinned_);
     if (cublas_) cublasDestroy(cublas_);
     if (stream_) cudaStreamDestroy(stream_);
   }
@@ -170,18 +169,18 @@ class CudaBackend final : public Backend {
   int64_t weight_bytes() const override { return weight_bytes_; }
   uint64_t all_reduce_calls() const override { return all_reduce_calls_; }
 
-  void forward(const StepBatch& batch, float* logits_shard) override {
+  void forward(const StepBatch& batch) override {
     GPTJ_CUDA_CHECK(cudaSetDevice(device_));
     validate_step(batch, config_.n_positions, config_.vocab_size, options_.kv);
     build_metadata(batch);
     const int n_tok = n_tok_, rows = n_rows_;
     ensure_workspace(n_tok, rows);
 
-    // Metadata: one pinned staging buffer, one async copy. A step normally ends synchronized; after
-    // one that threw midway, its copy out of pinned_ may still be pending, so wait (free when idle).
+    // Metadata: one pinned staging buffer, one async copy. The previous step's copies out of the
+    // pinned buffer may still be pending (a step that threw midway), so wait (free when idle).
     GPTJ_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    std::memcpy(pinned_, meta_.data(), meta_.size() * sizeof(int32_t));
-    GPTJ_CUDA_CHECK(cudaMemcpyAsync(d_meta_, pinned_, meta_.size() * sizeof(int32_t),
+    std::memcpy(pinned_meta_.at<int32_t>(0), meta_.data(), meta_.size() * sizeof(int32_t));
+    GPTJ_CUDA_CHECK(cudaMemcpyAsync(d_meta_, pinned_meta_.at<int32_t>(0), meta_.size() * sizeof(int32_t),
                                     cudaMemcpyHostToDevice, stream_));
     const int32_t* d_tokens = d_meta_ + off_tokens_;
     const int32_t* d_pos = d_meta_ + off_pos_;
@@ -235,12 +234,83 @@ class CudaBackend final : public Backend {
     gemm(d_hf_, E_, rows, E_, lm_head_, static_cast<int>(vocab_rows_), d_logits_,
          static_cast<int>(vocab_rows_), CUDA_R_32F);
     cuda::add_bias_f32(d_logits_, lm_bias_, rows, static_cast<int>(vocab_rows_), stream_);
-    const std::size_t logit_bytes = static_cast<std::size_t>(rows) * vocab_rows_ * sizeof(float);
-    float* pinned_logits = reinterpret_cast<float*>(pinned_ + pinned_logits_off_);
-    GPTJ_CUDA_CHECK(cudaMemcpyAsync(pinned_logits, d_logits_, logit_bytes, cudaMemcpyDeviceToHost,
-                                    stream_));
+    logit_rows_ = rows;
+  }
+
+  void read_logit_rows(const std::vector<int32_t>& rows, float* out) override {
+    GPTJ_CUDA_CHECK(cudaSetDevice(device_));
+    const std::size_t row_bytes = static_cast<std::size_t>(vocab_rows_) * sizeof(float);
+    pinned_rows_.reserve(std::max<std::size_t>(rows.size(), 1) * row_bytes, stream_, device_);
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      GPTJ_CHECK(rows[i] >= 0 && rows[i] < logit_rows_, "logit row {} not produced by the last step", rows[i]);
+      GPTJ_CUDA_CHECK(cudaMemcpyAsync(pinned_rows_.at<char>(i * row_bytes), d_logits_ + rows[i] * vocab_rows_,
+                                      row_bytes, cudaMemcpyDeviceToHost, stream_));
+    }
     GPTJ_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    std::memcpy(logits_shard, pinned_logits, logit_bytes);
+    std::memcpy(out, pinned_rows_.at<char>(0), rows.size() * row_bytes);
+  }
+
+  void summarize_draws(const std::vector<DrawPlan>& draws, DrawSummary* out) override {
+    GPTJ_CUDA_CHECK(cudaSetDevice(device_));
+    const int n = static_cast<int>(draws.size());
+    if (n == 0) return;
+    draw_params_.clear();
+    draw_edits_.clear();
+    for (const DrawPlan& draw : draws) {
+      GPTJ_CHECK(draw.logit_row >= 0 && draw.logit_row < logit_rows_,
+                 "draw from logit row {} not produced by the last step", draw.logit_row);
+      cuda::DeviceDrawParams p;
+      p.logit_row = draw.logit_row;
+      p.allowed_vocab = draw.allowed_vocab;
+      p.temperature = draw.temperature;
+      p.top_p = draw.top_p;
+      p.noise_key = draw.noise_key;
+      p.want_log_norm = draw.want_log_norm;
+      p.edit_begin = static_cast<int32_t>(draw_edits_.size());
+      draw_edits_.insert(draw_edits_.end(), draw.edits.begin(), draw.edits.end());
+      p.edit_end = static_cast<int32_t>(draw_edits_.size());
+      draw_params_.push_back(p);
+    }
+    const int vs = static_cast<int>(vocab_rows_);
+    const std::size_t cells = static_cast<std::size_t>(n) * vs;
+    // Host side: [params | edits] up, summaries down.
+    Carve host;
+    const std::size_t h_params = host.take(n * sizeof(cuda::DeviceDrawParams));
+    const std::size_t h_edits = host.take(draw_edits_.size() * sizeof(LogitEdit));
+    const std::size_t h_out = host.take(n * sizeof(DrawSummary));
+    const std::size_t upload = h_out;  // params and edits are one contiguous copy
+    // Device side: the same [params | edits], then the sort scratch and the summaries.
+    cuda::DrawScratch scratch;
+    scratch.sort_bytes = cuda::summarize_draws_sort_bytes(n, vs);
+    Carve dev;
+    dev.take(upload);
+    const std::size_t d_keys = dev.take(cells * sizeof(float)), d_ids = dev.take(cells * sizeof(int32_t));
+    const std::size_t d_sorted_keys = dev.take(cells * sizeof(float));
+    const std::size_t d_sorted_ids = dev.take(cells * sizeof(int32_t));
+    const std::size_t d_offsets = dev.take((n + 1) * sizeof(int32_t));
+    const std::size_t d_sort = dev.take(scratch.sort_bytes);
+    const std::size_t d_out = dev.take(n * sizeof(DrawSummary));
+    pinned_draws_.reserve(host.total(), stream_, device_);
+    draw_workspace_.reserve(dev.total(), stream_, device_);
+    std::memcpy(pinned_draws_.at<char>(h_params), draw_params_.data(), n * sizeof(cuda::DeviceDrawParams));
+    if (!draw_edits_.empty())
+      std::memcpy(pinned_draws_.at<char>(h_edits), draw_edits_.data(), draw_edits_.size() * sizeof(LogitEdit));
+    GPTJ_CUDA_CHECK(cudaMemcpyAsync(draw_workspace_.at<char>(0), pinned_draws_.at<char>(0), upload,
+                                    cudaMemcpyHostToDevice, stream_));
+    scratch.keys = draw_workspace_.at<float>(d_keys);
+    scratch.ids = draw_workspace_.at<int32_t>(d_ids);
+    scratch.sorted_keys = draw_workspace_.at<float>(d_sorted_keys);
+    scratch.sorted_ids = draw_workspace_.at<int32_t>(d_sorted_ids);
+    scratch.offsets = draw_workspace_.at<int32_t>(d_offsets);
+    scratch.sort_temp = draw_workspace_.at<void>(d_sort);
+    DrawSummary* summaries = draw_workspace_.at<DrawSummary>(d_out);
+    cuda::summarize_draws(d_logits_, vs, options_.tp.rank * vocab_rows_,
+                          draw_workspace_.at<cuda::DeviceDrawParams>(h_params), n,
+                          draw_workspace_.at<LogitEdit>(h_edits), scratch, summaries, stream_);
+    GPTJ_CUDA_CHECK(cudaMemcpyAsync(pinned_draws_.at<char>(h_out), summaries, n * sizeof(DrawSummary),
+                                    cudaMemcpyDeviceToHost, stream_));
+    GPTJ_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::memcpy(out, pinned_draws_.at<char>(h_out), n * sizeof(DrawSummary));
   }
 
  private:
@@ -395,57 +465,26 @@ class CudaBackend final : public Backend {
     off_tables_ = append(tables_);
   }
 
-  // Carves the device workspace (grown, never shrunk) and the pinned host buffer for this step.
+  // Carves the device workspace (grown, never shrunk) and the pinned metadata buffer for this step.
   void ensure_workspace(int n_tok, int rows) {
     const std::size_t tok = static_cast<std::size_t>(n_tok), r = static_cast<std::size_t>(rows);
-    std::size_t at = 0;
-    auto carve = [&](std::size_t bytes) {
-      const std::size_t here = at;
-      at += align_up(bytes);
-      return here;
-    };
-    const std::size_t x_at = carve(tok * E_ * sizeof(float));
-    const std::size_t h_at = carve(tok * E_ * sizeof(T));
-    const std::size_t qkvf_at = carve(tok * n_in_ * sizeof(T));
-    const std::size_t partial_at = carve(tok * E_ * sizeof(T));
-    const std::size_t hf_at = carve(r * E_ * sizeof(T));
-    const std::size_t logits_at = carve(r * vocab_rows_ * sizeof(float));
-    const std::size_t meta_at = carve(meta_.size() * sizeof(int32_t));
-    if (at > workspace_bytes_) {
-      GPTJ_CUDA_CHECK(cudaStreamSynchronize(stream_));
-      if (workspace_) GPTJ_CUDA_CHECK(cudaFree(workspace_));
-      workspace_ = nullptr;
-      const std::size_t want = at + at / 4;  // headroom so slowly growing steps do not reallocate
-      const cudaError_t err = cudaMalloc(&workspace_, want);
-      if (err != cudaSuccess) {
-        cudaGetLastError();
-        workspace_bytes_ = 0;
-        fail("GPU {}: cannot allocate a {} MiB step workspace for {} tokens: {}", device_,
-             want >> 20, n_tok, cudaGetErrorString(err));
-      }
-      workspace_bytes_ = want;
-    }
-    char* base = static_cast<char*>(workspace_);
-    d_x_ = reinterpret_cast<float*>(base + x_at);
-    d_h_ = reinterpret_cast<T*>(base + h_at);
-    d_qkvf_ = reinterpret_cast<T*>(base + qkvf_at);
-    d_partial_ = reinterpret_cast<T*>(base + partial_at);
-    d_hf_ = reinterpret_cast<T*>(base + hf_at);
-    d_logits_ = reinterpret_cast<float*>(base + logits_at);
-    d_meta_ = reinterpret_cast<int32_t*>(base + meta_at);
-
-    pinned_logits_off_ = align_up(meta_.size() * sizeof(int32_t));
-    const std::size_t pinned_need = pinned_logits_off_ + r * vocab_rows_ * sizeof(float);
-    if (pinned_need > pinned_bytes_) {
-      if (pinned_) GPTJ_CUDA_CHECK(cudaFreeHost(pinned_));
-      pinned_ = nullptr;
-      pinned_bytes_ = 0;
-      const std::size_t want = pinned_need + pinned_need / 4;
-      void* p = nullptr;
-      GPTJ_CUDA_CHECK(cudaMallocHost(&p, want));
-      pinned_ = static_cast<char*>(p);
-      pinned_bytes_ = want;
-    }
+    Carve carve;
+    const std::size_t x_at = carve.take(tok * E_ * sizeof(float));
+    const std::size_t h_at = carve.take(tok * E_ * sizeof(T));
+    const std::size_t qkvf_at = carve.take(tok * n_in_ * sizeof(T));
+    const std::size_t partial_at = carve.take(tok * E_ * sizeof(T));
+    const std::size_t hf_at = carve.take(r * E_ * sizeof(T));
+    const std::size_t logits_at = carve.take(r * vocab_rows_ * sizeof(float));
+    const std::size_t meta_at = carve.take(meta_.size() * sizeof(int32_t));
+    workspace_.reserve(carve.total(), stream_, device_);
+    pinned_meta_.reserve(meta_.size() * sizeof(int32_t), stream_, device_);
+    d_x_ = workspace_.at<float>(x_at);
+    d_h_ = workspace_.at<T>(h_at);
+    d_qkvf_ = workspace_.at<T>(qkvf_at);
+    d_partial_ = workspace_.at<T>(partial_at);
+    d_hf_ = workspace_.at<T>(hf_at);
+    d_logits_ = workspace_.at<float>(logits_at);
+    d_meta_ = workspace_.at<int32_t>(meta_at);
   }
 
   GptjConfig config_;
@@ -471,18 +510,22 @@ class CudaBackend final : public Backend {
   std::vector<uint8_t> staging_;    // host conversion buffer (construction only)
 
   // Step workspace (device), carved by ensure_workspace.
-  void* workspace_ = nullptr;
-  std::size_t workspace_bytes_ = 0;
+  CudaGrowBuffer workspace_{CudaGrowBuffer::Kind::kDevice, "step workspace"};
   float* d_x_ = nullptr;      // [n_tok, E] residual stream, float32
   T* d_h_ = nullptr;          // [n_tok, E] ln_1 output
   T* d_qkvf_ = nullptr;       // [n_tok, 3 El + Il]
   T* d_partial_ = nullptr;    // [n_tok, E] this rank's partial sum, all-reduced in place
   T* d_hf_ = nullptr;         // [rows, E] ln_f output of the logit rows
-  float* d_logits_ = nullptr; // [rows, vocab_rows]
+  float* d_logits_ = nullptr; // [rows, vocab_rows], valid until the next forward()
+  int logit_rows_ = 0;
   int32_t* d_meta_ = nullptr;
-  // Pinned host staging: metadata, then logits at pinned_logits_off_.
-  char* pinned_ = nullptr;
-  std::size_t pinned_bytes_ = 0, pinned_logits_off_ = 0;
+  CudaGrowBuffer pinned_meta_{CudaGrowBuffer::Kind::kPinnedHost, "step metadata"};
+  CudaGrowBuffer pinned_rows_{CudaGrowBuffer::Kind::kPinnedHost, "fetched logit rows"};
+  // Draw summaries: device [params | edits | sort scratch | summaries], pinned [params | edits | summaries].
+  CudaGrowBuffer draw_workspace_{CudaGrowBuffer::Kind::kDevice, "draw summaries"};
+  CudaGrowBuffer pinned_draws_{CudaGrowBuffer::Kind::kPinnedHost, "draw summaries"};
+  std::vector<cuda::DeviceDrawParams> draw_params_;
+  std::vector<LogitEdit> draw_edits_;
 
   // Step metadata (host).
   std::vector<int32_t> tokens_, pos_, bt_off_, rows_, tile_begin_, tile_count_, decode_, tables_, meta_;

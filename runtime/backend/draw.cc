@@ -39,6 +39,48 @@ void collect_top(const float* values, int64_t vocab_begin, int64_t count, DrawSu
 
 }  // namespace
 
+namespace {
+
+// Rejection thresholds: an id needing noise above c = best - v/T wins only if u >= exp(-exp(-c)).
+// kRejectBelow[b] = that threshold at c = b / kBinsPerUnit - kMargin, a lower bound over the bin
+// (the margin covers float rounding of the scores), so u < kRejectBelow[bin] proves it loses.
+constexpr int kBinsPerUnit = 8;
+constexpr int kBins = static_cast<int>(kGumbelMax) * kBinsPerUnit + kBinsPerUnit;
+constexpr double kMargin = 1e-3;
+const std::vector<float>& reject_below() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(kBins);
+    for (int b = 0; b < kBins; ++b) {
+      const double c = static_cast<double>(b) / kBinsPerUnit - kMargin;
+      // Round down to float so the test stays a lower bound.
+      t[b] = std::nextafter(static_cast<float>(std::exp(-std::exp(-c))), 0.0f);
+    }
+    return t;
+  }();
+  return table;
+}
+
+}  // namespace
+
+void race_over(const float* v, int64_t vocab_begin, int64_t count, float temperature, uint64_t key,
+               RaceLeader& leader) {
+  const std::vector<float>& reject = reject_below();
+  for (int64_t j = 0; j < count; ++j) {
+    if (v[j] == -INFINITY) continue;
+    const float scaled = v[j] / temperature;
+    const int32_t token = static_cast<int32_t>(vocab_begin + j);
+    if (leader.entry.token >= 0) {
+      const float c = leader.score - scaled;  // the noise this id needs
+      if (c >= kGumbelMax + 0.01f) continue;
+      if (c > 0.0f) {
+        const int bin = static_cast<int>(c * kBinsPerUnit);
+        if (gumbel_uniform(key, token) < reject[bin]) continue;
+      }
+    }
+    race_enter(leader, v[j], temperature, key, token);
+  }
+}
+
 void summarize_draw(const float* logits_shard, int64_t vocab_begin, int64_t count, const DrawPlan& plan,
                     DrawSummary& out, std::vector<float>& scratch) {
   scratch.assign(logits_shard, logits_shard + count);
@@ -51,7 +93,7 @@ void summarize_draw(const float* logits_shard, int64_t vocab_begin, int64_t coun
   if (m == -INFINITY) return;  // nothing in this shard can be chosen
   if (plan.want_log_norm) {
     double sum = 0;
-    for (int64_t j = 0; j < count; ++j) sum += std::exp(static_cast<double>(v[j] - m));
+    for (int64_t j = 0; j < count; ++j) sum += std::exp(v[j] - m);
     out.sum_exp = sum;
   }
   const float t = plan.temperature;
@@ -59,22 +101,16 @@ void summarize_draw(const float* logits_shard, int64_t vocab_begin, int64_t coun
   if (plan.top_p < 1.0f) {
     const float m_t = m / t;
     double sum = 0;
-    for (int64_t j = 0; j < count; ++j) sum += std::exp(static_cast<double>(v[j] / t - m_t));
+    for (int64_t j = 0; j < count; ++j) sum += std::exp(v[j] / t - m_t);
     out.sum_exp_t = sum;
   }
-  // Gumbel-max race over the shard. Start from the candidates (the likely winners) so the bound
-  // logit/T + kGumbelMax skips almost every other id; ties go to the lower id.
-  auto enter = [&](int64_t j) {
-    if (v[j] == -INFINITY || v[j] / t + kGumbelMax < out.noise_score) return;
-    const int32_t token = static_cast<int32_t>(vocab_begin + j);
-    const float score = race_score(v[j], t, plan.noise_key, token);
-    if (score > out.noise_score || (score == out.noise_score && token < out.noise_best.token)) {
-      out.noise_score = score;
-      out.noise_best = {v[j], token};
-    }
-  };
-  for (int i = 0; i < out.count; ++i) enter(out.top[i].token - vocab_begin);
-  for (int64_t j = 0; j < count; ++j) enter(j);
+  // Gumbel-max race over the shard, the candidates (likely winners) first so the rest is mostly
+  // skipped; entering an id twice changes nothing.
+  RaceLeader leader;
+  for (int i = 0; i < out.count; ++i) race_enter(leader, out.top[i].value, t, plan.noise_key, out.top[i].token);
+  race_over(v, vocab_begin, count, t, plan.noise_key, leader);
+  out.noise_score = leader.score;
+  out.noise_best = leader.entry;
 }
 
 }  // namespace gptj

@@ -66,17 +66,17 @@ struct TokenScore {
 struct DrawSummary {
   float max_logit = -INFINITY;  // max processed logit of the shard
   float noise_score = -INFINITY;  // best logit/T + G over the shard (T > 0)
-  double sum_exp = 0;           // sum exp(logit - max_logit)        (when want_log_norm)
-  double sum_exp_t = 0;         // sum exp((logit - max_logit) / T)  (when T > 0 and top_p < 1)
+  double sum_exp = 0;           // sum expf(logit - max_logit)          (when want_log_norm)
+  double sum_exp_t = 0;         // sum expf(logit / T - max_logit / T)  (when T > 0 and top_p < 1)
   TokenScore noise_best;        // the shard's Gumbel-max winner (T > 0)
   int32_t count = 0;            // valid entries of top
   int32_t pad = 0;
   TokenScore top[kDrawCandidates];  // value descending, then token ascending
 };
 
-// Largest value gumbel_noise() can return (u <= 1 - 2^-33): an upper bound used to skip ids that
-// cannot win the race.
-constexpr float kGumbelMax = 23.0f;
+// Largest value gumbel_noise() can return (u <= 1 - 2^-24 gives 16.64): an upper bound used to skip
+// ids that cannot win the race.
+constexpr float kGumbelMax = 16.7f;
 
 GPTJ_HOST_DEVICE inline uint64_t mix64(uint64_t z) {
   z += 0x9E3779B97F4A7C15ull;
@@ -85,12 +85,15 @@ GPTJ_HOST_DEVICE inline uint64_t mix64(uint64_t z) {
   return z ^ (z >> 31);
 }
 
-// Gumbel(0,1) noise for (key, token): u uniform in (0, 1) from 32 hash bits, -log(-log(u)) in double,
-// rounded to float. Range about [-3.2, 22.9].
+// Uniform u in (0, 1) for (key, token): (2k + 1) / 2^24 for 23 hash bits k, exact in float.
+GPTJ_HOST_DEVICE inline float gumbel_uniform(uint64_t key, int32_t token) {
+  const uint64_t h = mix64(key ^ (static_cast<uint64_t>(static_cast<uint32_t>(token)) * 0xD1B54A32D192ED03ull));
+  return static_cast<float>((h >> 41) * 2 + 1) * (1.0f / 16777216.0f);
+}
+// Gumbel(0,1) noise for (key, token): -log(-log(u)), range [-2.82, 16.64].
+GPTJ_HOST_DEVICE inline float gumbel_from_uniform(float u) { return -logf(-logf(u)); }
 GPTJ_HOST_DEVICE inline float gumbel_noise(uint64_t key, int32_t token) {
-  const uint64_t h = mix64(key ^ mix64(static_cast<uint64_t>(static_cast<uint32_t>(token))));
-  const double u = (static_cast<double>(h >> 32) + 0.5) * (1.0 / 4294967296.0);
-  return static_cast<float>(-log(-log(u)));
+  return gumbel_from_uniform(gumbel_uniform(key, token));
 }
 
 // The race score of a token: logit / T + noise. One formula for every path.
@@ -110,5 +113,24 @@ void summarize_draw(const float* logits_shard, int64_t vocab_begin, int64_t coun
 
 // Writes the processed logits (padding masked, edits applied) of a full raw row [vocab] in place.
 void process_row(float* row, int64_t vocab_begin, int64_t count, const DrawPlan& plan);
+
+// Gumbel-max race over processed logits v[count] of ids vocab_begin.., entering into (best_score,
+// best): a higher score wins, an equal one goes to the lower id. Skips, exactly, the ids whose noise
+// cannot lift them to the current best (a cheap test on u before any logarithm).
+struct RaceLeader {
+  float score = -INFINITY;
+  TokenScore entry;  // token -1: none yet
+};
+GPTJ_HOST_DEVICE inline void race_enter(RaceLeader& leader, float v, float temperature, uint64_t key,
+                                        int32_t token) {
+  const float score = race_score(v, temperature, key, token);
+  if (!(score > -INFINITY)) return;  // -inf and NaN never lead
+  if (leader.entry.token < 0 || score > leader.score || (score == leader.score && token < leader.entry.token)) {
+    leader.score = score;
+    leader.entry = {v, token};
+  }
+}
+void race_over(const float* v, int64_t vocab_begin, int64_t count, float temperature, uint64_t key,
+               RaceLeader& leader);
 
 }  // namespace gptj

@@ -18,21 +18,12 @@ void apply_edits(float* logits, const std::vector<LogitEdit>& edits) {
 
 bool wants_logprob(const SamplingParams& params) { return params.report_logprob || params.logprobs > 0; }
 
-// Index of the Gumbel-max race winner among `tokens` (values = processed logits), or -1.
+// The Gumbel-max race winner among `tokens` (values = processed logits), or -1.
 template <typename ValueOf>
 int32_t race(const std::vector<int32_t>& tokens, ValueOf value_of, float temperature, uint64_t key) {
-  int32_t best = -1;
-  float best_score = kNegInf;
-  for (int32_t token : tokens) {
-    const float v = value_of(token);
-    if (v == kNegInf || v / temperature + kGumbelMax < best_score) continue;
-    const float score = race_score(v, temperature, key, token);
-    if (score > best_score || (score == best_score && token < best)) {
-      best_score = score;
-      best = token;
-    }
-  }
-  return best;
+  RaceLeader leader;
+  for (int32_t token : tokens) race_enter(leader, value_of(token), temperature, key, token);
+  return leader.entry.token;
 }
 }  // namespace
 
@@ -157,15 +148,20 @@ TokenChoice Sampler::choose_from_row(const DrawPlan& plan, float* row, int64_t v
   choice.token = argmax;
   const float t = plan.temperature;
   if (t > 0.0f) {
-    std::vector<float> scaled(row, row + n);
-    for (float& v : scaled) v /= t;
-    apply_top_k(scaled.data(), n, params_.top_k);
-    apply_top_p(scaled.data(), n, plan.top_p);
-    std::vector<int32_t> kept{argmax};  // the top token is always kept; entering it first prunes the rest
-    for (int32_t i = 0; i < n; ++i)
-      if (scaled[i] != kNegInf && i != argmax) kept.push_back(i);
-    const int32_t winner = race(kept, [&](int32_t token) { return row[token]; }, t, plan.noise_key);
-    if (winner >= 0) choice.token = winner;
+    RaceLeader leader;  // the top token is always kept; entering it first prunes the rest
+    race_enter(leader, row[argmax], t, plan.noise_key, argmax);
+    const bool top_k_on = params_.top_k > 0 && params_.top_k < n;
+    if (!top_k_on && plan.top_p >= 1.0f) {
+      race_over(row, 0, n, t, plan.noise_key, leader);
+    } else {
+      std::vector<float> scaled(row, row + n);
+      for (float& v : scaled) v /= t;
+      apply_top_k(scaled.data(), n, params_.top_k);
+      apply_top_p(scaled.data(), n, plan.top_p);
+      for (int32_t i = 0; i < n; ++i)
+        if (scaled[i] != kNegInf) race_enter(leader, row[i], t, plan.noise_key, i);
+    }
+    if (leader.entry.token >= 0) choice.token = leader.entry.token;
   }
   if (plan.want_log_norm) {
     const float m = row[argmax];
@@ -248,7 +244,7 @@ std::optional<TokenChoice> Sampler::choose_from_summaries(const DrawPlan& plan, 
         if (s.noise_best.token < 0) continue;
         if (!best || s.noise_score > best->noise_score ||
             (s.noise_score == best->noise_score && s.noise_best.token < best->noise_best.token))
-          best = &s;
+          best = &s;  // race_enter's order: higher score, then lower id
       }
       if (!best) return std::nullopt;
       choice.token = best->noise_best.token;

@@ -68,9 +68,7 @@ class CudaModel : public ::testing::TestWithParam<Case> {
   std::vector<float> one_shot(std::vector<int32_t> blocks) {
     StepBatch batch;
     batch.seqs.push_back({tokens_, 0, std::move(blocks), true});
-    std::vector<float> logits(7 * static_cast<std::size_t>(vocab_));
-    backend_->forward(batch, logits.data());
-    return logits;
+    return testing::forward_logits(*backend_, batch);
   }
 
   SingleCommunicator comm_;
@@ -111,14 +109,12 @@ TEST_P(CudaModel, PrefillThenDecodeMatchesOneShot) {
   const std::vector<int32_t> blocks = {7, 1};
   StepBatch prefill;
   prefill.seqs.push_back({{tokens_.begin(), tokens_.begin() + 4}, 0, blocks, true});
-  std::vector<float> logits(4 * static_cast<std::size_t>(vocab_));
-  backend_->forward(prefill, logits.data());
+  const std::vector<float> logits = testing::forward_logits(*backend_, prefill);
   EXPECT_LE(max_abs_diff(logits.data(), reference.data(), logits.size()), GetParam().tol);
   for (int t = 4; t < 7; ++t) {
     StepBatch decode;
     decode.seqs.push_back({{tokens_[t]}, t, blocks, false});
-    std::vector<float> row(vocab_);
-    backend_->forward(decode, row.data());
+    const std::vector<float> row = testing::forward_logits(*backend_, decode);
     EXPECT_LE(max_abs_diff(row.data(), reference.data() + t * vocab_, vocab_), GetParam().tol)
         << "decode position " << t;
   }
@@ -129,8 +125,7 @@ TEST_P(CudaModel, TwoSequencesInOneStepEqualEachAlone) {
   StepBatch batch;
   batch.seqs.push_back({tokens_, 0, {10, 11}, false});                        // last row only
   batch.seqs.push_back({{tokens_.begin(), tokens_.begin() + 3}, 0, {12}, true});  // 3 rows
-  std::vector<float> logits(4 * static_cast<std::size_t>(vocab_));
-  backend_->forward(batch, logits.data());
+  const std::vector<float> logits = testing::forward_logits(*backend_, batch);
   EXPECT_LE(max_abs_diff(logits.data(), reference.data() + 6 * vocab_, vocab_), GetParam().tol);
   EXPECT_LE(max_abs_diff(logits.data() + vocab_, reference.data(), 3 * vocab_), GetParam().tol);
 }
@@ -152,11 +147,11 @@ TEST(CudaRandomWeights, DeterministicAndFinite) {
   SingleCommunicator comm;
   StepBatch batch;
   batch.seqs.push_back({{1, 2, 3, 4, 5}, 0, {3, 6}, false});
-  std::vector<float> first(config.vocab_size), second(config.vocab_size);
-  make_cuda_backend(config, nullptr, 42, options, comm, 0)->forward(batch, first.data());
+  const std::vector<float> first =
+      testing::forward_logits(*make_cuda_backend(config, nullptr, 42, options, comm, 0), batch);
   auto backend = make_cuda_backend(config, nullptr, 42, options, comm, 0);
   EXPECT_GT(backend->weight_bytes(), 0);
-  backend->forward(batch, second.data());
+  const std::vector<float> second = testing::forward_logits(*backend, batch);
   EXPECT_EQ(first, second);
   for (float v : first) ASSERT_TRUE(std::isfinite(v));
 }

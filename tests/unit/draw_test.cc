@@ -154,7 +154,7 @@ TEST(Draw, ShardSummaryHoldsTheTopCandidatesInOrder) {
   EXPECT_EQ(s.max_logit, want[0].value);
   double sum = 0;
   for (float v : processed) sum += std::exp(static_cast<double>(v - want[0].value));
-  EXPECT_NEAR(s.sum_exp, sum, 1e-9 * sum);
+  EXPECT_NEAR(s.sum_exp, sum, 1e-6 * sum);  // float exps, double sum
   EXPECT_EQ(s.noise_best.token, -1);  // greedy: no race
 }
 

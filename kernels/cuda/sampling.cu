@@ -1,0 +1,182 @@
+// Draw summaries on the GPU: each draw (runtime/backend/draw.h) reduced over this rank's vocab shard
+// of the step's logits, so only DrawSummary values (552 bytes each) leave the device. Same results as
+// the CPU reference summarize_draw() (tests/gpu compares them):
+//   1. prepare: keys[d][j] = logit of id vocab_begin + j in draw d's row, -inf past allowed_vocab
+//   2. edits:   the draw's penalty edits applied to the keys of this shard's ids (apply_logit_edit)
+//   3. stats:   one block per draw: max, sum exp (double), sum exp at temperature T, Gumbel-max winner
+//   4. sort:    cub segmented radix sort of (key, id) per draw, descending and stable, so equal keys
+//               keep ascending ids: the candidate order of ranks_before()
+//   5. top:     the first kDrawCandidates of each sorted segment into the summary
+#include <cub/block/block_reduce.cuh>
+#include <cub/device/device_segmented_radix_sort.cuh>
+
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace gptj::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void prepare_keys_kernel(const float* logits, int vocab_rows, int64_t vocab_begin,
+                                    const DeviceDrawParams* params, float* keys, int32_t* ids,
+                                    int32_t* offsets, int n_draws) {
+  const int d = blockIdx.y;
+  const DeviceDrawParams p = params[d];
+  const float* row = logits + static_cast<size_t>(p.logit_row) * vocab_rows;
+  float* k = keys + static_cast<size_t>(d) * vocab_rows;
+  int32_t* id = ids + static_cast<size_t>(d) * vocab_rows;
+  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < vocab_rows; j += gridDim.x * blockDim.x) {
+    const int64_t token = vocab_begin + j;
+    k[j] = token < p.allowed_vocab ? row[j] : -INFINITY;
+    id[j] = static_cast<int32_t>(token);
+  }
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    offsets[d] = d * vocab_rows;
+    if (d == n_draws - 1) offsets[n_draws] = n_draws * vocab_rows;
+  }
+}
+
+__global__ void apply_edits_kernel(const DeviceDrawParams* params, const LogitEdit* edits, int vocab_rows,
+                                   int64_t vocab_begin, float* keys) {
+  const int d = blockIdx.x;
+  const DeviceDrawParams p = params[d];
+  float* k = keys + static_cast<size_t>(d) * vocab_rows;
+  for (int e = p.edit_begin + threadIdx.x; e < p.edit_end; e += blockDim.x) {
+    const LogitEdit edit = edits[e];
+    const int64_t j = edit.token - vocab_begin;
+    if (j >= 0 && j < vocab_rows) k[j] = apply_logit_edit(k[j], edit);  // tokens are unique per draw
+  }
+}
+
+struct RaceEntry {
+  float score;
+  float value;
+  int32_t token;
+};
+struct RaceBetter {
+  __device__ RaceEntry operator()(const RaceEntry& a, const RaceEntry& b) const {
+    if (a.token < 0) return b;
+    if (b.token < 0) return a;
+    if (a.score > b.score || (a.score == b.score && a.token < b.token)) return a;
+    return b;
+  }
+};
+struct MaxOp {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+__global__ void draw_stats_kernel(const float* keys, int vocab_rows, int64_t vocab_begin,
+                                  const DeviceDrawParams* params, DrawSummary* out) {
+  using FloatReduce = cub::BlockReduce<float, kThreads>;
+  using DoubleReduce = cub::BlockReduce<double, kThreads>;
+  using RaceReduce = cub::BlockReduce<RaceEntry, kThreads>;
+  __shared__ union {
+    typename FloatReduce::TempStorage f;
+    typename DoubleReduce::TempStorage d;
+    typename RaceReduce::TempStorage r;
+  } temp;
+  __shared__ float shared_max;
+  const int d = blockIdx.x;
+  const DeviceDrawParams p = params[d];
+  const float* k = keys + static_cast<size_t>(d) * vocab_rows;
+
+  float m = -INFINITY;
+  for (int j = threadIdx.x; j < vocab_rows; j += blockDim.x) m = fmaxf(m, k[j]);
+  m = FloatReduce(temp.f).Reduce(m, MaxOp());
+  if (threadIdx.x == 0) shared_max = m;
+  __syncthreads();
+  m = shared_max;
+  DrawSummary& s = out[d];
+  if (threadIdx.x == 0) {
+    s.max_logit = m;
+    s.sum_exp = 0;
+    s.sum_exp_t = 0;
+    s.noise_score = -INFINITY;
+    s.noise_best = TokenScore{};
+  }
+  if (m == -INFINITY) return;  // nothing in this shard can be chosen (uniform across the block)
+
+  if (p.want_log_norm) {
+    double sum = 0;
+    for (int j = threadIdx.x; j < vocab_rows; j += blockDim.x) sum += expf(k[j] - m);
+    __syncthreads();
+    sum = DoubleReduce(temp.d).Sum(sum);
+    if (threadIdx.x == 0) s.sum_exp = sum;
+  }
+  const float t = p.temperature;
+  if (t <= 0.0f) return;
+  if (p.top_p < 1.0f) {
+    const float m_t = m / t;
+    double sum = 0;
+    for (int j = threadIdx.x; j < vocab_rows; j += blockDim.x)
+      sum += expf(k[j] / t - m_t);
+    __syncthreads();
+    sum = DoubleReduce(temp.d).Sum(sum);
+    if (threadIdx.x == 0) s.sum_exp_t = sum;
+  }
+  RaceEntry best{-INFINITY, -INFINITY, -1};
+  for (int j = threadIdx.x; j < vocab_rows; j += blockDim.x) {
+    const float v = k[j];
+    if (v == -INFINITY) continue;
+    const int32_t token = static_cast<int32_t>(vocab_begin + j);
+    const RaceEntry entry{race_score(v, t, p.noise_key, token), v, token};
+    best = RaceBetter()(best, entry);
+  }
+  __syncthreads();
+  best = RaceReduce(temp.r).Reduce(best, RaceBetter());
+  if (threadIdx.x == 0 && best.token >= 0) {
+    s.noise_score = best.score;
+    s.noise_best = TokenScore{best.value, best.token};
+  }
+}
+
+__global__ void write_top_kernel(const float* sorted_keys, const int32_t* sorted_ids, int vocab_rows,
+                                 DrawSummary* out) {
+  const int d = blockIdx.x;
+  const int count = vocab_rows < kDrawCandidates ? vocab_rows : kDrawCandidates;
+  DrawSummary& s = out[d];
+  for (int i = threadIdx.x; i < kDrawCandidates; i += blockDim.x) {
+    const size_t at = static_cast<size_t>(d) * vocab_rows + i;
+    s.top[i] = i < count ? TokenScore{sorted_keys[at], sorted_ids[at]} : TokenScore{};
+  }
+  if (threadIdx.x == 0) {
+    s.count = count;
+    s.pad = 0;
+  }
+}
+
+}  // namespace
+
+std::size_t summarize_draws_sort_bytes(int n_draws, int vocab_rows) {
+  std::size_t bytes = 0;
+  const int n = n_draws * vocab_rows;
+  check(cub::DeviceSegmentedRadixSort::SortPairsDescending(
+            nullptr, bytes, static_cast<const float*>(nullptr), static_cast<float*>(nullptr),
+            static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), n, n_draws,
+            static_cast<const int32_t*>(nullptr), static_cast<const int32_t*>(nullptr)),
+        "cub segmented sort (size query)", __FILE__, __LINE__);
+  return bytes;
+}
+
+void summarize_draws(const float* logits, int vocab_rows, int64_t vocab_begin, const DeviceDrawParams* params,
+                     int n_draws, const LogitEdit* edits, const DrawScratch& scratch, DrawSummary* out,
+                     cudaStream_t stream) {
+  if (n_draws <= 0) return;
+  const int x_blocks = (vocab_rows + kThreads - 1) / kThreads < 64 ? (vocab_rows + kThreads - 1) / kThreads : 64;
+  prepare_keys_kernel<<<dim3(x_blocks, n_draws), kThreads, 0, stream>>>(
+      logits, vocab_rows, vocab_begin, params, scratch.keys, scratch.ids, scratch.offsets, n_draws);
+  check_launch("prepare_keys_kernel");
+  apply_edits_kernel<<<n_draws, kThreads, 0, stream>>>(params, edits, vocab_rows, vocab_begin, scratch.keys);
+  check_launch("apply_edits_kernel");
+  draw_stats_kernel<<<n_draws, kThreads, 0, stream>>>(scratch.keys, vocab_rows, vocab_begin, params, out);
+  check_launch("draw_stats_kernel");
+  std::size_t bytes = scratch.sort_bytes;
+  check(cub::DeviceSegmentedRadixSort::SortPairsDescending(
+            scratch.sort_temp, bytes, scratch.keys, scratch.sorted_keys, scratch.ids, scratch.sorted_ids,
+            n_draws * vocab_rows, n_draws, scratch.offsets, scratch.offsets + 1, 0, 32, stream),
+        "cub segmented sort", __FILE__, __LINE__);
+  write_top_kernel<<<n_draws, 64, 0, stream>>>(scratch.sorted_keys, scratch.sorted_ids, vocab_rows, out);
+  check_launch("write_top_kernel");
+}
+
+}  // namespace gptj::cuda

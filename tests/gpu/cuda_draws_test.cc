@@ -1,0 +1,85 @@
+// The CUDA backend's draw summaries (kernels/cuda/sampling.cu) against the CPU reference
+// summarize_draw() on the same logits (read back from the GPU): candidates (tokens and values,
+// exactly: same inputs, same edit formula), maxima, log-sum-exp pieces (float exps summed in double:
+// 1e-6 relative) and the Gumbel-max winner, for greedy, tempered, top-p and penalized draws,
+// several draws per row.
+// Reading a row back after summarizing gives the raw logits.
+// Skips with the reason when no CUDA device is visible.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "parallel/communicator.h"
+#include "runtime/backend/cuda_backend.h"
+#include "runtime/backend/draw.h"
+#include "runtime/generate/sampler.h"
+#include "runtime/model/config.h"
+#include "runtime/model/safetensors.h"
+#include "tests/golden/golden_data.h"
+#include "tests/gpu/gpu_test_support.h"
+
+namespace gptj {
+namespace {
+
+TEST(CudaDraws, SummariesMatchTheCpuReference) {
+  SKIP_WITHOUT_GPU();
+  const std::string dir = testing::model_dir("tiny-gptj-a");
+  const GptjConfig config = load_config(dir + "/config.json");
+  const Checkpoint checkpoint(dir);
+  BackendOptions options;
+  options.kv.num_blocks = 16;
+  options.kv.block_size = 4;
+  options.compute_dtype = "float16";
+  SingleCommunicator comm;
+  auto backend = make_cuda_backend(config, &checkpoint, 0, options, comm, 0);
+  StepBatch batch;
+  batch.seqs.push_back({{1, 2, 3, 4, 5}, 0, {0, 1}, false});
+  batch.seqs.push_back({{7, 8, 9}, 0, {2}, true});  // rows 1..3
+  const std::vector<float> logits = testing::forward_logits(*backend, batch);
+  const int64_t vocab = backend->vocab_shard_rows();
+
+  std::vector<DrawPlan> draws;
+  auto add = [&](int row, float t, float top_p, uint64_t key, std::vector<LogitEdit> edits) {
+    DrawPlan d;
+    d.logit_row = row;
+    d.allowed_vocab = static_cast<int32_t>(vocab - 3);
+    d.temperature = t;
+    d.top_p = top_p;
+    d.noise_key = key;
+    d.want_log_norm = 1;
+    d.edits = std::move(edits);
+    draws.push_back(d);
+  };
+  add(0, 0.0f, 1.0f, 0, {});
+  add(0, 1.0f, 1.0f, 11, {});
+  add(0, 1.0f, 1.0f, 12, {});  // same row, another key
+  add(1, 0.7f, 0.9f, 13, {{2, 1.3f, 0.0f, 0}, {5, 1.0f, 0.5f, 0}, {6, 1.0f, 0.0f, 1}});
+  add(3, 1.5f, 0.5f, 14, {{static_cast<int32_t>(vocab - 1), 2.0f, 0.0f, 0}});
+  std::vector<DrawSummary> gpu(draws.size());
+  backend->summarize_draws(draws, gpu.data());
+
+  std::vector<float> scratch;
+  for (std::size_t d = 0; d < draws.size(); ++d) {
+    SCOPED_TRACE("draw " + std::to_string(d));
+    DrawSummary cpu;
+    summarize_draw(&logits[static_cast<std::size_t>(draws[d].logit_row) * vocab], 0, vocab, draws[d], cpu, scratch);
+    ASSERT_EQ(gpu[d].count, cpu.count);
+    for (int i = 0; i < cpu.count; ++i) {
+      EXPECT_EQ(gpu[d].top[i].token, cpu.top[i].token) << i;
+      EXPECT_EQ(gpu[d].top[i].value, cpu.top[i].value) << i;
+    }
+    EXPECT_EQ(gpu[d].max_logit, cpu.max_logit);
+    EXPECT_NEAR(gpu[d].sum_exp, cpu.sum_exp, 1e-6 * cpu.sum_exp);  // float exps, double sums
+    EXPECT_NEAR(gpu[d].sum_exp_t, cpu.sum_exp_t, 1e-6 * std::max(1.0, cpu.sum_exp_t));
+    EXPECT_EQ(gpu[d].noise_best.token, cpu.noise_best.token);
+    EXPECT_EQ(gpu[d].noise_best.value, cpu.noise_best.value);
+  }
+  // Reading a row after summarizing still gives the raw logits (the summaries work on a copy).
+  std::vector<float> row(static_cast<std::size_t>(vocab));
+  backend->read_logit_rows({1}, row.data());
+  EXPECT_EQ(std::vector<float>(logits.begin() + vocab, logits.begin() + 2 * vocab), row);
+}
+
+}  // namespace
+}  // namespace gptj
