@@ -2,6 +2,8 @@
 // Semantics match cpu::kv_write / cpu::attention_paged: scale 1/sqrt(head_dim), softmax in float32.
 #include <cmath>
 
+#include <algorithm>
+
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_types.cuh"
 
@@ -134,7 +136,10 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
   }
 }
 
-// ---- decode: one block per (token, head); warps take keys round-robin, then combine ------------
+// ---- decode: one block per (token, head, split); warps take keys round-robin, then combine ------
+// With splits > 1 (flash-decoding), split z covers positions [z * split_len, (z + 1) * split_len)
+// and writes its unnormalized state (max, sum of weights, weighted values) to `partials`; a second
+// kernel merges the splits. Long contexts at small batch then use every SM.
 constexpr int kDecodeWarps = 8;
 
 template <typename T>
@@ -143,7 +148,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
                             const int32_t* positions, const int32_t* token_bt_off,
                             const int32_t* block_tables, int block_size, int n_heads,
                             int head_dim, float scale, const T* k_cache, const T* v_cache, T* out,
-                            int out_stride) {
+                            int out_stride, int splits, int split_len, float* partials) {
   __shared__ float s_m[kDecodeWarps], s_l[kDecodeWarps];
   __shared__ float s_acc[kDecodeWarps][kMaxHeadDim];
   const int D = head_dim;
@@ -162,7 +167,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     acc[i] = 0.0f;
   }
   float m = -INFINITY, l = 0.0f;
-  for (int p = warp; p <= pos; p += kDecodeWarps) {
+  const int begin = blockIdx.z * split_len;
+  const int end = min(pos + 1, begin + split_len);
+  for (int p = begin + warp; p < end; p += kDecodeWarps) {
     const size_t off = cache_offset(bt, block_size, p, n_heads, D) + h * D;
     const T* krow = k_cache + off;
     const T* vrow = v_cache + off;
@@ -194,7 +201,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     if (d < D) s_acc[warp][d] = acc[i];
   }
   __syncthreads();
-  // Combine: warp 0 holds key 0, so the overall max is finite; idle warps (m = -inf) weigh 0.
+  // Combine: idle warps (l = 0) weigh 0. Without splits warp 0 holds key 0, so l_all > 0; a split
+  // past the sequence's end has l_all = 0 and writes (m -inf, l 0, values 0).
   float m_all = -INFINITY;
 #pragma unroll
   for (int w = 0; w < kDecodeWarps; ++w) m_all = fmaxf(m_all, s_m[w]);
@@ -204,12 +212,54 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     weight[w] = s_l[w] > 0.0f ? __expf(s_m[w] - m_all) : 0.0f;
     l_all += s_l[w] * weight[w];
   }
+  if (splits > 1) {
+    float* part = partials + ((static_cast<size_t>(blockIdx.x) * n_heads + h) * splits + blockIdx.z) * (D + 2);
+    if (threadIdx.x == 0) {
+      part[0] = m_all;
+      part[1] = l_all;
+    }
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+      float sum = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kDecodeWarps; ++w) sum += s_acc[w][d] * weight[w];
+      part[2 + d] = sum;
+    }
+    return;
+  }
   const float inv = 1.0f / l_all;
   T* orow = out + static_cast<size_t>(t) * out_stride + h * D;
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float sum = 0.0f;
 #pragma unroll
     for (int w = 0; w < kDecodeWarps; ++w) sum += s_acc[w][d] * weight[w];
+    orow[d] = from_float<T>(sum * inv);
+  }
+}
+
+// Merges the splits of one (listed token, head): grid (n, n_heads).
+template <typename T>
+__global__ void attention_decode_merge_kernel(const int32_t* token_index, int n_heads, int head_dim,
+                                              int splits, const float* partials, T* out, int out_stride) {
+  const int D = head_dim;
+  const int t = token_index[blockIdx.x];
+  const int h = blockIdx.y;
+  const float* base = partials + (static_cast<size_t>(blockIdx.x) * n_heads + h) * splits * (D + 2);
+  float m_all = -INFINITY;
+  for (int z = 0; z < splits; ++z)
+    if (base[z * (D + 2) + 1] > 0.0f) m_all = fmaxf(m_all, base[z * (D + 2)]);
+  float l_all = 0.0f;
+  for (int z = 0; z < splits; ++z) {
+    const float l = base[z * (D + 2) + 1];
+    if (l > 0.0f) l_all += l * __expf(base[z * (D + 2)] - m_all);
+  }
+  const float inv = 1.0f / l_all;  // split 0 holds key 0, so l_all > 0
+  T* orow = out + static_cast<size_t>(t) * out_stride + h * D;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float sum = 0.0f;
+    for (int z = 0; z < splits; ++z) {
+      const float l = base[z * (D + 2) + 1];
+      if (l > 0.0f) sum += base[z * (D + 2) + 2 + d] * __expf(base[z * (D + 2)] - m_all);
+    }
     orow[d] = from_float<T>(sum * inv);
   }
 }
@@ -258,18 +308,42 @@ void attention_decode(const T* q, int q_stride, const int32_t* token_index, int 
                       const int32_t* positions, const int32_t* token_bt_off,
                       const int32_t* block_tables, int block_size, int n_heads, int head_dim,
                       const T* k_cache, const T* v_cache, T* out, int out_stride,
-                      cudaStream_t stream) {
+                      const DecodeSplit& split, cudaStream_t stream) {
   if (n <= 0) return;
   if (head_dim > kMaxHeadDim || head_dim <= 0) {
     throw_cuda_error(cudaErrorInvalidValue, "attention_decode: head_dim above kMaxHeadDim (256)",
                      __FILE__, __LINE__);
   }
+  if (split.splits > 1 && (split.partials == nullptr || split.split_len <= 0 || split.splits > kMaxDecodeSplits)) {
+    throw_cuda_error(cudaErrorInvalidValue, "attention_decode: bad split (partials, length or count)", __FILE__,
+                     __LINE__);
+  }
   const float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
-  dim3 grid(n, n_heads);
+  const int splits = split.splits > 1 ? split.splits : 1;
+  const int split_len = splits > 1 ? split.split_len : (1 << 30);
+  dim3 grid(n, n_heads, splits);
   attention_decode_kernel<T><<<grid, kDecodeWarps * 32, 0, stream>>>(
       q, q_stride, token_index, positions, token_bt_off, block_tables, block_size, n_heads,
-      head_dim, scale, k_cache, v_cache, out, out_stride);
+      head_dim, scale, k_cache, v_cache, out, out_stride, splits, split_len, split.partials);
   check_launch("attention_decode");
+  if (splits > 1) {
+    attention_decode_merge_kernel<T><<<dim3(n, n_heads), 128, 0, stream>>>(
+        token_index, n_heads, head_dim, splits, split.partials, out, out_stride);
+    check_launch("attention_decode_merge");
+  }
+}
+
+DecodeSplit plan_decode_split(int n, int n_heads, int max_positions, int sm_count) {
+  DecodeSplit split;
+  const int blocks = n * n_heads;
+  if (n <= 0 || blocks >= 2 * sm_count) return split;
+  // Enough blocks for two waves over the SMs, at least 64 positions per split.
+  int splits = (2 * sm_count + blocks - 1) / blocks;
+  splits = std::min({splits, kMaxDecodeSplits, (max_positions + 63) / 64});
+  if (splits <= 1) return split;
+  split.splits = splits;
+  split.split_len = (max_positions + splits - 1) / splits;
+  return split;
 }
 
 #define GPTJ_INSTANTIATE(T)                                                                         \
@@ -280,7 +354,7 @@ void attention_decode(const T* q, int q_stride, const int32_t* token_index, int 
                                      const T*, const T*, T*, int, cudaStream_t);                  \
   template void attention_decode<T>(const T*, int, const int32_t*, int, const int32_t*,            \
                                     const int32_t*, const int32_t*, int, int, int, const T*,       \
-                                    const T*, T*, int, cudaStream_t);
+                                    const T*, T*, int, const DecodeSplit&, cudaStream_t);
 
 GPTJ_INSTANTIATE(float)
 GPTJ_INSTANTIATE(__half)

@@ -80,14 +80,27 @@ void attention_prefill(const T* q, int q_stride, const int32_t* tile_begin, cons
                        const T* k_cache, const T* v_cache, T* out, int out_stride,
                        cudaStream_t stream);
 
-// Single-query (decode) attention: one thread block per (listed token, head), warps split the keys
-// and combine their online-softmax states. token_index [n] lists the tokens (rows of q/out).
+// Split of a decode step's keys (flash-decoding): with splits > 1 each (token, head) runs `splits`
+// blocks of split_len positions, writing float32 partial states to `partials`
+// [n, n_heads, splits, head_dim + 2] (device), merged by a second kernel.
+constexpr int kMaxDecodeSplits = 32;
+struct DecodeSplit {
+  int splits = 1;
+  int split_len = 0;
+  float* partials = nullptr;
+};
+// The split for n decode tokens over n_heads heads whose longest context is max_positions, on a GPU
+// with sm_count SMs: none (splits 1) once n * n_heads blocks fill the GPU twice over.
+DecodeSplit plan_decode_split(int n, int n_heads, int max_positions, int sm_count);
+
+// Single-query (decode) attention: one thread block per (listed token, head, split), warps split
+// the keys and combine their online-softmax states. token_index [n] lists the tokens (rows of q/out).
 template <typename T>
 void attention_decode(const T* q, int q_stride, const int32_t* token_index, int n,
                       const int32_t* positions, const int32_t* token_bt_off,
                       const int32_t* block_tables, int block_size, int n_heads, int head_dim,
                       const T* k_cache, const T* v_cache, T* out, int out_stride,
-                      cudaStream_t stream);
+                      const DecodeSplit& split, cudaStream_t stream);
 
 // p[n] = mean + stddev * (approximately normal value from a counter-based hash of (seed, tensor_id,
 // i)). Deterministic for given arguments; used for random weights generated on the GPU.

@@ -8,7 +8,7 @@
 // kv_write, k and v live in the cache, so attention writes its output over the v columns and
 // [ attn_out | gelu(fc_in) ] (columns 2 El .. Nin) is one contiguous block feeding the output GEMM.
 // The residual stream x is float32; GEMM inputs/outputs are the compute type T with float32
-// accumulation (CUBLAS_COMPUTE_32F); logits come out of cuBLAS in float32.
+// accumulation (CUBLAS_COMPUTE_32F, cuBLASLt: runtime/backend/cuda_gemm.h); logits come out in float32.
 //
 // Memory: weights and KV caches are allocated once at construction; the step workspaces (device
 // buffers, pinned host buffers for metadata, draw plans, summaries and fetched rows) grow only when a
@@ -17,7 +17,6 @@
 // reduces them there (kernels/cuda/sampling.cu) and only the DrawSummary values cross to the host.
 #include "runtime/backend/cuda_backend.h"
 
-#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -26,17 +25,13 @@
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "runtime/backend/cuda_buffer.h"
+#include "runtime/backend/cuda_gemm.h"
 #include "parallel/nccl_communicator.h"
 #include "runtime/core/error.h"
 #include "runtime/model/safetensors.h"
 
 namespace gptj {
 namespace {
-
-void check_cublas(cublasStatus_t status, const char* what) {
-  if (status != CUBLAS_STATUS_SUCCESS)
-    fail("cuBLAS error in {}: {} ({})", what, cublasGetStatusString(status), static_cast<int>(status));
-}
 
 template <typename T>
 struct TypeInfo;
@@ -86,8 +81,8 @@ class CudaBackend final : public Backend {
 
     GPTJ_CUDA_CHECK(cudaSetDevice(device_));
     GPTJ_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    check_cublas(cublasCreate(&cublas_), "cublasCreate");
-    check_cublas(cublasSetStream(cublas_, stream_), "cublasSetStream");
+    gemm_ = std::make_unique<CudaGemm>(stream_, device_);
+    GPTJ_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device_));
     if (host_comm.size() > 1) nccl_ = std::make_unique<NcclCommunicator>(host_comm);
 
     const int64_t E = E_, V = config.vocab_size;
@@ -160,7 +155,7 @@ class CudaBackend final : public Backend {
     if (stream_) cudaStreamSynchronize(stream_);
     nccl_.reset();
     for (void* p : allocations_) cudaFree(p);
-    if (cublas_) cublasDestroy(cublas_);
+    gemm_.reset();
     if (stream_) cudaStreamDestroy(stream_);
   }
 
@@ -173,6 +168,7 @@ class CudaBackend final : public Backend {
     GPTJ_CUDA_CHECK(cudaSetDevice(device_));
     validate_step(batch, config_.n_positions, config_.vocab_size, options_.kv);
     build_metadata(batch);
+    decode_split_ = cuda::plan_decode_split(n_decode_, heads_l_, max_decode_pos_ + 1, sm_count_);
     const int n_tok = n_tok_, rows = n_rows_;
     ensure_workspace(n_tok, rows);
 
@@ -221,7 +217,7 @@ class CudaBackend final : public Backend {
                                  attn_out, n_in_, stream_);
       cuda::attention_decode<T>(q, n_in_, d_decode, n_decode_, d_pos, d_bt_off, d_tables, bs,
                                 heads_l_, head_dim_, layer.k_cache, layer.v_cache, attn_out,
-                                n_in_, stream_);
+                                n_in_, decode_split_, stream_);
       gemm(attn_out, n_in_, n_tok, El_ + Il_, layer.w_out, E_, d_partial_, E_, TypeInfo<T>::kCuda);
       ++all_reduce_calls_;  // the one reduction point of the layer (a no-op at TP 1)
       if (nccl_)
@@ -407,17 +403,10 @@ class CudaBackend final : public Backend {
   }
 
   // y [rows, out] (row stride ldy) = x [rows, in] (row stride ldx) · W^T, W [out, in] row-major.
-  // Column-major view for cuBLAS: y^T = W^T(op T of the [in, out] col-major W) · x^T.
   void gemm(const T* x, int ldx, int rows, int in, const T* w, int out, void* y, int ldy,
             cudaDataType_t y_type) {
-    if (rows <= 0) return;
-    const float alpha = 1.0f, beta = 0.0f;
-    check_cublas(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &alpha, w,
-                              TypeInfo<T>::kCuda, in, x, TypeInfo<T>::kCuda, ldx, &beta, y, y_type,
-                              ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                 "cublasGemmEx");
+    gemm_->linear(x, ldx, rows, in, w, out, y, ldy, TypeInfo<T>::kCuda, y_type);
   }
-
 
   // Packs the step's int32 metadata into meta_: tokens, positions, per-token block-table offsets
   // [n_tok each]; logit rows [n_rows]; prefill tiles (begin, count) [n_tiles each]; decode tokens
@@ -425,6 +414,7 @@ class CudaBackend final : public Backend {
   void build_metadata(const StepBatch& batch) {
     tokens_.clear(); pos_.clear(); bt_off_.clear(); rows_.clear();
     tile_begin_.clear(); tile_count_.clear(); decode_.clear(); tables_.clear();
+    max_decode_pos_ = 0;
     for (const auto& seq : batch.seqs) {
       const int first = static_cast<int>(tokens_.size());
       const int n = static_cast<int>(seq.tokens.size());
@@ -438,6 +428,7 @@ class CudaBackend final : public Backend {
       for (int i = seq.all_logits ? 0 : n - 1; i < n; ++i) rows_.push_back(first + i);
       if (n == 1) {
         decode_.push_back(first);
+        max_decode_pos_ = std::max(max_decode_pos_, seq.start_pos);
       } else {
         for (int i = 0; i < n; i += cuda::kPrefillTileQ) {
           tile_begin_.push_back(first + i);
@@ -476,6 +467,10 @@ class CudaBackend final : public Backend {
     const std::size_t hf_at = carve.take(r * E_ * sizeof(T));
     const std::size_t logits_at = carve.take(r * vocab_rows_ * sizeof(float));
     const std::size_t meta_at = carve.take(meta_.size() * sizeof(int32_t));
+    const std::size_t partials_at =
+        carve.take(decode_split_.splits > 1 ? static_cast<std::size_t>(n_decode_) * heads_l_ * decode_split_.splits *
+                                                  (head_dim_ + 2) * sizeof(float)
+                                            : 0);
     workspace_.reserve(carve.total(), stream_, device_);
     pinned_meta_.reserve(meta_.size() * sizeof(int32_t), stream_, device_);
     d_x_ = workspace_.at<float>(x_at);
@@ -485,6 +480,7 @@ class CudaBackend final : public Backend {
     d_hf_ = workspace_.at<T>(hf_at);
     d_logits_ = workspace_.at<float>(logits_at);
     d_meta_ = workspace_.at<int32_t>(meta_at);
+    decode_split_.partials = decode_split_.splits > 1 ? workspace_.at<float>(partials_at) : nullptr;
   }
 
   GptjConfig config_;
@@ -496,7 +492,7 @@ class CudaBackend final : public Backend {
   std::size_t allocated_bytes_ = 0;
 
   cudaStream_t stream_ = nullptr;
-  cublasHandle_t cublas_ = nullptr;
+  std::unique_ptr<CudaGemm> gemm_;
   std::unique_ptr<NcclCommunicator> nccl_;
   uint64_t all_reduce_calls_ = 0;
 
@@ -529,7 +525,9 @@ class CudaBackend final : public Backend {
 
   // Step metadata (host).
   std::vector<int32_t> tokens_, pos_, bt_off_, rows_, tile_begin_, tile_count_, decode_, tables_, meta_;
-  int n_tok_ = 0, n_rows_ = 0, n_tiles_ = 0, n_decode_ = 0;
+  int n_tok_ = 0, n_rows_ = 0, n_tiles_ = 0, n_decode_ = 0, max_decode_pos_ = 0;
+  int sm_count_ = 1;
+  cuda::DecodeSplit decode_split_;  // this step's flash-decoding split (partials in the workspace)
   std::size_t off_tokens_ = 0, off_pos_ = 0, off_bt_off_ = 0, off_rows_ = 0, off_tile_begin_ = 0,
               off_tile_count_ = 0, off_decode_ = 0, off_tables_ = 0;
 };

@@ -288,15 +288,38 @@ void check_paged_attention(int head_dim) {
                              d_bt_off->template as<int32_t>(), d_tables->template as<int32_t>(),
                              block_size, n_heads, head_dim, d_k_cache->template as<T>(),
                              d_v_cache->template as<T>(), d_out.as<T>(), width, nullptr);
-  cuda::attention_decode<T>(q, stride, d_decode->template as<int32_t>(),
-                            static_cast<int>(decode.size()), d_pos->template as<int32_t>(),
-                            d_bt_off->template as<int32_t>(), d_tables->template as<int32_t>(),
-                            block_size, n_heads, head_dim, d_k_cache->template as<T>(),
-                            d_v_cache->template as<T>(), d_out.as<T>(), width, nullptr);
+  auto decode_with = [&](const cuda::DecodeSplit& split) {
+    cuda::attention_decode<T>(q, stride, d_decode->template as<int32_t>(),
+                              static_cast<int>(decode.size()), d_pos->template as<int32_t>(),
+                              d_bt_off->template as<int32_t>(), d_tables->template as<int32_t>(),
+                              block_size, n_heads, head_dim, d_k_cache->template as<T>(),
+                              d_v_cache->template as<T>(), d_out.as<T>(), width, split, nullptr);
+  };
+  decode_with(cuda::DecodeSplit{});
   EXPECT_EQ(download_as<T>(*d_k_cache, cache_elems), k_cache) << "kv_write (k)";
   EXPECT_EQ(download_as<T>(*d_v_cache, cache_elems), v_cache) << "kv_write (v)";
   expect_close(download_as<T>(d_out, expected.size()), expected, Traits<T>::kTol,
                "paged attention, head_dim " + std::to_string(head_dim));
+  // Flash-decoding: the decode contexts (31, 1 and 71 positions) in splits of 24 and of 7 (the
+  // 1-position one leaves splits empty) give the same output.
+  for (int splits : {3, 11}) {
+    DeviceMem partials(decode.size() * n_heads * splits * (head_dim + 2) * sizeof(float));
+    decode_with(cuda::DecodeSplit{splits, (71 + splits - 1) / splits, partials.as<float>()});
+    expect_close(download_as<T>(d_out, expected.size()), expected, Traits<T>::kTol,
+                 "split decode attention (" + std::to_string(splits) + " splits), head_dim " +
+                     std::to_string(head_dim));
+  }
+}
+
+// Host-side planning: runs without a GPU.
+TEST(CudaDecodeSplit, PlanFillsTheGpuOnlyWhenTheBatchDoesNot) {
+  const cuda::DecodeSplit planned = cuda::plan_decode_split(1, 16, 2048, 132);
+  EXPECT_EQ(planned.splits, 17);  // 2 waves over 132 SMs for 16 heads
+  EXPECT_EQ(planned.split_len, 121);
+  EXPECT_EQ(cuda::plan_decode_split(64, 16, 2048, 132).splits, 1);  // 1024 blocks: no split
+  EXPECT_EQ(cuda::plan_decode_split(1, 16, 100, 132).splits, 2);    // at least 64 positions a split
+  EXPECT_EQ(cuda::plan_decode_split(1, 16, 40, 132).splits, 1);
+  EXPECT_EQ(cuda::plan_decode_split(1, 1, 100000, 132).splits, cuda::kMaxDecodeSplits);
 }
 
 TYPED_TEST(CudaKernels, PagedAttentionHeadDim16) {
