@@ -11,9 +11,9 @@ cd "$(dirname "$0")/.."
 build=build-gpu-bundle
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGPTJ_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DGPTJ_MPI=OFF -DGPTJ_NATIVE=OFF >/dev/null
-nice ninja -C $build -j"${JOBS:-2}" gptj cuda_kernels_test cuda_model_test cpu_golden_test
+nice ninja -C $build -j"${JOBS:-2}" gptj cuda_kernels_test cuda_model_test cuda_draws_test cpu_golden_test
 rm -rf gpu-bundle && mkdir -p gpu-bundle/bin gpu-bundle/lib
-for bin in gptj cuda_kernels_test cuda_model_test cpu_golden_test; do
+for bin in gptj cuda_kernels_test cuda_model_test cuda_draws_test cpu_golden_test; do
   cp $build/bin/$bin gpu-bundle/bin/
   strip gpu-bundle/bin/$bin
 done

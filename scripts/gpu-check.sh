@@ -11,7 +11,7 @@
 # Everything goes to $OUT/gpu-check.log (OUT defaults to ./gpu-check-out).
 # Usage: scripts/gpu-check.sh        (from anywhere; runs in the repository root)
 #        GPTJ_PREBUILT=DIR scripts/gpu-check.sh   skips stages 1-2 and runs the binaries in DIR
-#        (gptj, cuda_kernels_test, cuda_model_test, cpu_golden_test built elsewhere by
+#        (gptj, cuda_kernels_test, cuda_model_test, cuda_draws_test, cpu_golden_test built elsewhere by
 #        scripts/gpu-bundle.sh), for GPU machines that cannot install packages.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -100,6 +100,7 @@ if [ -n "$PREBUILT" ]; then
   export GPTJ_TEST_DATA_DIR="$PWD/tests/data"
   stage gpu-kernel-tests timeout 600 "$PREBUILT/cuda_kernels_test"
   stage gpu-model-tests timeout 600 "$PREBUILT/cuda_model_test"
+  stage gpu-draws-tests timeout 600 "$PREBUILT/cuda_draws_test"
   stage cpu-golden-tests timeout 600 "$PREBUILT/cpu_golden_test"
 else
   run_gpu_tests() { (cd "$BUILD" && ctest -L gpu --output-on-failure --timeout 600); }
@@ -144,6 +145,26 @@ stage golden-bf16 compare_npy "$OUT/p7_bf16.npy" "$EXPECTED" 6e-2
 stage logits-fp16-prefill4 "$GPTJ" logits --backend cuda --dtype float16 --model "$MODEL" \
   --tokens "$P7" --all-positions --prefill 4 --output "$OUT/p7_prefill4.npy"
 stage decode-equals-oneshot compare_npy "$OUT/p7_prefill4.npy" "$OUT/p7.npy" 2e-2
+
+# Generation end to end on the GPU (draw summaries, fetched rows for wide top-p): every line of
+# examples/prompts.jsonl answered (one is a deliberate error line), and greedy output equal to the
+# CPU backend's where the fixture's margins are wide (reported, not required: fp16 may flip ties).
+generate_on_gpu() {
+  "$GPTJ" batch --backend cuda --dtype float16 --model "$MODEL" --input examples/prompts.jsonl \
+    --output "$OUT/batch_gpu.jsonl" || return 1
+  "$GPTJ" batch --model "$MODEL" --input examples/prompts.jsonl --output "$OUT/batch_cpu.jsonl" || return 1
+  python3 - "$OUT/batch_gpu.jsonl" "$OUT/batch_cpu.jsonl" examples/prompts.jsonl <<'PY'
+import json, sys
+gpu = [json.loads(l) for l in open(sys.argv[1])]
+cpu = {r.get('id'): r for r in map(json.loads, open(sys.argv[2]))}
+n_in = sum(1 for l in open(sys.argv[3]) if l.strip())
+print(f'{len(gpu)} GPU result lines for {n_in} input lines')
+same = sum(1 for r in gpu if 'text' in r and cpu.get(r.get('id'), {}).get('text') == r['text'])
+print(f'{same} of {sum(1 for r in gpu if "text" in r)} texts equal to the CPU backend\'s')
+sys.exit(0 if len(gpu) == n_in else 1)
+PY
+}
+stage generate-gpu generate_on_gpu
 
 # ---- 5. bench: GPT-J-6B shape, random weights made on the GPU ----------------------------------------
 run_bench() {
