@@ -9,11 +9,11 @@
 namespace gptj {
 
 namespace {
-// Where the first of the stop strings begins in `text` (npos: none occurs).
-std::size_t earliest_stop(const std::string& text, const std::vector<std::string>& stops) {
+// Where the first of the stop strings begins in `text` at or after `from` (npos: none occurs).
+std::size_t earliest_stop(const std::string& text, const std::vector<std::string>& stops, std::size_t from) {
   std::size_t cut = std::string::npos;
   for (const auto& stop : stops)
-    if (!stop.empty()) cut = std::min(cut, text.find(stop));
+    if (!stop.empty()) cut = std::min(cut, text.find(stop, from));
   return cut;
 }
 }  // namespace
@@ -34,6 +34,8 @@ struct Scheduler::Sequence {
   Sampler sampler;
   std::vector<int32_t> tokens;     // prompt + generated
   std::vector<int32_t> generated;  // emitted tokens
+  std::string text;                // generated tokens' bytes, kept when the request has stop strings
+  std::size_t stop_checked = 0;    // bytes of `text` already searched for a complete stop string
   std::vector<int32_t> blocks;     // KV blocks, in position order
   int cached = 0;                  // positions whose K/V sit in the cache
   bool cancelled = false;
@@ -89,17 +91,21 @@ void Scheduler::accept_choice(Sequence& seq, const TokenChoice& choice, std::vec
   event.choice = choice;
   seq.tokens.push_back(event.choice.token);
   seq.generated.push_back(event.choice.token);
+  if (!seq.request.stop.empty()) seq.text += tokenizer_->token_bytes(event.choice.token);
   event.generated = &seq.generated;
   event.prompt_tokens = seq.prompt_len();
   events.push_back(std::move(event));
   const FinishReason reason = check_stop(seq);
   if (reason == FinishReason::kStop) {
     // Drop the tokens that reach into the stop string; report the text cut before it.
-    const std::string text = tokenizer_->decode(seq.generated);
-    const std::size_t cut = earliest_stop(text, seq.request.stop);
-    while (!seq.generated.empty() && tokenizer_->decode(seq.generated).size() > cut) seq.generated.pop_back();
+    const std::size_t cut = earliest_stop(seq.text, seq.request.stop, 0);
+    std::size_t kept = seq.text.size();
+    while (!seq.generated.empty() && kept > cut) {
+      kept -= tokenizer_->token_bytes(seq.generated.back()).size();
+      seq.generated.pop_back();
+    }
     events.back().choice.token = -1;
-    events.back().stop_text = text.substr(0, cut);
+    events.back().stop_text = seq.text.substr(0, cut);
   }
   if (reason != FinishReason::kNone) events.back().finish = reason;
 }
@@ -184,8 +190,13 @@ FinishReason Scheduler::check_stop(Sequence& seq) {
   const int32_t token = seq.generated.back();
   if (token == options_.eos_id && !seq.request.ignore_eos) return FinishReason::kEos;
   if (!seq.request.stop.empty()) {
-    if (earliest_stop(tokenizer_->decode(seq.generated), seq.request.stop) != std::string::npos)
-      return FinishReason::kStop;
+    // Only a stop string ending in the new bytes can be new: search from (longest stop - 1) bytes
+    // before them, so the whole check stays linear in the output length.
+    std::size_t longest = 0;
+    for (const auto& stop : seq.request.stop) longest = std::max(longest, stop.size());
+    const std::size_t from = seq.stop_checked >= longest ? seq.stop_checked - longest + 1 : 0;
+    seq.stop_checked = seq.text.size();
+    if (earliest_stop(seq.text, seq.request.stop, from) != std::string::npos) return FinishReason::kStop;
   }
   if (static_cast<int>(seq.generated.size()) >= seq.request.max_new_tokens) return FinishReason::kLength;
   if (static_cast<int>(seq.tokens.size()) >= options_.n_positions) return FinishReason::kLength;
