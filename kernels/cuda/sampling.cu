@@ -120,6 +120,7 @@ __global__ void draw_stats_kernel(const float* keys, int vocab_rows, int64_t voc
     if (v == -INFINITY) continue;
     const int32_t token = static_cast<int32_t>(vocab_begin + j);
     const RaceEntry entry{race_score(v, t, p.noise_key, token), v, token};
+    if (!(entry.score > -INFINITY)) continue;  // as race_enter: -inf and NaN never lead
     best = RaceBetter()(best, entry);
   }
   __syncthreads();

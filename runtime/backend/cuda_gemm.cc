@@ -1,5 +1,7 @@
 #include "runtime/backend/cuda_gemm.h"
 
+#include <cstdint>
+
 #include "kernels/cuda/cuda_kernels.h"
 #include "runtime/core/error.h"
 
@@ -7,6 +9,14 @@ namespace gptj {
 
 namespace {
 constexpr std::size_t kWorkspaceBytes = std::size_t{32} << 20;  // cuBLASLt scratch (split-K etc.)
+
+// Largest power of two (at most 256) dividing the address.
+int alignment_of(const void* p) {
+  const auto address = reinterpret_cast<std::uintptr_t>(p);
+  int alignment = 256;
+  while (alignment > 1 && address % alignment != 0) alignment >>= 1;
+  return alignment;
+}
 
 void check_lt(cublasStatus_t status, const char* what) {
   if (status != CUBLAS_STATUS_SUCCESS)
@@ -43,7 +53,7 @@ CudaGemm::~CudaGemm() {
 CudaGemm::Plan& CudaGemm::plan_for(const Key& key) {
   auto found = plans_.find(key);
   if (found != plans_.end()) return found->second;
-  const auto [rows, in, out, ldx, ldy, in_type_i, y_type_i] = key;
+  const auto [rows, in, out, ldx, ldy, in_type_i, y_type_i, align_w, align_x, align_y] = key;
   const auto in_type = static_cast<cudaDataType_t>(in_type_i), y_type = static_cast<cudaDataType_t>(y_type_i);
   Plan& plan = plans_[key];
   check_lt(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
@@ -60,6 +70,14 @@ CudaGemm::Plan& CudaGemm::plan_for(const Key& key) {
   check_lt(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                 &workspace_bytes_, sizeof(workspace_bytes_)),
            "cublasLtMatmulPreferenceSetAttribute");
+  const uint32_t alignments[4] = {static_cast<uint32_t>(align_w), static_cast<uint32_t>(align_x),
+                                  static_cast<uint32_t>(align_y), static_cast<uint32_t>(align_y)};
+  const cublasLtMatmulPreferenceAttributes_t which[4] = {
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+  for (int i = 0; i < 4; ++i)
+    check_lt(cublasLtMatmulPreferenceSetAttribute(preference, which[i], &alignments[i], sizeof(uint32_t)),
+             "cublasLtMatmulPreferenceSetAttribute(alignment)");
   cublasLtMatmulHeuristicResult_t result{};
   int returned = 0;
   const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(lt_, plan.desc, plan.a, plan.b, plan.c, plan.c,
@@ -76,7 +94,8 @@ void CudaGemm::linear(const void* x, int ldx, int rows, int in, const void* w, i
                       cudaDataType_t in_type, cudaDataType_t y_type) {
   if (rows <= 0) return;
   const float alpha = 1.0f, beta = 0.0f;
-  Plan& plan = plan_for({rows, in, out, ldx, ldy, static_cast<int>(in_type), static_cast<int>(y_type)});
+  Plan& plan = plan_for({rows, in, out, ldx, ldy, static_cast<int>(in_type), static_cast<int>(y_type),
+                         alignment_of(w), alignment_of(x), alignment_of(y)});
   if (plan.has_algo) {
     ++lt_calls_;
     check_lt(cublasLtMatmul(lt_, plan.desc, &alpha, w, plan.a, x, plan.b, &beta, y, plan.c, y, plan.c,

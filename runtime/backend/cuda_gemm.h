@@ -37,7 +37,9 @@ class CudaGemm {
     cublasLtMatmulAlgo_t algo{};
     bool has_algo = false;
   };
-  using Key = std::tuple<int, int, int, int, int, int, int>;  // rows, in, out, ldx, ldy, in_type, y_type
+  // rows, in, out, ldx, ldy, in_type, y_type, and the alignments of w, x, y in bytes (<= 256): an
+  // algorithm is only chosen among those that work with the pointers' actual alignment.
+  using Key = std::tuple<int, int, int, int, int, int, int, int, int, int>;
   Plan& plan_for(const Key& key);
 
   cudaStream_t stream_;
