@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks for the shell tests (stdlib only; no numpy on a fresh machine).
 
-  check.py logits OUT.npy EXPECTED.bin ROW_FIRST N_ROWS [TOL]
+  check.py logits OUT.npy EXPECTED.bin|OTHER.npy ROW_FIRST N_ROWS [TOL]
       OUT.npy ([N_ROWS, V] or [1, V] float32) equals rows ROW_FIRST.. of EXPECTED.bin within TOL.
   check.py greedy OUT.jsonl GREEDY.json [N_TOKENS]
       every line {"id": i, "tokens": [...]} equals results[i].new_tokens[:N_TOKENS].
@@ -28,9 +28,12 @@ def read_npy(path):
 
 def check_logits(out, expected, row_first, n_rows, tol=1e-5):
     shape, got = read_npy(out)
-    ref = array.array("f")
-    with open(expected, "rb") as f:
-        ref.frombytes(f.read())
+    if expected.endswith(".npy"):  # another run's output
+        _, ref = read_npy(expected)
+    else:  # raw float32 reference (tests/data/*/expected)
+        ref = array.array("f")
+        with open(expected, "rb") as f:
+            ref.frombytes(f.read())
     vocab = shape[-1]
     assert shape[0] == n_rows and len(got) == n_rows * vocab, f"{out}: shape {shape}, want [{n_rows}, V]"
     worst = 0.0
