@@ -31,6 +31,40 @@ __global__ void kv_write_kernel(const T* k, const T* v, int row_stride, const in
   }
 }
 
+// Rotary on q (in place) and on k on its way into the cache, v copied: rotary_gptj over q and k
+// followed by kv_write, in one pass. One block per token; thread i handles rotary pair i.
+template <typename T>
+__global__ void rotary_kv_write_kernel(T* q, const T* k, const T* v, int row_stride, const int32_t* positions,
+                                       const int32_t* token_bt_off, const int32_t* block_tables,
+                                       int block_size, int n_heads, int head_dim, int rotary_dim, T* k_cache,
+                                       T* v_cache) {
+  const int t = blockIdx.x;
+  const int pos = positions[t];
+  const size_t at = cache_offset(block_tables + token_bt_off[t], block_size, pos, n_heads, head_dim);
+  const size_t src = static_cast<size_t>(t) * row_stride;
+  const int half_dim = head_dim / 2, half_rot = rotary_dim / 2;
+  for (int idx = threadIdx.x; idx < n_heads * half_dim; idx += blockDim.x) {
+    const int h = idx / half_dim, i = idx % half_dim;
+    const size_t d = static_cast<size_t>(h) * head_dim + 2 * i;
+    T* qp = q + src + d;
+    const float k0 = to_float(k[src + d]), k1 = to_float(k[src + d + 1]);
+    if (i < half_rot) {
+      float s, c;
+      detail::rotary_sin_cos(pos, i, rotary_dim, &s, &c);
+      const float q0 = to_float(qp[0]), q1 = to_float(qp[1]);
+      qp[0] = from_float<T>(q0 * c - q1 * s);
+      qp[1] = from_float<T>(q1 * c + q0 * s);
+      k_cache[at + d] = from_float<T>(k0 * c - k1 * s);
+      k_cache[at + d + 1] = from_float<T>(k1 * c + k0 * s);
+    } else {
+      k_cache[at + d] = k[src + d];
+      k_cache[at + d + 1] = k[src + d + 1];
+    }
+    v_cache[at + d] = v[src + d];
+    v_cache[at + d + 1] = v[src + d + 1];
+  }
+}
+
 // ---- prefill: one block per (query tile, head); kWarps warps x kQueriesPerWarp queries -----------
 constexpr int kTileK = 32;  // keys per shared-memory tile (one key per lane for the scores)
 constexpr int kPrefillWarps = 8;
@@ -278,6 +312,20 @@ void kv_write(const T* k, const T* v, int row_stride, int tokens, const int32_t*
 }
 
 template <typename T>
+void rotary_kv_write(T* q, const T* k, const T* v, int row_stride, int tokens, const int32_t* positions,
+                     const int32_t* token_bt_off, const int32_t* block_tables, int block_size, int n_heads,
+                     int head_dim, int rotary_dim, T* k_cache, T* v_cache, cudaStream_t stream) {
+  if (tokens <= 0) return;
+  if (head_dim % 2 != 0 || rotary_dim % 2 != 0 || rotary_dim > head_dim) {
+    throw_cuda_error(cudaErrorInvalidValue, "rotary_kv_write: head_dim and rotary_dim must be even, rotary_dim <= head_dim",
+                     __FILE__, __LINE__);
+  }
+  rotary_kv_write_kernel<T><<<tokens, 256, 0, stream>>>(q, k, v, row_stride, positions, token_bt_off, block_tables,
+                                                        block_size, n_heads, head_dim, rotary_dim, k_cache, v_cache);
+  check_launch("rotary_kv_write");
+}
+
+template <typename T>
 void attention_prefill(const T* q, int q_stride, const int32_t* tile_begin, const int32_t* tile_count,
                        int n_tiles, const int32_t* positions, const int32_t* token_bt_off,
                        const int32_t* block_tables, int block_size, int n_heads, int head_dim,
@@ -349,6 +397,8 @@ DecodeSplit plan_decode_split(int n, int n_heads, int max_positions, int sm_coun
 #define GPTJ_INSTANTIATE(T)                                                                         \
   template void kv_write<T>(const T*, const T*, int, int, const int32_t*, const int32_t*,          \
                             const int32_t*, int, int, int, T*, T*, cudaStream_t);                 \
+  template void rotary_kv_write<T>(T*, const T*, const T*, int, int, const int32_t*, const int32_t*,  \
+                                   const int32_t*, int, int, int, int, T*, T*, cudaStream_t);          \
   template void attention_prefill<T>(const T*, int, const int32_t*, const int32_t*, int,           \
                                      const int32_t*, const int32_t*, const int32_t*, int, int, int, \
                                      const T*, const T*, T*, int, cudaStream_t);                  \

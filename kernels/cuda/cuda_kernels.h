@@ -67,6 +67,13 @@ void kv_write(const T* k, const T* v, int row_stride, int tokens, const int32_t*
               const int32_t* token_bt_off, const int32_t* block_tables, int block_size, int n_heads,
               int head_dim, T* k_cache, T* v_cache, cudaStream_t stream);
 
+// rotary_gptj on q's and k's first n_heads heads, then kv_write, in one pass: q rotated in place, k
+// rotated into the cache (the k columns themselves are left as they were), v copied.
+template <typename T>
+void rotary_kv_write(T* q, const T* k, const T* v, int row_stride, int tokens, const int32_t* positions,
+                     const int32_t* token_bt_off, const int32_t* block_tables, int block_size, int n_heads,
+                     int head_dim, int rotary_dim, T* k_cache, T* v_cache, cudaStream_t stream);
+
 // Causal paged attention for query tiles of prefill sequences (flash-style: K/V tiles in shared
 // memory, online softmax, no [seq x seq] buffer). Tile i covers tokens
 // [tile_begin[i], tile_begin[i] + tile_count[i]), all of one sequence with consecutive positions,

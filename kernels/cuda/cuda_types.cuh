@@ -45,6 +45,13 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   return total;
 }
 
+// GPT-J rotary angle of pair i at position pos, as transformers (and the CPU kernel) compute it:
+// inv_freq in float32 from a double pow, angle in float32.
+__device__ __forceinline__ void rotary_sin_cos(int pos, int i, int rotary_dim, float* s, float* c) {
+  const float inv_freq = 1.0f / static_cast<float>(pow(10000.0, (2.0 * i) / rotary_dim));
+  sincosf(static_cast<float>(pos) * inv_freq, s, c);
+}
+
 // Offset of (position pos, head 0, dim 0) in a paged cache [num_blocks, block_size, n_heads, head_dim].
 __device__ __forceinline__ size_t cache_offset(const int32_t* block_table, int block_size, int pos,
                                                int n_heads, int head_dim) {

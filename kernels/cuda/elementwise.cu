@@ -55,14 +55,10 @@ __global__ void rotary_kernel(T* x, int row_stride, int n_heads, int head_dim, i
   const int t = blockIdx.x;
   const int half = rotary_dim / 2;
   T* row = x + static_cast<size_t>(t) * row_stride;
-  const float pos = static_cast<float>(positions[t]);
   for (int idx = threadIdx.x; idx < n_heads * half; idx += blockDim.x) {
     const int h = idx / half, i = idx % half;
-    // As transformers (and the CPU kernel): inv_freq in float32 from a double pow, angle in float32.
-    const float inv_freq = 1.0f / static_cast<float>(pow(10000.0, (2.0 * i) / rotary_dim));
-    const float angle = pos * inv_freq;
     float s, c;
-    sincosf(angle, &s, &c);
+    detail::rotary_sin_cos(positions[t], i, rotary_dim, &s, &c);
     T* pair = row + h * head_dim + 2 * i;
     const float a = to_float(pair[0]), b = to_float(pair[1]);
     pair[0] = from_float<T>(a * c - b * s);

@@ -4,8 +4,8 @@
 // output GEMM and ONE all-reduce. Layout of the fused input projection's output per token row
 // (El = E / tp, Il = I / tp, Nin = 3 El + Il):
 //     [ q (El) | k (El) | v (El) | fc_in (Il) ]
-// q and k are adjacent so one rotary launch covers both (2 * heads_l heads from column 0). After
-// kv_write, k and v live in the cache, so attention writes its output over the v columns and
+// One kernel rotates q in place and writes rotated k and v into the paged cache (rotary_kv_write).
+// After it, k and v live in the cache, so attention writes its output over the v columns and
 // [ attn_out | gelu(fc_in) ] (columns 2 El .. Nin) is one contiguous block feeding the output GEMM.
 // The residual stream x is float32; GEMM inputs/outputs are the compute type T with float32
 // accumulation (CUBLAS_COMPUTE_32F, cuBLASLt: runtime/backend/cuda_gemm.h); logits come out in float32.
@@ -207,10 +207,8 @@ class CudaBackend final : public Backend {
       T* v = d_qkvf_ + 2 * El_;
       T* fc = d_qkvf_ + 3 * El_;
       cuda::bias_gelu_new<T>(fc, layer.b_fc_in, n_tok, Il_, n_in_, stream_);
-      cuda::rotary_gptj<T>(q, n_tok, n_in_, 2 * heads_l_, head_dim_, config_.rotary_dim, d_pos,
-                           stream_);
-      cuda::kv_write<T>(k, v, n_in_, n_tok, d_pos, d_bt_off, d_tables, bs, heads_l_, head_dim_,
-                        layer.k_cache, layer.v_cache, stream_);
+      cuda::rotary_kv_write<T>(q, k, v, n_in_, n_tok, d_pos, d_bt_off, d_tables, bs, heads_l_, head_dim_,
+                               config_.rotary_dim, layer.k_cache, layer.v_cache, stream_);
       T* attn_out = v;  // over the v columns (v is in the cache now)
       cuda::attention_prefill<T>(q, n_in_, d_tile_begin, d_tile_count, n_tiles_, d_pos, d_bt_off,
                                  d_tables, bs, heads_l_, head_dim_, layer.k_cache, layer.v_cache,

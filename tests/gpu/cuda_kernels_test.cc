@@ -180,6 +180,53 @@ TYPED_TEST(CudaKernels, RotaryGptj) {
   expect_close(download_as<T>(*d_x, x.size()), x, Traits<T>::kTol, "rotary");
 }
 
+// The fused kernel the backend runs equals rotary_gptj (on q and k) followed by kv_write, bit for bit.
+TYPED_TEST(CudaKernels, RotaryKvWriteEqualsRotaryThenKvWrite) {
+  SKIP_WITHOUT_GPU();
+  using T = TypeParam;
+  const int tokens = 5, n_heads = 3, head_dim = 16, rotary_dim = 8, block_size = 4;
+  const int width = n_heads * head_dim, stride = 3 * width + 8;  // q | k | v | 8 more columns
+  const std::vector<int32_t> positions = {0, 1, 2, 9, 2047}, bt_off = {0, 0, 0, 0, 3};
+  const std::vector<int32_t> tables = {4, 2, 0, 511, 7, 1};  // token 4 reads table [511, 7, 1]...
+  std::vector<int32_t> big_table(tables);
+  big_table.resize(3 + 2048 / block_size, 3);  // ...long enough for position 2047
+  const int num_blocks = 512;
+  const std::size_t cache = static_cast<std::size_t>(num_blocks) * block_size * width;
+  const auto rows = round_to<T>(random_vector(static_cast<std::size_t>(tokens) * stride, 1.0f, 21));
+  auto d_pos = upload_raw(positions);
+  auto d_bt_off = upload_raw(bt_off);
+  auto d_tables = upload_raw(big_table);
+  auto run = [&](bool fused, std::vector<float>& q_out, std::vector<float>& k_cache, std::vector<float>& v_cache) {
+    auto d_rows = upload_as<T>(rows);
+    auto d_k = upload_as<T>(std::vector<float>(cache, 0.0f));
+    auto d_v = upload_as<T>(std::vector<float>(cache, 0.0f));
+    T* q = d_rows->template as<T>();
+    if (fused) {
+      cuda::rotary_kv_write<T>(q, q + width, q + 2 * width, stride, tokens, d_pos->template as<int32_t>(),
+                               d_bt_off->template as<int32_t>(), d_tables->template as<int32_t>(), block_size,
+                               n_heads, head_dim, rotary_dim, d_k->template as<T>(), d_v->template as<T>(), nullptr);
+    } else {
+      cuda::rotary_gptj<T>(q, tokens, stride, 2 * n_heads, head_dim, rotary_dim, d_pos->template as<int32_t>(),
+                           nullptr);
+      cuda::kv_write<T>(q + width, q + 2 * width, stride, tokens, d_pos->template as<int32_t>(),
+                        d_bt_off->template as<int32_t>(), d_tables->template as<int32_t>(), block_size, n_heads,
+                        head_dim, d_k->template as<T>(), d_v->template as<T>(), nullptr);
+    }
+    const std::vector<float> all = download_as<T>(*d_rows, rows.size());
+    q_out.clear();
+    for (int t = 0; t < tokens; ++t)
+      q_out.insert(q_out.end(), all.begin() + t * stride, all.begin() + t * stride + width);
+    k_cache = download_as<T>(*d_k, cache);
+    v_cache = download_as<T>(*d_v, cache);
+  };
+  std::vector<float> q1, k1, v1, q2, k2, v2;
+  run(false, q1, k1, v1);
+  run(true, q2, k2, v2);
+  EXPECT_EQ(q1, q2) << "q";
+  EXPECT_EQ(k1, k2) << "k cache";
+  EXPECT_EQ(v1, v2) << "v cache";
+}
+
 TYPED_TEST(CudaKernels, BiasGeluNew) {
   SKIP_WITHOUT_GPU();
   using T = TypeParam;
