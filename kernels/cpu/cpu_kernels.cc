@@ -1,9 +1,6 @@
 #include "kernels/cpu/cpu_kernels.h"
 #include "runtime/core/dtype.h"
 
-#include <cblas.h>
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -11,8 +8,6 @@
 
 namespace gptj::cpu {
 
-using gptj::bf16_to_f32;
-using gptj::f16_to_f32;
 
 void embedding(const float* wte, const int32_t* ids, int n, int dim, float* out) {
   for (int t = 0; t < n; ++t)
@@ -37,221 +32,6 @@ void layernorm(const float* x, const float* gamma, const float* beta, float* y, 
   }
 }
 
-namespace {
-
-// Decode-sized products (a few rows): every weight row is streamed from memory once and dotted
-// with all input rows while it sits in L1. Debian's OpenBLAS (0.3.21) packs the whole weight
-// matrix for sgemm even when M = 1, which doubles the memory traffic of a decode step.
-constexpr int kSmallRows = 16;
-
-using v8f = float __attribute__((vector_size(32), aligned(4)));  // 8 floats (AVX2 register)
-
-inline float hsum(v8f v) {
-  float sum = 0;
-  for (int i = 0; i < 8; ++i) sum += v[i];
-  return sum;
-}
-
-// y[r, o..o+1] for rows r..r+3: two weight rows against four input rows, 8 accumulators in
-// registers, so each 8-float load feeds more than one FMA. `in` is a multiple of 8.
-inline void dot_2x4(const float* w0, const float* w1, const float* x, int ldx, int in, float out[2][4]) {
-  v8f acc[2][4] = {};
-  for (int i = 0; i < in; i += 8) {
-    const v8f a = *reinterpret_cast<const v8f*>(w0 + i);
-    const v8f b = *reinterpret_cast<const v8f*>(w1 + i);
-    for (int r = 0; r < 4; ++r) {
-      const v8f xv = *reinterpret_cast<const v8f*>(x + static_cast<std::size_t>(r) * ldx + i);
-      acc[0][r] += a * xv;
-      acc[1][r] += b * xv;
-    }
-  }
-  for (int k = 0; k < 2; ++k)
-    for (int r = 0; r < 4; ++r) out[k][r] = hsum(acc[k][r]);
-}
-
-inline float dot(const float* w, const float* x, int in) {
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int i = 0; i < in; ++i) sum += w[i] * x[i];
-  return sum;
-}
-
-void linear_small(const float* x, int ldx, int rows, int in, const float* weight, int out,
-                  const float* bias, float* y, int ldy) {
-  const bool blocked = in % 8 == 0 && ldx % 8 == 0 && rows >= 4;
-  const int row_blocks = blocked ? rows / 4 * 4 : 0;
-#pragma omp parallel for schedule(static)
-  for (int pair = 0; pair < (out + 1) / 2; ++pair) {
-    const int o = 2 * pair;
-    const int n_out = std::min(2, out - o);
-    const float* w[2] = {weight + static_cast<std::size_t>(o) * in,
-                         weight + static_cast<std::size_t>(o + n_out - 1) * in};
-    for (int r = 0; r < row_blocks; r += 4) {
-      float block[2][4];
-      dot_2x4(w[0], w[1], x + static_cast<std::size_t>(r) * ldx, ldx, in, block);
-      for (int k = 0; k < n_out; ++k)
-        for (int j = 0; j < 4; ++j)
-          y[static_cast<std::size_t>(r + j) * ldy + o + k] = block[k][j] + (bias ? bias[o + k] : 0.0f);
-    }
-    for (int r = row_blocks; r < rows; ++r)
-      for (int k = 0; k < n_out; ++k)
-        y[static_cast<std::size_t>(r) * ldy + o + k] =
-            dot(w[k], x + static_cast<std::size_t>(r) * ldx, in) + (bias ? bias[o + k] : 0.0f);
-  }
-}
-
-#if defined(__F16C__) && defined(__AVX2__) && defined(__FMA__)
-// Widens 8 16-bit values (float16 when kHalf, else bfloat16) to 8 floats, in registers.
-template <bool kHalf>
-inline __m256 widen8(const uint16_t* p) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  if constexpr (kHalf) return _mm256_cvtph_ps(raw);
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
-}
-
-inline float hsum256(__m256 v) {
-  const __m128 sum4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
-  return _mm_cvtss_f32(_mm_add_ss(sum2, _mm_shuffle_ps(sum2, sum2, 1)));
-}
-
-// Few input rows (1..3, the decode steps of small batches): four weight rows at a time against one
-// input row, two accumulators per weight row over alternating 8-float halves, so the loop streams
-// the weights at memory speed instead of waiting on FMA latency. out % 4 and in % 16 must be 0.
-template <bool kHalf>
-void linear_few_rows_16(const float* x, int ldx, int rows, int in, const uint16_t* weight, int out,
-                        const float* bias, float* y, int ldy) {
-#pragma omp parallel for schedule(static)
-  for (int o = 0; o < out; o += 4) {
-    const uint16_t* w = weight + static_cast<std::size_t>(o) * in;
-    for (int r = 0; r < rows; ++r) {
-      const float* xr = x + static_cast<std::size_t>(r) * ldx;
-      __m256 a[4], c[4];
-      for (int k = 0; k < 4; ++k) a[k] = c[k] = _mm256_setzero_ps();
-      for (int i = 0; i < in; i += 16) {
-        const __m256 lo = _mm256_loadu_ps(xr + i), hi = _mm256_loadu_ps(xr + i + 8);
-        for (int k = 0; k < 4; ++k) {
-          a[k] = _mm256_fmadd_ps(widen8<kHalf>(w + static_cast<std::size_t>(k) * in + i), lo, a[k]);
-          c[k] = _mm256_fmadd_ps(widen8<kHalf>(w + static_cast<std::size_t>(k) * in + i + 8), hi, c[k]);
-        }
-      }
-      for (int k = 0; k < 4; ++k)
-        y[static_cast<std::size_t>(r) * ldy + o + k] = hsum256(_mm256_add_ps(a[k], c[k])) + (bias ? bias[o + k] : 0.0f);
-    }
-  }
-}
-
-// The 16-bit twin of linear_small: two weight rows (widened in registers) against four input rows
-// at a time (a short tail repeats its last row; those results are not stored), 8 accumulators in
-// registers. `in` must be a multiple of 8 (checked by the caller).
-template <bool kHalf>
-void linear_small_16(const float* x, int ldx, int rows, int in, const uint16_t* weight, int out,
-                     const float* bias, float* y, int ldy) {
-  if (rows < 4 && out % 4 == 0 && in % 16 == 0) {
-    linear_few_rows_16<kHalf>(x, ldx, rows, in, weight, out, bias, y, ldy);
-    return;
-  }
-#pragma omp parallel for schedule(static)
-  for (int pair = 0; pair < (out + 1) / 2; ++pair) {
-    const int o = 2 * pair;
-    const int n_out = std::min(2, out - o);
-    const uint16_t* w0 = weight + static_cast<std::size_t>(o) * in;
-    const uint16_t* w1 = weight + static_cast<std::size_t>(o + n_out - 1) * in;
-    for (int r0 = 0; r0 < rows; r0 += 4) {
-      const int nr = std::min(4, rows - r0);
-      const float* x0 = x + static_cast<std::size_t>(r0) * ldx;
-      const float* x1 = x + static_cast<std::size_t>(r0 + std::min(1, nr - 1)) * ldx;
-      const float* x2 = x + static_cast<std::size_t>(r0 + std::min(2, nr - 1)) * ldx;
-      const float* x3 = x + static_cast<std::size_t>(r0 + std::min(3, nr - 1)) * ldx;
-      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-      for (int i = 0; i < in; i += 8) {
-        const __m256 wa = widen8<kHalf>(w0 + i), wb = widen8<kHalf>(w1 + i);
-        const __m256 v0 = _mm256_loadu_ps(x0 + i), v1 = _mm256_loadu_ps(x1 + i);
-        const __m256 v2 = _mm256_loadu_ps(x2 + i), v3 = _mm256_loadu_ps(x3 + i);
-        a0 = _mm256_fmadd_ps(wa, v0, a0);
-        a1 = _mm256_fmadd_ps(wa, v1, a1);
-        a2 = _mm256_fmadd_ps(wa, v2, a2);
-        a3 = _mm256_fmadd_ps(wa, v3, a3);
-        b0 = _mm256_fmadd_ps(wb, v0, b0);
-        b1 = _mm256_fmadd_ps(wb, v1, b1);
-        b2 = _mm256_fmadd_ps(wb, v2, b2);
-        b3 = _mm256_fmadd_ps(wb, v3, b3);
-      }
-      const float sums[2][4] = {{hsum256(a0), hsum256(a1), hsum256(a2), hsum256(a3)},
-                                {hsum256(b0), hsum256(b1), hsum256(b2), hsum256(b3)}};
-      for (int k = 0; k < n_out; ++k)
-        for (int r = 0; r < nr; ++r)
-          y[static_cast<std::size_t>(r0 + r) * ldy + o + k] = sums[k][r] + (bias ? bias[o + k] : 0.0f);
-    }
-  }
-}
-#else
-// Without AVX2/FMA/F16C: widen each row to float32 and use the float32 path.
-template <bool kHalf>
-void linear_small_16(const float* x, int ldx, int rows, int in, const uint16_t* weight, int out,
-                     const float* bias, float* y, int ldy) {
-  std::vector<float> row(static_cast<std::size_t>(in));
-  for (int o = 0; o < out; ++o) {
-    for (int i = 0; i < in; ++i) {
-      const uint16_t bits = weight[static_cast<std::size_t>(o) * in + i];
-      row[i] = kHalf ? f16_to_f32(bits) : bf16_to_f32(bits);
-    }
-    for (int r = 0; r < rows; ++r)
-      y[static_cast<std::size_t>(r) * ldy + o] =
-          dot(row.data(), x + static_cast<std::size_t>(r) * ldx, in) + (bias ? bias[o] : 0.0f);
-  }
-}
-#endif
-
-}  // namespace
-
-void linear(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias,
-            float* y, int ldy) {
-  if (weight.dtype == 0) {
-    linear(x, ldx, rows, in, static_cast<const float*>(weight.data), out, bias, y, ldy);
-    return;
-  }
-  const auto* w = static_cast<const uint16_t*>(weight.data);
-  const bool half = weight.dtype == 1;
-  // Widening whole weight blocks for sgemm costs more than it saves until the batch is large.
-  constexpr int kSmallRows16 = 64;
-  if (rows <= kSmallRows16 && in % 8 == 0) {
-    if (half)
-      linear_small_16<true>(x, ldx, rows, in, w, out, bias, y, ldy);
-    else
-      linear_small_16<false>(x, ldx, rows, in, w, out, bias, y, ldy);
-    return;
-  }
-  // Larger products: widen blocks of weight rows into a float32 scratch and let sgemm run on each.
-  constexpr int kBlockRows = 512;
-  static thread_local std::vector<float> scratch;  // the calling thread's; OpenMP workers get a pointer
-  scratch.resize(static_cast<std::size_t>(kBlockRows) * in);
-  float* const block = scratch.data();
-  for (int o = 0; o < out; o += kBlockRows) {
-    const int n = std::min(kBlockRows, out - o);
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < n; ++r) {
-      const uint16_t* src = w + static_cast<std::size_t>(o + r) * in;
-      float* dst = block + static_cast<std::size_t>(r) * in;
-      for (int i = 0; i < in; ++i) dst[i] = half ? f16_to_f32(src[i]) : bf16_to_f32(src[i]);
-    }
-    linear(x, ldx, rows, in, block, n, bias ? bias + o : nullptr, y + o, ldy);
-  }
-}
-
-void linear(const float* x, int ldx, int rows, int in, const float* weight, int out,
-            const float* bias, float* y, int ldy) {
-  if (rows <= kSmallRows) {
-    linear_small(x, ldx, rows, in, weight, out, bias, y, ldy);
-    return;
-  }
-  if (bias) {
-    for (int r = 0; r < rows; ++r) std::memcpy(y + static_cast<std::size_t>(r) * ldy, bias, sizeof(float) * out);
-  }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, ldx, weight, in,
-              bias ? 1.0f : 0.0f, y, ldy);
-}
-
 void rotary_gptj(float* x, int tokens, int row_stride, int n_heads, int head_dim, int rotary_dim,
                  const int32_t* positions) {
   // inv_freq as transformers computes it: 1 / 10000^(2i / rotary_dim) in float32, and the angle
@@ -274,6 +54,28 @@ void rotary_gptj(float* x, int tokens, int row_stride, int n_heads, int head_dim
   }
 }
 
+namespace {
+// exp(x) in plain float arithmetic that the compiler vectorizes (std::exp / std::tanh are scalar
+// library calls: they were ~10 % of a batch-32 decode step). Cephes' expf: x = n ln2 + r, a degree-6
+// polynomial for exp(r), 2^n from the exponent bits; within 2 ulp of exp for x in [-87, 88].
+inline float exp_vectorizable(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  const float n = std::nearbyint(x * 1.44269504088896341f);
+  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;  // ln2 in two parts
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+}  // namespace
+
 void bias_gelu_new(float* x, const float* bias, int rows, int cols, int ld) {
   constexpr float kSqrt2OverPi = 0.7978845608028654f;
 #pragma omp parallel for if (rows * cols > 65536)
@@ -281,7 +83,9 @@ void bias_gelu_new(float* x, const float* bias, int rows, int cols, int ld) {
     float* xr = x + static_cast<std::size_t>(r) * ld;
     for (int c = 0; c < cols; ++c) {
       const float v = xr[c] + bias[c];
-      xr[c] = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
+      const float u = kSqrt2OverPi * (v + 0.044715f * v * v * v);
+      const float tanh_u = 1.0f - 2.0f / (exp_vectorizable(2.0f * u) + 1.0f);  // absolute error ~1e-7
+      xr[c] = 0.5f * v * (1.0f + tanh_u);
     }
   }
 }

@@ -1,0 +1,63 @@
+// cpu::linear against a double-precision reference, for every code path it picks by size: 1..3
+// rows, the 3 x 4 register tile (ragged last output group and row block), sgemm for larger row
+// counts, with float32, float16 and bfloat16 weights (compared with their float32 widening),
+// strided x / y (column blocks of wider matrices) and with or without a bias.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "runtime/core/dtype.h"
+
+namespace gptj {
+namespace {
+
+void check(int rows, int in, int out, DType dtype, bool with_bias) {
+  SCOPED_TRACE("rows " + std::to_string(rows) + " in " + std::to_string(in) + " out " + std::to_string(out) +
+               " dtype " + std::to_string(static_cast<int>(dtype)) + (with_bias ? " bias" : ""));
+  std::mt19937 rng(static_cast<uint32_t>(rows * 7919 + in * 31 + out));
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  const int ldx = in + 8, ldy = out + 5;
+  std::vector<float> x(static_cast<std::size_t>(rows) * ldx), w(static_cast<std::size_t>(out) * in), bias(out);
+  for (float& v : x) v = u(rng);
+  for (float& v : w) v = u(rng);
+  for (float& v : bias) v = u(rng);
+  // The weights as stored, and the float32 values they widen to (the reference's weights).
+  std::vector<uint8_t> stored(w.size() * dtype_size(dtype));
+  convert_from_f32(dtype, w.data(), stored.data(), w.size());
+  convert_to_f32(dtype, stored.data(), w.data(), w.size());
+  std::vector<float> y(static_cast<std::size_t>(rows) * ldy, 12345.0f);
+  cpu::linear(x.data(), ldx, rows, in, cpu::WeightRef{stored.data(), static_cast<int>(dtype)}, out,
+              with_bias ? bias.data() : nullptr, y.data(), ldy);
+  for (int r = 0; r < rows; ++r) {
+    for (int o = 0; o < out; ++o) {
+      double want = with_bias ? bias[o] : 0.0;
+      for (int i = 0; i < in; ++i)
+        want += static_cast<double>(x[static_cast<std::size_t>(r) * ldx + i]) * w[static_cast<std::size_t>(o) * in + i];
+      ASSERT_NEAR(y[static_cast<std::size_t>(r) * ldy + o], want, 1e-5 * (1 + std::sqrt(in)))
+          << "row " << r << " output " << o;
+    }
+    for (int o = out; o < ldy; ++o)  // the padding columns of y stay untouched
+      ASSERT_EQ(y[static_cast<std::size_t>(r) * ldy + o], 12345.0f) << "row " << r << " column " << o;
+  }
+}
+
+TEST(Linear, EveryPathMatchesTheReference) {
+  for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16})
+    for (int rows : {1, 2, 3, 4, 5, 7, 8, 31, 32, 48, 49, 64, 65, 100})
+      for (int out : {1, 2, 3, 4, 5, 8, 67})
+        for (int in : {8, 16, 72, 200})
+          check(rows, in, out, dtype, (rows + out) % 2 == 0);
+}
+
+TEST(Linear, SizesThatAreNotMultiplesOfEight) {
+  for (DType dtype : {DType::kF32, DType::kF16})
+    for (int rows : {1, 4, 9, 70})
+      check(rows, 13, 6, dtype, true);
+}
+
+}  // namespace
+}  // namespace gptj
