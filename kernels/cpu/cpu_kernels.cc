@@ -148,13 +148,15 @@ void attention_paged_batch(const float* q, int q_stride, const AttentionSequence
       for (int p = 0; p < len; ++p) {
         const float* kp = k_cache + cache_offset(table, block_size, p, n_heads, head_dim) + h * head_dim;
         float dot = 0;
+#pragma omp simd reduction(+ : dot)
         for (int d = 0; d < head_dim; ++d) dot += qh[d] * kp[d];
         scores[p] = dot * scale;
         max_score = std::max(max_score, scores[p]);
       }
       float sum = 0;
+#pragma omp simd reduction(+ : sum)
       for (int p = 0; p < len; ++p) {
-        scores[p] = std::exp(scores[p] - max_score);
+        scores[p] = exp_vectorizable(scores[p] - max_score);
         sum += scores[p];
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
