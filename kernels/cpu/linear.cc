@@ -62,29 +62,37 @@ template <class Load>
 void linear_tiled(const float* x, int ldx, int rows, int in, const typename Load::Weight* weight, int out,
                   const float* bias, float* y, int ldy) {
   using W = typename Load::Weight;
+  // Output groups are taken `chunk_groups` at a time: for each block of 4 input rows (16 KB at
+  // in = 1024, kept in L1) the chunk's weight rows (96 KB, in L2) are visited, instead of re-reading
+  // every input row block from L2 for each group. Longer rows do not fit L1: one group at a time.
+  const int kChunk = in <= 2048 ? 8 : 1;
+  const int groups = (out + 2) / 3;
 #pragma omp parallel for schedule(static)
-  for (int group = 0; group < (out + 2) / 3; ++group) {
-    const int o = 3 * group;
-    const int n_out = std::min(3, out - o);
-    const W* w[3];
-    for (int k = 0; k < 3; ++k) w[k] = weight + static_cast<std::size_t>(o + std::min(k, n_out - 1)) * in;
+  for (int chunk = 0; chunk < (groups + kChunk - 1) / kChunk; ++chunk) {
+    const int g_end = std::min(groups, (chunk + 1) * kChunk);
     for (int r0 = 0; r0 < rows; r0 += 4) {
       const int nr = std::min(4, rows - r0);
       const float* xr[4];
       for (int r = 0; r < 4; ++r) xr[r] = x + static_cast<std::size_t>(r0 + std::min(r, nr - 1)) * ldx;
-      v8f acc[3][4] = {};
-      for (int i = 0; i < in; i += 8) {
-        const v8f w0 = Load::load(w[0] + i), w1 = Load::load(w[1] + i), w2 = Load::load(w[2] + i);
-        for (int r = 0; r < 4; ++r) {
-          const v8f xv = *reinterpret_cast<const v8f*>(xr[r] + i);
-          acc[0][r] += w0 * xv;
-          acc[1][r] += w1 * xv;
-          acc[2][r] += w2 * xv;
+      for (int group = chunk * kChunk; group < g_end; ++group) {
+        const int o = 3 * group;
+        const int n_out = std::min(3, out - o);
+        const W* w[3];
+        for (int k = 0; k < 3; ++k) w[k] = weight + static_cast<std::size_t>(o + std::min(k, n_out - 1)) * in;
+        v8f acc[3][4] = {};
+        for (int i = 0; i < in; i += 8) {
+          const v8f w0 = Load::load(w[0] + i), w1 = Load::load(w[1] + i), w2 = Load::load(w[2] + i);
+          for (int r = 0; r < 4; ++r) {
+            const v8f xv = *reinterpret_cast<const v8f*>(xr[r] + i);
+            acc[0][r] += w0 * xv;
+            acc[1][r] += w1 * xv;
+            acc[2][r] += w2 * xv;
+          }
         }
+        for (int k = 0; k < n_out; ++k)
+          for (int r = 0; r < nr; ++r)
+            y[static_cast<std::size_t>(r0 + r) * ldy + o + k] = hsum(acc[k][r]) + (bias ? bias[o + k] : 0.0f);
       }
-      for (int k = 0; k < n_out; ++k)
-        for (int r = 0; r < nr; ++r)
-          y[static_cast<std::size_t>(r0 + r) * ldy + o + k] = hsum(acc[k][r]) + (bias ? bias[o + k] : 0.0f);
     }
   }
 }
