@@ -48,7 +48,7 @@ BatchItem parse_batch_line(const std::string& line, const Tokenizer* tokenizer,
   static const std::set<std::string> known{
       "id", "prompt", "tokens", "max_new_tokens", "temperature", "top_k", "top_p",
       "repetition_penalty", "presence_penalty", "frequency_penalty", "no_repeat_ngram_size", "seed",
-      "stop", "n"};
+      "stop", "n", "logprobs"};
   for (const auto& [key, value] : obj)
     GPTJ_CHECK(known.count(std::string(key)), "unknown field '{}'", std::string(key));
 
@@ -84,6 +84,10 @@ BatchItem parse_batch_line(const std::string& line, const Tokenizer* tokenizer,
     s.frequency_penalty = static_cast<float>(number_field(obj, "frequency_penalty", -2, 2));
   if (obj.contains("no_repeat_ngram_size"))
     s.no_repeat_ngram_size = int_field(obj, "no_repeat_ngram_size", 0, 1 << 20);
+  if (obj.contains("logprobs")) {  // the chosen tokens' logprobs, plus the top N alternatives
+    s.logprobs = int_field(obj, "logprobs", 0, 20);
+    s.report_logprob = true;
+  }
   if (obj.contains("seed")) {
     const json::value& seed = obj.at("seed");
     GPTJ_CHECK(seed.is_int64() || seed.is_uint64(), "field 'seed' must be an integer");

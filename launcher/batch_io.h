@@ -1,10 +1,11 @@
 // JSONL input/output of `gptj batch` (DESIGN §5), rank 0 only.
 // Input line: {"id": any, "prompt": "text"} or {"id": any, "tokens": [ids]}, with optional
 // max_new_tokens, temperature, top_k, top_p, repetition_penalty, presence_penalty,
-// frequency_penalty, no_repeat_ngram_size, seed, stop (string or strings), n.
+// frequency_penalty, no_repeat_ngram_size, seed, stop (string or strings), n, logprobs (0..20).
 // Output line: {"id", "text", "tokens", "finish_reason", "prompt_tokens", "completion_tokens"}
-// (+ "samples" when n > 1), or {"id", "error"} for a line that cannot run ({"id": null, "error",
-// "line": N} when the line has no usable id).
+// (+ "samples" when n > 1; + "token_logprobs" [per token] when the line asked for logprobs, and
+// "top_logprobs" [per token: [[id, logprob], ...] best first] when logprobs > 0), or {"id", "error"}
+// for a line that cannot run ({"id": null, "error", "line": N} when the line has no usable id).
 #pragma once
 #include <boost/json.hpp>
 #include <cstdio>

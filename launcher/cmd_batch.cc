@@ -63,7 +63,14 @@ struct Pending {
   int n = 1;
   int received = 0;
   int prompt_tokens = 0;
+  bool logprobs = false;  // the line asked for logprobs
+  int top_logprobs = 0;   // ... with this many alternatives per token
   std::vector<json::object> samples;
+};
+
+// Per sample: the logprobs of the tokens emitted so far (kept only when the line asked for them).
+struct SampleLogprobs {
+  json::array token_logprobs, top_logprobs;
 };
 
 json::object sample_json(const GenerationEvent& e, const Tokenizer* tokenizer) {
@@ -75,6 +82,21 @@ json::object sample_json(const GenerationEvent& e, const Tokenizer* tokenizer) {
                    {"completion_tokens", tokens.size()}};
   out["tokens"] = json::value_from(tokens);
   return out;
+}
+
+void record_logprobs(const TokenChoice& choice, SampleLogprobs& lp) {
+  lp.token_logprobs.push_back(choice.logprob);
+  json::array top;
+  for (const auto& [token, logprob] : choice.top) top.push_back(json::array{token, logprob});
+  lp.top_logprobs.push_back(std::move(top));
+}
+
+// Adds the logprobs of the tokens the sample kept (a stop string may have removed the last ones).
+void attach_logprobs(SampleLogprobs& lp, std::size_t kept, bool with_top, json::object& sample) {
+  lp.token_logprobs.resize(std::min(kept, lp.token_logprobs.size()));
+  lp.top_logprobs.resize(std::min(kept, lp.top_logprobs.size()));
+  sample["token_logprobs"] = std::move(lp.token_logprobs);
+  if (with_top) sample["top_logprobs"] = std::move(lp.top_logprobs);
 }
 
 }  // namespace
@@ -120,6 +142,7 @@ CommandRunner register_batch(CLI::App& app) {
 
       std::map<uint64_t, Pending> pending;  // by first handle
       std::map<uint64_t, uint64_t> owner;   // handle -> first handle
+      std::map<uint64_t, SampleLogprobs> logprobs;  // by handle, for lines that asked
       uint64_t next_handle = 0, tokens_generated = 0;
       std::size_t next_line = 0, written = 0, errors = 0, skipped = 0;
       Progress progress(lines.size());
@@ -156,7 +179,8 @@ CommandRunner register_batch(CLI::App& app) {
             scheduler.submit(std::move(r));
             next_handle += static_cast<uint64_t>(item.n);
             for (int k = 0; k < item.n; ++k) owner[first + k] = first;
-            pending[first] = {item.id, item.n, 0, static_cast<int>(item.request.prompt.size()), {}};
+            pending[first] = {item.id, item.n, 0, static_cast<int>(item.request.prompt.size()),
+                              item.request.sampling.report_logprob, item.request.sampling.logprobs, {}};
             done_ids.insert(key);  // a later line with the same id is skipped
           } catch (const Error& e) {
             if (done_ids.count(error_key(id, line_no))) {
@@ -172,16 +196,24 @@ CommandRunner register_batch(CLI::App& app) {
         if (scheduler.idle()) continue;
         for (const GenerationEvent& e : scheduler.step()) {
           if (e.choice.token >= 0) ++tokens_generated;
-          if (e.finish == FinishReason::kNone) continue;
           const uint64_t first = owner.at(e.handle);
           Pending& p = pending.at(first);
+          if (p.logprobs && e.choice.token >= 0) record_logprobs(e.choice, logprobs[e.handle]);
+          if (e.finish == FinishReason::kNone) continue;
           p.samples.resize(static_cast<std::size_t>(p.n));
-          p.samples[e.handle - first] = sample_json(e, tok);
+          json::object& sample = p.samples[e.handle - first];
+          sample = sample_json(e, tok);
+          if (p.logprobs) {
+            attach_logprobs(logprobs[e.handle], e.generated->size(), p.top_logprobs > 0, sample);
+            logprobs.erase(e.handle);
+          }
           if (++p.received < p.n) continue;
           json::object line{{"id", p.id}};
           for (const char* key : {"text", "tokens", "finish_reason"}) line[key] = p.samples[0].at(key);
           line["prompt_tokens"] = p.prompt_tokens;
           line["completion_tokens"] = p.samples[0].at("completion_tokens");
+          for (const char* key : {"token_logprobs", "top_logprobs"})
+            if (p.samples[0].contains(key)) line[key] = p.samples[0].at(key);
           if (p.n > 1) line["samples"] = json::value_from(p.samples);
           writer.write(line);
           ++written;

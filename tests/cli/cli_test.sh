@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one-off subcommands as a user runs them: tokenize/detokenize (text and stdin), generate
-# (greedy = golden tokens; clear errors), make-random + logits on the result, bench JSON.
+# (greedy = golden tokens; clear errors), batch logprobs against Hugging Face's logits, make-random
+# + logits on the result, bench JSON.
 set -uo pipefail
 source "$(dirname "$0")/../tools/common.sh" "$1" "$2"
 a=$DATA/tiny-gptj-a/model
@@ -23,6 +24,32 @@ python3 -c "import json; d = json.load(open('$WORK/gen.json')); assert d['comple
 "$GPTJ" generate --model "$b" --prompt "Hello" 2> "$WORK/err" && fail "--prompt without tokenizer accepted"
 grep -q "needs vocab.json and merges.txt" "$WORK/err" || fail "no-tokenizer message: $(cat "$WORK/err")"
 echo "ok generate"
+
+# batch with logprobs: the greedy first token's logprob and the top 3 equal log-softmax of Hugging
+# Face's last-position logits over the ids the tokenizer can produce (50257 of the 50400 rows).
+python3 -c "
+import json
+p = json.load(open('$DATA/gptj_prompts.json'))['models']['tiny-gptj-a']['prompts']
+print(json.dumps({'id': 'lp', 'tokens': p[2], 'max_new_tokens': 3, 'logprobs': 3}))
+print(json.dumps({'id': 'plain', 'tokens': p[2], 'max_new_tokens': 3}))" > "$WORK/lp_in.jsonl"
+"$GPTJ" batch --model "$a" --input "$WORK/lp_in.jsonl" --output "$WORK/lp_out.jsonl" 2>/dev/null || fail "batch logprobs"
+python3 - "$WORK/lp_out.jsonl" "$DATA/tiny-gptj-a/expected/logits_last.f32.bin" <<'PY' || fail "batch logprobs values"
+import array, json, math, sys
+rows = {r["id"]: r for r in map(json.loads, open(sys.argv[1]))}
+ref = array.array("f"); ref.frombytes(open(sys.argv[2], "rb").read())
+vocab = len(ref) // 4
+logits = ref[2 * vocab: 2 * vocab + 50257]  # prompt 2, allowed ids only
+m = max(logits); norm = m + math.log(sum(math.exp(v - m) for v in logits))
+best = sorted(range(len(logits)), key=lambda i: -logits[i])[:3]
+lp = rows["lp"]
+assert lp["tokens"][0] == best[0], (lp["tokens"], best)
+assert abs(lp["token_logprobs"][0] - (logits[best[0]] - norm)) < 1e-4, (lp["token_logprobs"][0], logits[best[0]] - norm)
+assert [t for t, _ in lp["top_logprobs"][0]] == best, (lp["top_logprobs"][0], best)
+assert all(abs(v - (logits[t] - norm)) < 1e-4 for t, v in lp["top_logprobs"][0])
+assert len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == 3
+assert "token_logprobs" not in rows["plain"] and rows["plain"]["tokens"] == lp["tokens"]
+print("ok batch logprobs:", lp["token_logprobs"][0])
+PY
 
 # make-random in bfloat16, then logits through the KV cache equal the one-shot logits.
 cat > "$WORK/cfg.json" <<'JSON'
