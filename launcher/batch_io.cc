@@ -48,7 +48,7 @@ BatchItem parse_batch_line(const std::string& line, const Tokenizer* tokenizer,
   static const std::set<std::string> known{
       "id", "prompt", "tokens", "max_new_tokens", "temperature", "top_k", "top_p",
       "repetition_penalty", "presence_penalty", "frequency_penalty", "no_repeat_ngram_size", "seed",
-      "stop", "n", "logprobs"};
+      "stop", "n", "logprobs", "prompt_logprobs"};
   for (const auto& [key, value] : obj)
     GPTJ_CHECK(known.count(std::string(key)), "unknown field '{}'", std::string(key));
 
@@ -70,7 +70,12 @@ BatchItem parse_batch_line(const std::string& line, const Tokenizer* tokenizer,
     }
   }
   GPTJ_CHECK(!r.prompt.empty(), "the prompt is empty");
-  r.max_new_tokens = obj.contains("max_new_tokens") ? int_field(obj, "max_new_tokens", 1, 1 << 20)
+  if (obj.contains("prompt_logprobs")) {
+    GPTJ_CHECK(obj.at("prompt_logprobs").is_bool(), "field 'prompt_logprobs' must be true or false");
+    r.score_prompt = obj.at("prompt_logprobs").as_bool();
+  }
+  // Scoring a prompt may generate nothing (max_new_tokens 0).
+  r.max_new_tokens = obj.contains("max_new_tokens") ? int_field(obj, "max_new_tokens", r.score_prompt ? 0 : 1, 1 << 20)
                                                    : default_max_new_tokens;
   SamplingParams& s = r.sampling;
   if (obj.contains("temperature")) s.temperature = static_cast<float>(number_field(obj, "temperature", 0, 100));

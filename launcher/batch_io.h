@@ -1,10 +1,13 @@
 // JSONL input/output of `gptj batch` (DESIGN §5), rank 0 only.
 // Input line: {"id": any, "prompt": "text"} or {"id": any, "tokens": [ids]}, with optional
 // max_new_tokens, temperature, top_k, top_p, repetition_penalty, presence_penalty,
-// frequency_penalty, no_repeat_ngram_size, seed, stop (string or strings), n, logprobs (0..20).
+// frequency_penalty, no_repeat_ngram_size, seed, stop (string or strings), n, logprobs (0..20),
+// prompt_logprobs (bool; then max_new_tokens may be 0).
 // Output line: {"id", "text", "tokens", "finish_reason", "prompt_tokens", "completion_tokens"}
 // (+ "samples" when n > 1; + "token_logprobs" [per token] when the line asked for logprobs, and
-// "top_logprobs" [per token: [[id, logprob], ...] best first] when logprobs > 0), or {"id", "error"}
+// "top_logprobs" [per token: [[id, logprob], ...] best first] when logprobs > 0; + "prompt_logprobs"
+// [null, then per prompt token after the first] and "prompt_top_logprobs" likewise when the line set
+// prompt_logprobs), or {"id", "error"}
 // for a line that cannot run ({"id": null, "error", "line": N} when the line has no usable id).
 #pragma once
 #include <boost/json.hpp>

@@ -127,7 +127,7 @@ struct DeviceDrawParams {
   int32_t want_log_norm = 0;
   int32_t edit_begin = 0;
   int32_t edit_end = 0;
-  int32_t pad = 0;
+  int32_t score_token = -1;
 };
 
 // Device scratch for n_draws draws of a vocab_rows shard: keys, ids, sorted_keys, sorted_ids

@@ -93,6 +93,10 @@ __global__ void draw_stats_kernel(const float* keys, int vocab_rows, int64_t voc
     s.sum_exp_t = 0;
     s.noise_score = -INFINITY;
     s.noise_best = TokenScore{};
+    const int64_t j = static_cast<int64_t>(p.score_token) - vocab_begin;
+    const bool found = p.score_token >= 0 && j >= 0 && j < vocab_rows;
+    s.score_found = found ? 1 : 0;
+    s.score_value = found ? k[j] : -INFINITY;
   }
   if (m == -INFINITY) return;  // nothing in this shard can be chosen (uniform across the block)
 
@@ -142,7 +146,7 @@ __global__ void write_top_kernel(const float* sorted_keys, const int32_t* sorted
   }
   if (threadIdx.x == 0) {
     s.count = count;
-    s.pad = 0;
+    s.pad = 0;  // score_found / score_value were written by draw_stats_kernel
   }
 }
 

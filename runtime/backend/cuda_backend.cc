@@ -260,6 +260,7 @@ class CudaBackend final : public Backend {
       p.top_p = draw.top_p;
       p.noise_key = draw.noise_key;
       p.want_log_norm = draw.want_log_norm;
+      p.score_token = draw.score_token;
       p.edit_begin = static_cast<int32_t>(draw_edits_.size());
       draw_edits_.insert(draw_edits_.end(), draw.edits.begin(), draw.edits.end());
       p.edit_end = static_cast<int32_t>(draw_edits_.size());

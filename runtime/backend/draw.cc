@@ -90,6 +90,10 @@ void summarize_draw(const float* logits_shard, int64_t vocab_begin, int64_t coun
   collect_top(v, vocab_begin, count, out);
   const float m = out.count > 0 ? out.top[0].value : -INFINITY;
   out.max_logit = m;
+  if (plan.score_token >= vocab_begin && plan.score_token < vocab_begin + count) {
+    out.score_found = 1;
+    out.score_value = v[plan.score_token - vocab_begin];
+  }
   if (m == -INFINITY) return;  // nothing in this shard can be chosen
   if (plan.want_log_norm) {
     double sum = 0;

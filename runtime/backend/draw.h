@@ -51,6 +51,7 @@ struct DrawPlan {
   float top_p = 1.0f;          // ranks compute the temperature-scaled sum only when top_p < 1
   uint64_t noise_key = 0;      // Gumbel noise of this draw
   int32_t want_log_norm = 0;   // 1: compute the T = 1 log-sum-exp (for logprobs)
+  int32_t score_token = -1;    // >= 0: report this id's processed logit (scoring a given token)
   std::vector<LogitEdit> edits;  // unique tokens
 };
 
@@ -70,6 +71,8 @@ struct DrawSummary {
   double sum_exp_t = 0;         // sum expf(logit / T - max_logit / T)  (when T > 0 and top_p < 1)
   TokenScore noise_best;        // the shard's Gumbel-max winner (T > 0)
   int32_t count = 0;            // valid entries of top
+  int32_t score_found = 0;      // 1: score_token lies in this shard, its logit is score_value
+  float score_value = -INFINITY;
   int32_t pad = 0;
   TokenScore top[kDrawCandidates];  // value descending, then token ascending
 };

@@ -43,6 +43,8 @@ void validate_step(const StepBatch& batch, int n_positions, int vocab_size, cons
                draw.logit_row, rows);
     GPTJ_CHECK(draw.allowed_vocab >= 1 && draw.allowed_vocab <= vocab_size,
                "draw allows {} ids of a {}-id vocabulary", draw.allowed_vocab, vocab_size);
+    GPTJ_CHECK(draw.score_token >= -1 && draw.score_token < vocab_size, "draw scores token {} outside the vocabulary",
+               draw.score_token);
     for (const LogitEdit& edit : draw.edits)
       GPTJ_CHECK(edit.token >= 0 && edit.token < vocab_size, "logit edit of token {} outside the vocabulary",
                  edit.token);
@@ -51,8 +53,8 @@ void validate_step(const StepBatch& batch, int n_positions, int vocab_size, cons
 
 // Wire format: int32 words. [shutdown, n_seqs, then per seq: start_pos, all_logits, n_tokens,
 // tokens..., n_blocks, blocks..., then n_copies, (src, dst)..., then n_draws, per draw: logit_row,
-// allowed_vocab, temperature, top_p, noise_key (2 words), want_log_norm, n_edits, edits (4 words
-// each)]. Floats and the key travel as their bits.
+// allowed_vocab, temperature, top_p, noise_key (2 words), want_log_norm, score_token, n_edits,
+// edits (4 words each)]. Floats and the key travel as their bits.
 std::vector<uint8_t> serialize_step(const StepBatch& batch, bool shutdown) {
   std::vector<int32_t> words{shutdown ? 1 : 0, static_cast<int32_t>(batch.seqs.size())};
   for (const auto& seq : batch.seqs) {
@@ -81,6 +83,7 @@ std::vector<uint8_t> serialize_step(const StepBatch& batch, bool shutdown) {
     push_bits(&draw.top_p, sizeof(float));
     push_bits(&draw.noise_key, sizeof(uint64_t));
     words.push_back(draw.want_log_norm);
+    words.push_back(draw.score_token);
     words.push_back(static_cast<int32_t>(draw.edits.size()));
     static_assert(sizeof(LogitEdit) == 4 * sizeof(int32_t));
     if (!draw.edits.empty()) push_bits(draw.edits.data(), draw.edits.size() * sizeof(LogitEdit));
@@ -144,6 +147,7 @@ bool deserialize_step(const std::vector<uint8_t>& bytes, StepBatch& batch) {
       take_bits(&draw.top_p, sizeof(float));
       take_bits(&draw.noise_key, sizeof(uint64_t));
       draw.want_log_norm = next();
+      draw.score_token = next();
       const int32_t n_edits = next();
       GPTJ_CHECK(n_edits >= 0 && at + 4 * static_cast<std::size_t>(n_edits) <= words.size(),
                  "corrupt step plan ({} logit edits)", n_edits);

@@ -179,19 +179,63 @@ TokenChoice Sampler::choose_from_row(const DrawPlan& plan, float* row, int64_t v
   return choice;
 }
 
+namespace {
+// The ranks' summaries of one draw merged: the global top kDrawCandidates (each rank listed its
+// shard's best), the maximum, and how many ids were listed.
+struct Merged {
+  std::vector<TokenScore> cands;
+  float max_logit = kNegInf;
+  int64_t listed = 0;
+};
+Merged merge(const DrawSummary* per_rank, int ranks) {
+  Merged out;
+  for (int r = 0; r < ranks; ++r) {
+    out.max_logit = std::max(out.max_logit, per_rank[r].max_logit);
+    out.listed += per_rank[r].count;
+    out.cands.insert(out.cands.end(), per_rank[r].top, per_rank[r].top + per_rank[r].count);
+  }
+  std::sort(out.cands.begin(), out.cands.end(), ranks_before);
+  if (out.cands.size() > static_cast<std::size_t>(kDrawCandidates)) out.cands.resize(kDrawCandidates);
+  return out;
+}
+// log sum exp of the processed logits over the whole row, from the shards' pieces.
+float log_norm(const DrawSummary* per_rank, int ranks, float m) {
+  double sum = 0;
+  for (int r = 0; r < ranks; ++r)
+    if (per_rank[r].max_logit != kNegInf)
+      sum += per_rank[r].sum_exp * std::exp(static_cast<double>(per_rank[r].max_logit - m));
+  return m + static_cast<float>(std::log(sum));
+}
+}  // namespace
+
+TokenChoice score_from_summaries(const DrawPlan& plan, const DrawSummary* per_rank, int ranks, int top_n) {
+  const Merged merged = merge(per_rank, ranks);
+  const float norm = log_norm(per_rank, ranks, merged.max_logit);
+  TokenChoice choice;
+  choice.token = plan.score_token;
+  choice.logprob = kNegInf;
+  for (int r = 0; r < ranks; ++r)
+    if (per_rank[r].score_found) choice.logprob = per_rank[r].score_value - norm;
+  const int n = std::min<int>(top_n, static_cast<int>(merged.cands.size()));
+  for (int i = 0; i < n; ++i) choice.top.emplace_back(merged.cands[i].token, merged.cands[i].value - norm);
+  return choice;
+}
+
+DrawPlan score_plan(int32_t logit_row, int32_t token, int allowed_vocab) {
+  DrawPlan plan;
+  plan.logit_row = logit_row;
+  plan.allowed_vocab = allowed_vocab;
+  plan.want_log_norm = 1;
+  plan.score_token = token;
+  return plan;
+}
+
 std::optional<TokenChoice> Sampler::choose_from_summaries(const DrawPlan& plan, const DrawSummary* per_rank,
                                                           int ranks, int64_t vocab) const {
-  // Merge: the global top kDrawCandidates (each rank listed its shard's best) and the maximum.
-  std::vector<TokenScore> cands;
-  float m = kNegInf;
-  int64_t listed = 0;
-  for (int r = 0; r < ranks; ++r) {
-    m = std::max(m, per_rank[r].max_logit);
-    listed += per_rank[r].count;
-    cands.insert(cands.end(), per_rank[r].top, per_rank[r].top + per_rank[r].count);
-  }
-  std::sort(cands.begin(), cands.end(), ranks_before);
-  if (cands.size() > static_cast<std::size_t>(kDrawCandidates)) cands.resize(kDrawCandidates);
+  const Merged merged = merge(per_rank, ranks);
+  const std::vector<TokenScore>& cands = merged.cands;
+  const float m = merged.max_logit;
+  const int64_t listed = merged.listed;
   if (cands.empty()) return std::nullopt;
   const bool complete = listed >= vocab;  // every id of the row is a candidate
   auto value_of = [&](int32_t token) {
@@ -252,15 +296,11 @@ std::optional<TokenChoice> Sampler::choose_from_summaries(const DrawPlan& plan, 
     }
   }
   if (plan.want_log_norm) {
-    double sum = 0;
-    for (int r = 0; r < ranks; ++r)
-      if (per_rank[r].max_logit != kNegInf)
-        sum += per_rank[r].sum_exp * std::exp(static_cast<double>(per_rank[r].max_logit - m));
-    const float log_norm = m + static_cast<float>(std::log(sum));
-    choice.logprob = chosen_value - log_norm;
+    const float norm = log_norm(per_rank, ranks, m);
+    choice.logprob = chosen_value - norm;
     const int top_n = std::min<int>(params_.logprobs, static_cast<int>(cands.size()));
     if (top_n < params_.logprobs && !complete) return std::nullopt;
-    for (int i = 0; i < top_n; ++i) choice.top.emplace_back(cands[i].token, cands[i].value - log_norm);
+    for (int i = 0; i < top_n; ++i) choice.top.emplace_back(cands[i].token, cands[i].value - norm);
   }
   return choice;
 }

@@ -40,6 +40,8 @@ struct Scheduler::Sequence {
   int cached = 0;                  // positions whose K/V sit in the cache
   bool cancelled = false;
   int forks_pending = 0;           // samples still to start from this prompt's prefill
+  bool scored = false;             // score_prompt: the prompt's logprobs were reported
+  std::vector<TokenChoice> prompt_scores;  // score_prompt: collected during the prefill step
 
   Sequence(GenerationRequest r, int allowed_vocab)
       : request(std::move(r)), sampler(request.sampling, allowed_vocab), tokens(request.prompt) {
@@ -47,6 +49,8 @@ struct Scheduler::Sequence {
     request.n = 1;
   }
   int prompt_len() const { return static_cast<int>(request.prompt.size()); }
+  // This step prefills a prompt whose logprobs were asked for (every position's logits needed).
+  bool scoring_now() const { return request.score_prompt && !scored && cached == 0; }
 };
 
 Scheduler::Scheduler(ModelRunner& runner, const SchedulerOptions& options, const Tokenizer* tokenizer)
@@ -61,7 +65,8 @@ void Scheduler::submit(GenerationRequest request) {
   GPTJ_CHECK(len > 0, "the prompt is empty");
   GPTJ_CHECK(request.n >= 1 && request.n <= options_.max_batch, "n = {} must be within 1..{} (--max-batch)",
              request.n, options_.max_batch);
-  GPTJ_CHECK(request.max_new_tokens >= 1, "max_new_tokens must be at least 1 (got {})",
+  GPTJ_CHECK(request.max_new_tokens >= 1 || (request.max_new_tokens == 0 && request.score_prompt && request.n == 1),
+             "max_new_tokens must be at least 1 (got {}; 0 only when scoring the prompt, with n = 1)",
              request.max_new_tokens);
   GPTJ_CHECK(len < options_.n_positions, "the prompt has {} tokens; the model takes at most {}", len,
              options_.n_positions - 1);
@@ -114,7 +119,9 @@ std::unique_ptr<Scheduler::Sequence> Scheduler::make_fork(const Sequence& parent
   GenerationRequest request = parent.request;
   request.handle = parent.request.handle + static_cast<uint64_t>(k);
   if (request.sampling.seed) request.sampling.seed = *request.sampling.seed + static_cast<uint64_t>(k);
-  return std::make_unique<Sequence>(std::move(request), options_.allowed_vocab);
+  auto fork = std::make_unique<Sequence>(std::move(request), options_.allowed_vocab);
+  fork->scored = true;  // the parent reports the prompt's logprobs
+  return fork;
 }
 
 void Scheduler::start_fork(Sequence& parent, std::unique_ptr<Sequence> fork, const TokenChoice& choice,
@@ -251,50 +258,84 @@ std::vector<GenerationEvent> Scheduler::step() {
     s.start_pos = seq->cached;
     s.tokens.assign(seq->tokens.begin() + seq->cached, seq->tokens.end());
     s.block_table = seq->blocks;
+    s.all_logits = seq->scoring_now();  // a prompt to score: every position's row
     batch.seqs.push_back(std::move(s));
   }
   peak_used_blocks_ = std::max(peak_used_blocks_, blocks_.used_blocks());
-  // One draw per running sequence from its logit row; a prompt with n samples also gets a draw for
-  // each of its other samples, from the same row (their Sequences are made now, started after).
-  std::vector<std::unique_ptr<Sequence>> new_forks;  // [draw], null for a running sequence's draw
-  std::vector<Sequence*> drawer;                     // [draw]: whose sampler planned it
+  // One draw per running sequence from its (last) logit row; a prompt with n samples also gets a
+  // draw for each of its other samples, from the same row (their Sequences are made now, started
+  // after); a prompt being scored gets a scoring draw for each of its tokens after the first.
+  std::vector<std::unique_ptr<Sequence>> new_forks;  // [draw], null unless the draw starts a fork
+  std::vector<Sequence*> drawer;                     // [draw]: whose sampler planned it (or who is scored)
+  std::vector<char> scoring;                         // [draw]: 1 for a scoring draw
+  int32_t row = 0;
   for (std::size_t i = 0; i < running_.size(); ++i) {
     Sequence& seq = *running_[i];
-    const int32_t row = static_cast<int32_t>(i);
-    batch.draws.push_back(seq.sampler.plan(seq.tokens, seq.prompt_len(), row));
-    drawer.push_back(&seq);
-    new_forks.emplace_back();
+    auto add = [&](DrawPlan plan, Sequence* who, std::unique_ptr<Sequence> fork, bool score) {
+      batch.draws.push_back(std::move(plan));
+      drawer.push_back(who);
+      new_forks.push_back(std::move(fork));
+      scoring.push_back(score ? 1 : 0);
+    };
+    const int rows = batch.seqs[i].all_logits ? static_cast<int>(batch.seqs[i].tokens.size()) : 1;
+    if (batch.seqs[i].all_logits)
+      for (int j = 0; j + 1 < seq.prompt_len(); ++j)
+        add(score_plan(row + j, seq.tokens[j + 1], options_.allowed_vocab), &seq, nullptr, true);
+    const int32_t last = row + rows - 1;
+    row += rows;
+    if (seq.request.max_new_tokens == 0) continue;  // scoring only
+    add(seq.sampler.plan(seq.tokens, seq.prompt_len(), last), &seq, nullptr, false);
     for (int k = 1; k <= seq.forks_pending; ++k) {
-      new_forks.push_back(make_fork(seq, k));
-      batch.draws.push_back(new_forks.back()->sampler.plan(seq.tokens, seq.prompt_len(), row));
-      drawer.push_back(new_forks.back().get());
+      std::unique_ptr<Sequence> fork = make_fork(seq, k);
+      Sequence* who = fork.get();
+      add(who->sampler.plan(seq.tokens, seq.prompt_len(), last), who, std::move(fork), false);
     }
   }
   std::vector<std::optional<TokenChoice>> choices(batch.draws.size());
   const int64_t vocab = runner_.vocab_size();
   const ModelRunner::DrawResults& results = runner_.step_draws(
       batch, [&](int d, const DrawSummary* per_rank, int ranks) {
-        choices[d] = drawer[d]->sampler.choose_from_summaries(batch.draws[d], per_rank, ranks, vocab);
+        if (scoring[d])
+          choices[d] = score_from_summaries(batch.draws[d], per_rank, ranks, drawer[d]->request.sampling.logprobs);
+        else
+          choices[d] = drawer[d]->sampler.choose_from_summaries(batch.draws[d], per_rank, ranks, vocab);
         return !choices[d].has_value();
       });
-  std::vector<float> row;
+  std::vector<float> logits_row;
   for (std::size_t d = 0; d < choices.size(); ++d) {
     if (choices[d]) continue;
     const float* fetched = &results.rows[static_cast<std::size_t>(results.row_of_draw[d]) * vocab];
-    row.assign(fetched, fetched + vocab);
-    choices[d] = drawer[d]->sampler.choose_from_row(batch.draws[d], row.data(), vocab);
+    logits_row.assign(fetched, fetched + vocab);
+    choices[d] = drawer[d]->sampler.choose_from_row(batch.draws[d], logits_row.data(), vocab);
   }
+  for (const auto& seq : running_) seq->cached = static_cast<int>(seq->tokens.size());
   std::vector<std::unique_ptr<Sequence>> forks;
   Sequence* parent = nullptr;
   for (std::size_t d = 0; d < choices.size(); ++d) {
-    if (!new_forks[d]) {
+    if (scoring[d]) {
+      drawer[d]->prompt_scores.push_back(std::move(*choices[d]));
+    } else if (!new_forks[d]) {
       parent = drawer[d];
-      parent->cached = static_cast<int>(parent->tokens.size());
       parent->forks_pending = 0;
       accept_choice(*parent, *choices[d], events);
+      if (!parent->scored && parent->request.score_prompt) {  // its first event carries the scores
+        events.back().prompt_logprobs = std::move(parent->prompt_scores);
+        parent->scored = true;
+      }
     } else {
       start_fork(*parent, std::move(new_forks[d]), *choices[d], events, forks);
     }
+  }
+  for (const auto& seq : running_) {  // scoring-only requests end with their prefill
+    if (seq->request.max_new_tokens > 0 || seq->scored) continue;
+    seq->scored = true;
+    GenerationEvent event;
+    event.handle = seq->request.handle;
+    event.finish = FinishReason::kLength;
+    event.generated = &seq->generated;
+    event.prompt_tokens = seq->prompt_len();
+    event.prompt_logprobs = std::move(seq->prompt_scores);
+    events.push_back(std::move(event));
   }
   for (auto& fork : forks) running_.push_back(std::move(fork));
   // Finished sequences leave the batch and free their blocks now.

@@ -30,6 +30,10 @@ struct GenerationRequest {
   // Samples of this prompt: sample k has handle + k and seed + k (when seeded). The prompt is
   // prefilled once; the samples share its full KV blocks and copy only its partly filled last one.
   int n = 1;
+  // Also report the logprobs of prompt tokens 1.. (each given the tokens before it) with
+  // sampling.logprobs alternatives, in the request's first event. max_new_tokens may then be 0:
+  // the request ends after its prefill (lm-eval-style scoring).
+  bool score_prompt = false;
 };
 
 enum class FinishReason { kNone, kLength, kStop, kEos, kCancelled };
@@ -44,6 +48,8 @@ struct GenerationEvent {
   const std::vector<int32_t>* generated = nullptr;  // all tokens emitted so far (stop text removed)
   std::string stop_text;       // on kStop with a tokenizer: the generated text, cut before the stop string
   int prompt_tokens = 0;
+  // score_prompt, first event only: prompt tokens 1.. (token = the prompt's id, its logprob, top).
+  std::vector<TokenChoice> prompt_logprobs;
 };
 
 struct SchedulerOptions {

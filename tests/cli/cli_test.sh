@@ -51,6 +51,13 @@ assert "token_logprobs" not in rows["plain"] and rows["plain"]["tokens"] == lp["
 print("ok batch logprobs:", lp["token_logprobs"][0])
 PY
 
+# Scoring a prompt (max_new_tokens 0): each token's logprob given the ones before it.
+p7=$(prompt tiny-gptj-a 1)
+echo "{\"id\": \"score\", \"tokens\": [$p7], \"max_new_tokens\": 0, \"prompt_logprobs\": true, \"logprobs\": 2}" > "$WORK/score_in.jsonl"
+"$GPTJ" batch --model "$a" --input "$WORK/score_in.jsonl" --output "$WORK/score_out.jsonl" 2>/dev/null || fail "batch scoring"
+check prompt-logprobs "$WORK/score_out.jsonl" score "$DATA/tiny-gptj-a/expected/logits_p7_all.f32.bin" "$p7" 50257 ||
+  fail "prompt logprobs"
+
 # make-random in bfloat16, then logits through the KV cache equal the one-shot logits.
 cat > "$WORK/cfg.json" <<'JSON'
 {"model_type": "gptj", "vocab_size": 512, "n_positions": 128, "n_embd": 64, "n_layer": 2, "n_head": 4,

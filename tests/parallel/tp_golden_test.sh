@@ -3,6 +3,7 @@
 # (max abs error 1e-5; one-shot, and prefill 3 + decode through the KV cache) and its greedy tokens.
 # Seeded sampling (temperature alone, top_k, top_p, penalties, n = 3) gives the same tokens at every TP
 # size: draws are Gumbel-max races keyed by (seed, draw), merged from the ranks' vocab shards.
+# Prompt scoring (prompt_logprobs) equals log-softmax of Hugging Face's logits at every TP size.
 set -euo pipefail
 source "$(dirname "$0")/../tools/common.sh" "$1" "$2"
 
@@ -10,6 +11,7 @@ for model in tiny-gptj-a tiny-gptj-b; do
   dir=$DATA/$model/model
   exp=$DATA/$model/expected
   p7=$(prompt $model 1)
+  allowed=$([ -e "$dir/vocab.json" ] && echo 50257 || python3 -c "import json; print(json.load(open('$dir/config.json'))['vocab_size'])")
   prompts_jsonl $model 32 > "$WORK/in.jsonl"
   prompts_jsonl $model 24 | python3 -c "
 import json, sys
@@ -30,6 +32,9 @@ for line, more in zip(sys.stdin, extra):
     done
     mpi $np batch --model "$dir" --input "$WORK/in.jsonl" --output "$WORK/out.jsonl" 2>/dev/null
     check greedy "$WORK/out.jsonl" "$exp/greedy.json"
+    echo "{\"id\": \"score\", \"tokens\": [$p7], \"max_new_tokens\": 1, \"prompt_logprobs\": true, \"logprobs\": 3}" > "$WORK/score.jsonl"
+    mpi $np batch --model "$dir" --input "$WORK/score.jsonl" --output "$WORK/score_out.jsonl" 2>/dev/null
+    check prompt-logprobs "$WORK/score_out.jsonl" score "$exp/logits_p7_all.f32.bin" "$p7" $allowed
     mpi $np batch --model "$dir" --input "$WORK/sampled.jsonl" --output "$WORK/sampled_$np.jsonl" 2>/dev/null
     python3 - "$WORK/sampled_1.jsonl" "$WORK/sampled_$np.jsonl" <<'PY'
 import json, sys

@@ -7,9 +7,14 @@
       every line {"id": i, "tokens": [...]} equals results[i].new_tokens[:N_TOKENS].
   check.py ids-once OUT.jsonl N
       ids 0..N-1 each appear exactly once, every line is valid JSON.
+  check.py prompt-logprobs OUT.jsonl ID EXPECTED_ALL.bin PROMPT_IDS ALLOWED [TOL]
+      line ID's prompt_logprobs are [null, then log-softmax over ids < ALLOWED of EXPECTED_ALL.bin's
+      row i - 1 at prompt token i] (the reference holds every position's logits), and its
+      prompt_top_logprobs (when present) name the best ids of those rows.
 """
 import array
 import json
+import math
 import sys
 
 
@@ -73,6 +78,35 @@ def check_ids_once(out, n):
     print(f"ok {out}: each of {n} ids exactly once")
 
 
+def check_prompt_logprobs(out, line_id, expected, prompt_ids, allowed, tol=1e-4):
+    rows = {str(r["id"]): r for r in map(json.loads, open(out))}
+    line = rows[line_id]
+    prompt = [int(t) for t in prompt_ids.split(",")]
+    ref = array.array("f")
+    with open(expected, "rb") as f:
+        ref.frombytes(f.read())
+    vocab, allowed = len(ref) // len(prompt), int(allowed)
+    got = line["prompt_logprobs"]
+    if len(got) != len(prompt) or got[0] is not None:
+        sys.exit(f"FAIL {out}: prompt_logprobs {got} for a {len(prompt)}-token prompt")
+    worst = 0.0
+    for i in range(1, len(prompt)):
+        logits = ref[(i - 1) * vocab: (i - 1) * vocab + allowed]
+        m = max(logits)
+        norm = m + math.log(sum(math.exp(v - m) for v in logits))
+        diff = abs(got[i] - (logits[prompt[i]] - norm))
+        if not diff <= worst:
+            worst = diff
+        tops = line.get("prompt_top_logprobs")
+        if tops:
+            best = sorted(range(allowed), key=lambda t: (-logits[t], t))[: len(tops[i])]
+            if [t for t, _ in tops[i]] != best:
+                sys.exit(f"FAIL {out}: prompt token {i}: top ids {tops[i]} != {best}")
+    if not worst <= float(tol):
+        sys.exit(f"FAIL {out}: prompt logprobs off by {worst:.3g} > {tol}")
+    print(f"ok {out}: {len(prompt) - 1} prompt logprobs within {worst:.3g} of log-softmax of the reference")
+
+
 if __name__ == "__main__":
     what, rest = sys.argv[1], sys.argv[2:]
     if what == "logits":
@@ -81,5 +115,7 @@ if __name__ == "__main__":
         check_greedy(*rest)
     elif what == "ids-once":
         check_ids_once(*rest)
+    elif what == "prompt-logprobs":
+        check_prompt_logprobs(*rest)
     else:
         sys.exit("unknown check " + what)

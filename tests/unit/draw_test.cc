@@ -129,6 +129,36 @@ TEST(Draw, SummariesGiveTheFullRowsTokenOrAskForTheRow) {
   EXPECT_GT(decided, asked) << decided << " decided, " << asked << " asked for the row";
 }
 
+TEST(Draw, ScoringAGivenTokenIsItsLogSoftmax) {
+  std::mt19937 rng(3);
+  for (int tp : {1, 2, 3, 4}) {
+    for (int32_t token : {0, 17, 499, 500, kAllowed - 1, kAllowed}) {  // kAllowed: a padding id
+      SCOPED_TRACE("tp " + std::to_string(tp) + " token " + std::to_string(token));
+      const std::vector<float> row = random_row(rng, 1.0f);
+      double m = -1e30, sum = 0;
+      for (int i = 0; i < kAllowed; ++i) m = std::max<double>(m, row[i]);
+      for (int i = 0; i < kAllowed; ++i) sum += std::exp(row[i] - m);
+      const double norm = m + std::log(sum);
+      const DrawPlan plan = score_plan(0, token, kAllowed);
+      const std::vector<DrawSummary> summaries = summarize(row, plan, tp);
+      const TokenChoice c = score_from_summaries(plan, summaries.data(), tp, 5);
+      EXPECT_EQ(c.token, token);
+      if (token < kAllowed)
+        EXPECT_NEAR(c.logprob, row[token] - norm, 2e-5);
+      else
+        EXPECT_EQ(c.logprob, -INFINITY);  // an id the model may not produce
+      ASSERT_EQ(c.top.size(), 5u);
+      std::vector<int> order(kAllowed);
+      for (int i = 0; i < kAllowed; ++i) order[i] = i;
+      std::sort(order.begin(), order.end(), [&](int a, int b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
+      for (int i = 0; i < 5; ++i) {
+        EXPECT_EQ(c.top[i].first, order[i]);
+        EXPECT_NEAR(c.top[i].second, row[order[i]] - norm, 2e-5);
+      }
+    }
+  }
+}
+
 TEST(Draw, ShardSummaryHoldsTheTopCandidatesInOrder) {
   std::vector<float> logits(300);
   for (int i = 0; i < 300; ++i) logits[i] = static_cast<float>((i * 37) % 101);  // many ties
