@@ -138,7 +138,9 @@ CompletionRequest parse_completion_request(const std::string& body, const ModelI
     throw ApiError(400, "'suffix' is not supported", "suffix");
   if (const json::value* b = present(o, "logit_bias"); b && !(b->is_object() && b->get_object().empty()))
     throw ApiError(400, "'logit_bias' is not supported", "logit_bias");
-  r.max_tokens = static_cast<int>(get_int(o, "max_tokens", 16, 1, model.n_positions));
+  r.echo = get_bool(o, "echo", false);
+  // max_tokens 0 with echo: score the prompt only (what lm-eval's loglikelihood requests send).
+  r.max_tokens = static_cast<int>(get_int(o, "max_tokens", 16, r.echo ? 0 : 1, model.n_positions));
   r.n = static_cast<int>(get_int(o, "n", 1, 1, 16));
   if (get_int(o, "best_of", r.n, 1, 16) != r.n)
     throw ApiError(400, "'best_of' other than n is not supported", "best_of");
@@ -147,7 +149,6 @@ CompletionRequest parse_completion_request(const std::string& body, const ModelI
     if (!so->is_object()) throw ApiError(400, "'stream_options' must be an object", "stream_options");
     r.include_usage = get_bool(so->get_object(), "include_usage", false);
   }
-  r.echo = get_bool(o, "echo", false);
   if (present(o, "logprobs")) r.logprobs = static_cast<int>(get_int(o, "logprobs", 0, 0, 20));
   r.stop = parse_stop(o);
   if (!r.stop.empty() && !model.tokenizer)
@@ -218,6 +219,7 @@ class CompletionJob : public Job {
         g.sampling = req_.sampling;
         if (g.sampling.seed) g.sampling.seed = *g.sampling.seed + static_cast<uint64_t>(i);
         g.max_new_tokens = req_.max_tokens;
+        g.score_prompt = req_.echo && req_.logprobs.has_value();  // the echoed prompt's logprobs
         g.stop = req_.stop;
         requests.push_back(std::move(g));
         Choice c;
@@ -232,6 +234,7 @@ class CompletionJob : public Job {
   void on_event(int index, const GenerationEvent& event) override {
     Choice& c = choices_[static_cast<std::size_t>(index)];
     if (c.done || event.finish == FinishReason::kCancelled) return;
+    if (!event.prompt_logprobs.empty()) c.prompt_scores = event.prompt_logprobs;  // first event only
     if (req_.stream) start_choice_stream(index, c);
     const int32_t token = event.choice.token;
     const bool eos = event.finish == FinishReason::kEos;
@@ -293,6 +296,7 @@ class CompletionJob : public Job {
     std::size_t emitted = 0;   // bytes of `decoded` sent
     bool started = false, done = false;
     std::size_t echo_offset = 0;  // bytes of echoed prompt text sent before the completion
+    std::vector<TokenChoice> prompt_scores;  // echo + logprobs: prompt tokens 1.. (token 0 has none)
     std::string text, finish;  // when done
   };
 
@@ -304,17 +308,26 @@ class CompletionJob : public Job {
   }
 
   // OpenAI's logprobs object for generated tokens [from, to), optionally led by the echoed prompt
-  // (whose logprobs the server does not compute: null).
+  // (its first token's logprob is null, as OpenAI's).
   json::value logprobs_json(const Choice& c, std::size_t from, std::size_t to, bool with_prompt,
                             std::size_t offset) const {
     if (!req_.logprobs) return nullptr;
     json::array tokens, lps, tops, offsets;
     if (with_prompt) {
-      for (int32_t id : req_.prompts[c.prompt_index]) {
-        const std::string t = token_text(id);
+      const std::vector<int32_t>& prompt = req_.prompts[c.prompt_index];
+      for (std::size_t i = 0; i < prompt.size(); ++i) {
+        const std::string t = token_text(prompt[i]);
         tokens.emplace_back(t);
-        lps.emplace_back(nullptr);
-        tops.emplace_back(nullptr);
+        if (i == 0 || i > c.prompt_scores.size()) {
+          lps.emplace_back(nullptr);
+          tops.emplace_back(nullptr);
+        } else {
+          const TokenChoice& score = c.prompt_scores[i - 1];
+          lps.emplace_back(score.logprob);
+          json::object top;
+          for (const auto& [id, lp] : score.top) top[token_text(id)] = lp;
+          tops.emplace_back(std::move(top));
+        }
         offsets.emplace_back(offset);
         offset += t.size();
       }

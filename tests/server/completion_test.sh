@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # gptj serve, one process: health, models, plain and streaming completions (curl and Python),
-# greedy tokens equal to Hugging Face's (via the token_ids extension), logprobs, echo, stop strings,
+# greedy tokens equal to Hugging Face's (via the token_ids extension), logprobs, echo, prompt scoring
+# (echo + logprobs + max_tokens 0, against Hugging Face's logits), stop strings,
 # n > 1 with a seed, 404/405, and a clean exit 0 at SIGTERM.
 source "$(dirname "$0")/common.sh" "$@"
 start_server "$GPTJ" serve --model "$MODEL" --port 0
@@ -65,6 +66,30 @@ for i in range(len(prompt), len(prompt) + 4):
     check(lp["token_logprobs"][i] <= 0 and len(lp["top_logprobs"][i]) == 3, "logprobs entry %d" % i)
     check(abs(max(lp["top_logprobs"][i].values()) - lp["token_logprobs"][i]) < 1e-4, "greedy = top-1 logprob")
 check("".join(lp["tokens"]) == c["text"], "logprobs tokens joined = text")
+
+# Scoring (lm-eval's loglikelihood request): echo + logprobs + max_tokens 0 gives the prompt's token
+# logprobs, equal to log-softmax of Hugging Face's logits (ids < 50257), first token null; the echoed
+# logprobs of a normal request are the same numbers.
+import array, math
+ref = array.array("f")
+ref.frombytes(open(os.path.join(DATA, "tiny-gptj-a", "expected", "logits_p7_all.f32.bin"), "rb").read())
+vocab = len(ref) // len(prompt)
+status, r = complete(port, {"prompt": prompt, "max_tokens": 0, "logprobs": 1, "echo": True})
+check(status == 200, "scoring request: %d %r" % (status, r))
+c = r["choices"][0]
+check(c["finish_reason"] == "length" and c["token_ids"] == prompt and r["usage"]["completion_tokens"] == 0,
+      "scoring choice %r" % c)
+scores = c["logprobs"]["token_logprobs"]
+check(len(scores) == len(prompt) and scores[0] is None, "scoring logprobs %r" % scores)
+for i in range(1, len(prompt)):
+    row = ref[(i - 1) * vocab:(i - 1) * vocab + 50257]
+    m = max(row)
+    want = row[prompt[i]] - (m + math.log(sum(math.exp(v - m) for v in row)))
+    check(abs(scores[i] - want) < 1e-4, "prompt token %d: logprob %r, want %r" % (i, scores[i], want))
+    check(len(c["logprobs"]["top_logprobs"][i]) == 1, "one alternative per prompt token")
+check(lp["token_logprobs"][:len(prompt)] == scores, "echoed prompt logprobs of the 4-token request")
+status, r = complete(port, {"prompt": prompt, "max_tokens": 0})
+check(status == 400 and r["error"]["param"] == "max_tokens", "max_tokens 0 without echo must be 400: %r" % r)
 
 # Text prompts: a stop string cuts the text (finish "stop"), plain and streamed.
 status, r = complete(port, {"prompt": "The meaning of life is", "max_tokens": 16, "temperature": 0})
