@@ -2,7 +2,7 @@
 // summarize_draw() on the same logits (read back from the GPU): candidates (tokens and values,
 // exactly: same inputs, same edit formula), maxima, log-sum-exp pieces (float exps summed in double:
 // 1e-6 relative) and the Gumbel-max winner, for greedy, tempered, top-p and penalized draws,
-// several draws per row.
+// several draws per row, and scored ids (score_token).
 // Reading a row back after summarizing gives the raw logits.
 // Skips with the reason when no CUDA device is visible.
 #include <gtest/gtest.h>
@@ -56,6 +56,9 @@ TEST(CudaDraws, SummariesMatchTheCpuReference) {
   add(0, 1.0f, 1.0f, 12, {});  // same row, another key
   add(1, 0.7f, 0.9f, 13, {{2, 1.3f, 0.0f, 0}, {5, 1.0f, 0.5f, 0}, {6, 1.0f, 0.0f, 1}});
   add(3, 1.5f, 0.5f, 14, {{static_cast<int32_t>(vocab - 1), 2.0f, 0.0f, 0}});
+  draws[0].score_token = 6;                                     // a scored id
+  draws[3].score_token = 6;                                     // ... after a ban: -inf
+  draws[4].score_token = static_cast<int32_t>(vocab - 2);       // ... past allowed_vocab: -inf
   std::vector<DrawSummary> gpu(draws.size());
   backend->summarize_draws(draws, gpu.data());
 
@@ -74,6 +77,8 @@ TEST(CudaDraws, SummariesMatchTheCpuReference) {
     EXPECT_NEAR(gpu[d].sum_exp_t, cpu.sum_exp_t, 1e-6 * std::max(1.0, cpu.sum_exp_t));
     EXPECT_EQ(gpu[d].noise_best.token, cpu.noise_best.token);
     EXPECT_EQ(gpu[d].noise_best.value, cpu.noise_best.value);
+    EXPECT_EQ(gpu[d].score_found, cpu.score_found);
+    EXPECT_EQ(gpu[d].score_value, cpu.score_value);
   }
   // Reading a row after summarizing still gives the raw logits (the summaries work on a copy).
   std::vector<float> row(static_cast<std::size_t>(vocab));
