@@ -80,7 +80,8 @@ class Router {
       return respond(reply, 200, metrics_.render(), "text/plain; version=0.0.4");
     }
     const bool models = target == "/v1/models" || target.starts_with("/v1/models/");
-    if (!models && target != "/v1/completions")
+    const bool chat = target == "/v1/chat/completions";
+    if (!models && !chat && target != "/v1/completions")
       return respond(reply, 404, error_body("no such endpoint: " + std::string(target), "invalid_request_error"));
     if (models && method != http::verb::get) return not_allowed(reply, "GET");
     if (!models && method != http::verb::post) return not_allowed(reply, "POST");
@@ -92,7 +93,7 @@ class Router {
     }
     if (!ready) return respond(reply, 503, error_body("the model is still loading", "server_not_ready"));
     if (models) return list_models(target, reply);
-    complete(request.body(), reply);
+    complete(request.body(), chat, reply);
   }
 
  private:
@@ -118,10 +119,10 @@ class Router {
     respond(reply, 200, json_text(entry));
   }
 
-  void complete(const std::string& body, const std::shared_ptr<HttpReply>& reply) {
+  void complete(const std::string& body, bool chat, const std::shared_ptr<HttpReply>& reply) {
     std::shared_ptr<Job> job;
     try {
-      CompletionRequest request = parse_completion_request(body, model_);
+      CompletionRequest request = parse_completion_request(body, model_, chat);
       job = make_completion_job(std::move(request), model_, reply, metrics_,
                                 std::chrono::milliseconds(static_cast<int64_t>(args_.request_timeout_s * 1000)));
     } catch (const ApiError& e) {

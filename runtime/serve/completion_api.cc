@@ -1,5 +1,7 @@
 #include "runtime/serve/completion_api.h"
 
+#include "runtime/serve/chat_template.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -121,7 +123,7 @@ std::vector<std::string> parse_stop(const json::object& o) {
 
 }  // namespace
 
-CompletionRequest parse_completion_request(const std::string& body, const ModelInfo& model) {
+CompletionRequest parse_completion_request(const std::string& body, const ModelInfo& model, bool chat) {
   boost::system::error_code ec;
   json::value root = json::parse(body, ec);
   if (ec) throw ApiError(400, "the request body is not valid JSON: " + ec.message());
@@ -138,9 +140,14 @@ CompletionRequest parse_completion_request(const std::string& body, const ModelI
     throw ApiError(400, "'suffix' is not supported", "suffix");
   if (const json::value* b = present(o, "logit_bias"); b && !(b->is_object() && b->get_object().empty()))
     throw ApiError(400, "'logit_bias' is not supported", "logit_bias");
+  r.chat = chat;
   r.echo = get_bool(o, "echo", false);
+  if (chat && r.echo) throw ApiError(400, "'echo' is not supported by chat completions", "echo");
   // max_tokens 0 with echo: score the prompt only (what lm-eval's loglikelihood requests send).
-  r.max_tokens = static_cast<int>(get_int(o, "max_tokens", 16, r.echo ? 0 : 1, model.n_positions));
+  // Chat: max_completion_tokens (or the older max_tokens); by default up to 256 that fit the context.
+  const char* max_field = chat && present(o, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+  const bool max_given = present(o, max_field) != nullptr;
+  r.max_tokens = static_cast<int>(get_int(o, max_field, chat ? 256 : 16, r.echo ? 0 : 1, model.n_positions));
   r.n = static_cast<int>(get_int(o, "n", 1, 1, 16));
   if (get_int(o, "best_of", r.n, 1, 16) != r.n)
     throw ApiError(400, "'best_of' other than n is not supported", "best_of");
@@ -149,8 +156,14 @@ CompletionRequest parse_completion_request(const std::string& body, const ModelI
     if (!so->is_object()) throw ApiError(400, "'stream_options' must be an object", "stream_options");
     r.include_usage = get_bool(so->get_object(), "include_usage", false);
   }
-  if (present(o, "logprobs")) r.logprobs = static_cast<int>(get_int(o, "logprobs", 0, 0, 20));
+  if (chat) {  // "logprobs": true, "top_logprobs": N
+    if (get_bool(o, "logprobs", false)) r.logprobs = static_cast<int>(get_int(o, "top_logprobs", 0, 0, 20));
+    else if (present(o, "top_logprobs")) throw ApiError(400, "'top_logprobs' needs 'logprobs': true", "top_logprobs");
+  } else if (present(o, "logprobs")) {
+    r.logprobs = static_cast<int>(get_int(o, "logprobs", 0, 0, 20));
+  }
   r.stop = parse_stop(o);
+  if (chat) r.stop.insert(r.stop.end(), chat_template_stops().begin(), chat_template_stops().end());
   if (!r.stop.empty() && !model.tokenizer)
     throw ApiError(400, "'stop' needs the tokenizer files in the model directory", "stop");
   SamplingParams& s = r.sampling;
@@ -168,7 +181,14 @@ CompletionRequest parse_completion_request(const std::string& body, const ModelI
     else if (seed->is_uint64()) s.seed = seed->get_uint64();
     else throw ApiError(400, "'seed' must be an integer", "seed");
   }
-  r.prompts = parse_prompts(o, model);
+  if (chat) {
+    if (!model.tokenizer) throw ApiError(400, "chat completions need the tokenizer files in the model directory", "messages");
+    r.prompts = {text_prompt(render_chat_prompt(parse_chat_messages(o)), model)};
+    const int room = model.n_positions - static_cast<int>(r.prompts[0].size());
+    if (!max_given && room > 0) r.max_tokens = std::min(r.max_tokens, room);
+  } else {
+    r.prompts = parse_prompts(o, model);
+  }
   if (r.prompts.size() * r.n > 128) throw ApiError(400, "more than 128 choices (prompts times n)", "n");
   for (const auto& prompt : r.prompts) {
     const int len = static_cast<int>(prompt.size());
@@ -312,6 +332,7 @@ class CompletionJob : public Job {
   json::value logprobs_json(const Choice& c, std::size_t from, std::size_t to, bool with_prompt,
                             std::size_t offset) const {
     if (!req_.logprobs) return nullptr;
+    if (req_.chat) return chat_logprobs_json(c, from, to);
     json::array tokens, lps, tops, offsets;
     if (with_prompt) {
       const std::vector<int32_t>& prompt = req_.prompts[c.prompt_index];
@@ -347,8 +368,44 @@ class CompletionJob : public Job {
                         {"text_offset", offsets}};
   }
 
-  json::object envelope() const {
-    return json::object{{"id", id_}, {"object", "text_completion"}, {"created", created_}, {"model", model_.name}};
+  // Chat's logprobs object: {"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}.
+  json::value chat_logprobs_json(const Choice& c, std::size_t from, std::size_t to) const {
+    auto entry = [&](int32_t id, float logprob) {
+      const std::string raw = model_.tokenizer ? model_.tokenizer->token_bytes(id) : std::string();
+      json::array bytes;
+      for (unsigned char b : raw) bytes.emplace_back(static_cast<int>(b));
+      return json::object{{"token", utf8::to_valid_utf8(raw)}, {"logprob", logprob}, {"bytes", std::move(bytes)}};
+    };
+    json::array content;
+    for (std::size_t i = from; i < to; ++i) {
+      json::object item = entry(c.tokens[i], c.token_logprobs[i]);
+      json::array top;
+      for (const auto& [id, lp] : c.top[i]) top.push_back(entry(id, lp));
+      item["top_logprobs"] = std::move(top);
+      content.push_back(std::move(item));
+    }
+    return json::object{{"content", std::move(content)}};
+  }
+
+  json::object envelope(bool chunk) const {
+    const char* object = !req_.chat ? "text_completion" : chunk ? "chat.completion.chunk" : "chat.completion";
+    return json::object{{"id", id_}, {"object", object}, {"created", created_}, {"model", model_.name}};
+  }
+
+  // One choice of an answer (chunk: of a stream chunk) in the endpoint's shape.
+  json::object choice_json(std::size_t index, std::string text, json::value logprobs, json::value finish,
+                           bool chunk) const {
+    json::object choice{{"index", index}};
+    if (!req_.chat) {
+      choice["text"] = std::move(text);
+    } else if (chunk) {
+      choice["delta"] = json::object{{"content", std::move(text)}};
+    } else {
+      choice["message"] = json::object{{"role", "assistant"}, {"content", std::move(text)}};
+    }
+    choice["logprobs"] = std::move(logprobs);
+    choice["finish_reason"] = std::move(finish);
+    return choice;
   }
 
   json::object usage() const {
@@ -369,12 +426,20 @@ class CompletionJob : public Job {
     }
     if (c.started) return;
     c.started = true;
+    if (req_.chat) {  // the first chunk names the role
+      json::object choice{{"index", index}, {"delta", json::object{{"role", "assistant"}, {"content", ""}}},
+                          {"logprobs", nullptr}, {"finish_reason", nullptr}};
+      json::object chunk = envelope(true);
+      chunk["choices"] = json::array{choice};
+      write_event(chunk);
+      return;
+    }
     if (!req_.echo) return;
     const std::string text = prompt_text(c);
-    json::object choice{{"text", text}, {"index", index}, {"finish_reason", nullptr},
-                        {"logprobs", logprobs_json(c, 0, 0, true, 0)}};
+    json::object choice = choice_json(static_cast<std::size_t>(index), text, logprobs_json(c, 0, 0, true, 0),
+                                      nullptr, true);
     choice["token_ids"] = json::value_from(req_.prompts[c.prompt_index]);
-    json::object chunk = envelope();
+    json::object chunk = envelope(true);
     chunk["choices"] = json::array{choice};
     write_event(chunk);
     c.echo_offset = text.size();
@@ -383,11 +448,11 @@ class CompletionJob : public Job {
   void send_chunk(int index, const Choice& c, const std::string& text, std::size_t from, std::size_t to,
                   const char* finish) {
     if (text.empty() && from >= to && !finish) return;
-    json::object choice{{"text", text}, {"index", index},
-                        {"finish_reason", finish ? json::value(finish) : json::value(nullptr)},
-                        {"logprobs", logprobs_json(c, from, to, false, c.echo_offset + c.emitted)}};
+    json::object choice = choice_json(static_cast<std::size_t>(index), text,
+                                      logprobs_json(c, from, to, false, c.echo_offset + c.emitted),
+                                      finish ? json::value(finish) : json::value(nullptr), true);
     choice["token_ids"] = json::value_from(std::vector<int32_t>(c.tokens.begin() + from, c.tokens.begin() + to));
-    json::object chunk = envelope();
+    json::object chunk = envelope(true);
     chunk["choices"] = json::array{choice};
     write_event(chunk);
   }
@@ -395,7 +460,7 @@ class CompletionJob : public Job {
   void finish_all() {
     if (req_.stream) {
       if (req_.include_usage) {
-        json::object chunk = envelope();
+        json::object chunk = envelope(true);
         chunk["choices"] = json::array{};
         chunk["usage"] = usage();
         write_event(chunk);
@@ -408,15 +473,14 @@ class CompletionJob : public Job {
     for (std::size_t i = 0; i < choices_.size(); ++i) {
       const Choice& c = choices_[i];
       const std::string prefix = req_.echo ? prompt_text(c) : std::string();
-      json::object choice{{"text", prefix + utf8::to_valid_utf8(c.text)}, {"index", i},
-                          {"logprobs", logprobs_json(c, 0, c.tokens.size(), req_.echo, 0)},
-                          {"finish_reason", c.finish}};
+      json::object choice = choice_json(i, prefix + utf8::to_valid_utf8(c.text),
+                                        logprobs_json(c, 0, c.tokens.size(), req_.echo, 0), json::value(c.finish), false);
       std::vector<int32_t> ids = req_.echo ? req_.prompts[c.prompt_index] : std::vector<int32_t>{};
       ids.insert(ids.end(), c.tokens.begin(), c.tokens.end());
       choice["token_ids"] = json::value_from(ids);
       choices.push_back(std::move(choice));
     }
-    json::object body = envelope();
+    json::object body = envelope(false);
     body["choices"] = std::move(choices);
     body["usage"] = usage();
     metrics_.count_request(200);

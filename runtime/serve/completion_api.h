@@ -1,4 +1,4 @@
-// The OpenAI completions API (rank 0): request JSON → validated CompletionRequest → GenerationRequests,
+// The OpenAI completions and chat completions APIs (rank 0): request JSON → validated CompletionRequest → GenerationRequests,
 // and the answer in OpenAI's shape, whole or as server-sent events. Parsing runs on an HTTP I/O
 // thread; a CompletionJob's callbacks run on the coordinator thread and answer through HttpReply.
 //
@@ -50,10 +50,13 @@ struct CompletionRequest {
   std::vector<std::string> stop;
   SamplingParams sampling;      // temperature defaults to 1 as in OpenAI
   std::string user;
+  bool chat = false;            // /v1/chat/completions: one prompt rendered from "messages"
+                                // (runtime/serve/chat_template.h), answered as chat.completion
 };
 
 // Throws ApiError (400, naming the field in `param`) for anything malformed or out of range.
-CompletionRequest parse_completion_request(const std::string& body, const ModelInfo& model);
+// chat: the body is a /v1/chat/completions request ("messages", logprobs as a bool + top_logprobs).
+CompletionRequest parse_completion_request(const std::string& body, const ModelInfo& model, bool chat = false);
 
 // One completion call in flight. Build with make_completion_job(); submit to the Coordinator.
 std::shared_ptr<Job> make_completion_job(CompletionRequest request, const ModelInfo& model,

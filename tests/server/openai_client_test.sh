@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The official `openai` npm package (v4), unmodified, makes a plain and a streaming completion.
+# The official `openai` npm package (v4), unmodified, makes a plain and a streaming completion, and a
+# plain and a streaming chat completion.
 # Skips (exit 0, printing SKIP and why) only when npm or the npm registry is unavailable.
 source "$(dirname "$0")/common.sh" "$@"
 if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
@@ -32,7 +33,14 @@ for await (const chunk of stream) {
 }
 if (text !== plain.choices[0].text) fail(`streamed text ${JSON.stringify(text)} != ${JSON.stringify(plain.choices[0].text)}`);
 if (chunks < 2 || finish !== "length") fail(`stream: ${chunks} chunks, finish ${finish}`);
-console.log(`openai client: plain and streamed completions agree (${chunks} chunks)`);
+const messages = [{ role: "user", content: "Hello, who are you?" }];
+const chat = await client.chat.completions.create({ model, messages, max_tokens: 8, temperature: 0 });
+if (chat.object !== "chat.completion" || chat.choices[0].message.role !== "assistant") fail("chat: " + JSON.stringify(chat));
+const chatStream = await client.chat.completions.create({ model, messages, max_tokens: 8, temperature: 0, stream: true });
+let reply = "";
+for await (const chunk of chatStream) reply += chunk.choices[0]?.delta?.content ?? "";
+if (reply !== chat.choices[0].message.content) fail(`streamed chat ${JSON.stringify(reply)} != ${JSON.stringify(chat.choices[0].message.content)}`);
+console.log(`openai client: plain and streamed completions agree (${chunks} chunks); chat plain and streamed agree`);
 JS
 (cd "$WORK/client" && timeout 120 node check.mjs "$PORT") || fail "the openai client check failed"
 echo PASS

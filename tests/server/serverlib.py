@@ -33,19 +33,29 @@ def request(port, method, path, body=None, headers=None, timeout=60):
         conn.close()
 
 
-def complete(port, payload, headers=None, timeout=120):
-    """POST /v1/completions; returns (status, parsed JSON)."""
-    status, _, body = request(port, "POST", "/v1/completions", payload, headers, timeout)
+def post_json(port, path, payload, headers=None, timeout=120):
+    """POST JSON to `path`; returns (status, parsed JSON)."""
+    status, _, body = request(port, "POST", path, payload, headers, timeout)
     try:
         return status, json.loads(body)
     except ValueError:
         fail("answer is not JSON (status %d): %r" % (status, body[:200]))
 
 
+def complete(port, payload, headers=None, timeout=120):
+    """POST /v1/completions; returns (status, parsed JSON)."""
+    return post_json(port, "/v1/completions", payload, headers, timeout)
+
+
 def stream(port, payload, timeout=120):
     """POST a stream: true completion; returns (list of chunk objects, saw [DONE])."""
+    return stream_path(port, "/v1/completions", payload, timeout)
+
+
+def stream_path(port, path, payload, timeout=120):
+    """POST a stream: true request to `path`; returns (list of chunk objects, saw [DONE])."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    conn.request("POST", "/v1/completions", body=json.dumps(dict(payload, stream=True)),
+    conn.request("POST", path, body=json.dumps(dict(payload, stream=True)),
                  headers={"Content-Type": "application/json"})
     resp = conn.getresponse()
     if resp.status != 200:
