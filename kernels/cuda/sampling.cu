@@ -1,5 +1,5 @@
 // Draw summaries on the GPU: each draw (runtime/backend/draw.h) reduced over this rank's vocab shard
-// of the step's logits, so only DrawSummary values (552 bytes each) leave the device. Same results as
+// of the step's logits, so only DrawSummary values (560 bytes each) leave the device. Same results as
 // the CPU reference summarize_draw() (tests/gpu compares them):
 //   1. prepare: keys[d][j] = logit of id vocab_begin + j in draw d's row, -inf past allowed_vocab
 //   2. edits:   the draw's penalty edits applied to the keys of this shard's ids (apply_logit_edit)

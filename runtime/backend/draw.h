@@ -76,6 +76,7 @@ struct DrawSummary {
   int32_t pad = 0;
   TokenScore top[kDrawCandidates];  // value descending, then token ascending
 };
+static_assert(sizeof(DrawSummary) == 560, "DrawSummary is gathered as raw bytes: keep its layout fixed");
 
 // Largest value gumbel_noise() can return (u <= 1 - 2^-24 gives 16.64): an upper bound used to skip
 // ids that cannot win the race.
