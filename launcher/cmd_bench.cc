@@ -3,6 +3,8 @@
 // Timings are medians over repeated steps; nothing here is used by tests.
 #include <sys/resource.h>
 
+#include <omp.h>
+
 #include <algorithm>
 #include <boost/json.hpp>
 #include <chrono>
@@ -101,7 +103,8 @@ CommandRunner register_bench(CLI::App& app) {
                                  {"dtype", session.options().dtype},
                                  {"tp", world.size()},
                                  {"n_layer", c.n_layer},
-                                 {"n_embd", c.n_embd}};
+                                 {"n_embd", c.n_embd},
+                                 {"threads_per_rank", omp_get_max_threads()}};
       auto with = [&](boost::json::object obj) {
         for (const auto& [k, v] : common) obj[k] = v;
         return obj;
@@ -136,7 +139,7 @@ CommandRunner register_bench(CLI::App& app) {
       };
       const double weight_gb = session.backend().weight_bytes() / 1e9;
       if (bandwidth > 0)
-        print({{"what", "memory_bandwidth"}, {"GB_per_s", bandwidth}, {"threads_per_rank", "all"}});
+        print({{"what", "memory_bandwidth"}, {"GB_per_s", bandwidth}, {"threads", omp_get_max_threads()}});
 
       // Prefill: one sequence of prefill_tokens, median of 3.
       {

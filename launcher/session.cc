@@ -1,5 +1,9 @@
 #include "launcher/session.h"
 
+#include <sched.h>
+
+#include <cstdlib>
+
 #include <cblas.h>
 #include <omp.h>
 
@@ -15,9 +19,20 @@
 
 namespace gptj {
 
-void configure_threads(const World& world) {
+int compute_threads_per_rank(const World& world) {
+  if (const char* env = std::getenv("OMP_NUM_THREADS"); env && std::atoi(env) > 0) return std::atoi(env);
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const int threads = std::max(1, cores / std::max(1, world.local_size()));
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const int allowed = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : cores;
+  // A rank bound to some cores (mpirun --bind-to, srun --cpus-per-task, taskset) uses those; an
+  // unbound one shares the node's cores with the other ranks on it.
+  if (allowed > 0 && allowed < cores) return allowed;
+  return std::max(1, cores / std::max(1, world.local_size()));
+}
+
+void configure_threads(const World& world) {
+  const int threads = compute_threads_per_rank(world);
   omp_set_num_threads(threads);
   openblas_set_num_threads(threads);
 }

@@ -60,7 +60,11 @@ class ModelSession {
 // Writes a random model directory (launcher/cmd_tools.cc).
 void make_random_model(const GptjConfig& config, const std::string& out_dir, uint64_t seed, DType dtype);
 
-// Sets OpenMP/OpenBLAS threads to this host's cores divided among its ranks.
+// OpenMP/OpenBLAS threads of this rank: OMP_NUM_THREADS when set; else the cores the rank is bound
+// to (mpirun --bind-to, srun --cpus-per-task, taskset) when that is fewer than the host's; else the
+// host's cores divided among its ranks.
+int compute_threads_per_rank(const World& world);
+// Applies compute_threads_per_rank().
 void configure_threads(const World& world);
 
 }  // namespace gptj

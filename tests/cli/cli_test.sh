@@ -92,4 +92,13 @@ assert [r["batch"] for r in decode] == [1, 4] and all(r["all_reduces_per_layer"]
 assert any(r["what"] == "peak_memory" for r in rows), rows
 print("ok bench JSON:", len(rows), "lines")
 PY
+# Threads per rank: OMP_NUM_THREADS when set, else the cores the process may run on.
+threads() { python3 -c "import json,sys; print([json.loads(l) for l in sys.stdin][-2]['threads_per_rank'])"; }
+[ "$(OMP_NUM_THREADS=1 "$GPTJ" bench --model "$b" --decode-batches 1 --steps 1 --prefill-tokens 8 --no-bandwidth | threads)" = 1 ] ||
+  fail "OMP_NUM_THREADS=1 not honoured"
+if command -v taskset >/dev/null && [ "$(nproc --all)" -gt 1 ]; then
+  [ "$(taskset -c 0 "$GPTJ" bench --model "$b" --decode-batches 1 --steps 1 --prefill-tokens 8 --no-bandwidth | threads)" = 1 ] ||
+    fail "a process bound to one core must use one thread"
+fi
+echo "ok threads per rank"
 echo PASS
