@@ -119,7 +119,10 @@ CommandRunner register_batch(CLI::App& app) {
   cmd->add_flag("--resume", args->resume, "skip ids already in --output and append the rest");
   cmd->add_option("--max-new-tokens", args->max_new_tokens, "default for lines without one")->capture_default_str();
   cmd->add_option("--max-batch", args->max_batch, "sequences in flight at most")->capture_default_str();
-  cmd->add_option("--max-step-tokens", args->max_step_tokens, "tokens per step at most")->capture_default_str();
+  cmd->add_option("--max-step-tokens", args->max_step_tokens,
+                  "tokens per step: decodes first, then prompt chunks (chunked prefill)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->add_flag("--static-batching", args->static_batching,
                 "admit new sequences only when the whole batch has finished (for comparison)");
   return [args](World& world) {

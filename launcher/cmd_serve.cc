@@ -29,6 +29,7 @@ struct ServeArgs {
   std::size_t max_body_bytes = 1 << 20;
   int max_queued = 256;
   int max_batch = 64;
+  int max_step_tokens = 4096;
   int http_threads = 2;
   double request_timeout_s = 600;
   double drain_timeout_s = 30;
@@ -188,7 +189,8 @@ int serve_rank0(World& world, const ServeArgs& args) {
     std::optional<Tokenizer> tokenizer;
     if (Tokenizer::available(session.options().model_dir))
       tokenizer = Tokenizer::from_model_dir(session.options().model_dir);
-    const SchedulerOptions options = scheduler_options_for(session, args.max_batch);
+    SchedulerOptions options = scheduler_options_for(session, args.max_batch);
+    options.max_step_tokens = args.max_step_tokens;
     Scheduler scheduler(session.runner(), options, tokenizer ? &*tokenizer : nullptr);
     ModelInfo info;
     info.name = !args.model_name.empty() ? args.model_name
@@ -221,6 +223,10 @@ CommandRunner register_serve(CLI::App& app) {
   cmd->add_option("--max-body-bytes", args->max_body_bytes, "largest request body")->capture_default_str();
   cmd->add_option("--max-queued", args->max_queued, "choices waiting to run before 429")->capture_default_str();
   cmd->add_option("--max-batch", args->max_batch, "sequences in the running batch at most")->capture_default_str();
+  cmd->add_option("--max-step-tokens", args->max_step_tokens,
+                  "tokens per step: decodes first, then prompt chunks (smaller: steadier token latency)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->add_option("--http-threads", args->http_threads, "HTTP I/O threads")->capture_default_str();
   cmd->add_option("--request-timeout", args->request_timeout_s, "seconds a completion may take (0: none)")->capture_default_str();
   cmd->add_option("--drain-timeout", args->drain_timeout_s, "seconds in-flight requests get at SIGTERM")->capture_default_str();

@@ -38,6 +38,7 @@ void validate_step(const StepBatch& batch, int n_positions, int vocab_size, cons
       GPTJ_CHECK(id >= 0 && id < vocab_size, "token id {} outside the vocabulary [0, {})", id, vocab_size);
   }
   const int rows = batch.logit_rows();
+  GPTJ_CHECK(!(batch.raw_logits && !batch.draws.empty()), "a step asks for raw logits and draws at once");
   for (const DrawPlan& draw : batch.draws) {
     GPTJ_CHECK(draw.logit_row >= 0 && draw.logit_row < rows, "draw from logit row {} of a step with {} rows",
                draw.logit_row, rows);
@@ -54,7 +55,7 @@ void validate_step(const StepBatch& batch, int n_positions, int vocab_size, cons
 // Wire format: int32 words. [shutdown, n_seqs, then per seq: start_pos, all_logits, n_tokens,
 // tokens..., n_blocks, blocks..., then n_copies, (src, dst)..., then n_draws, per draw: logit_row,
 // allowed_vocab, temperature, top_p, noise_key (2 words), want_log_norm, score_token, n_edits,
-// edits (4 words each)]. Floats and the key travel as their bits.
+// edits (4 words each), then raw_logits]. Floats and the key travel as their bits.
 std::vector<uint8_t> serialize_step(const StepBatch& batch, bool shutdown) {
   std::vector<int32_t> words{shutdown ? 1 : 0, static_cast<int32_t>(batch.seqs.size())};
   for (const auto& seq : batch.seqs) {
@@ -88,6 +89,7 @@ std::vector<uint8_t> serialize_step(const StepBatch& batch, bool shutdown) {
     static_assert(sizeof(LogitEdit) == 4 * sizeof(int32_t));
     if (!draw.edits.empty()) push_bits(draw.edits.data(), draw.edits.size() * sizeof(LogitEdit));
   }
+  words.push_back(batch.raw_logits ? 1 : 0);
   std::vector<uint8_t> bytes(words.size() * sizeof(int32_t));
   std::memcpy(bytes.data(), words.data(), bytes.size());
   return bytes;
@@ -154,6 +156,7 @@ bool deserialize_step(const std::vector<uint8_t>& bytes, StepBatch& batch) {
       draw.edits.resize(static_cast<std::size_t>(n_edits));
       if (n_edits > 0) take_bits(draw.edits.data(), draw.edits.size() * sizeof(LogitEdit));
     }
+    batch.raw_logits = next() != 0;
   }
   return !shutdown;
 }

@@ -25,9 +25,11 @@ struct StepBatch {
   // Done before the step's layers run: a sample forked from a shared prompt gets its own copy of
   // the prompt's partly filled last block before it writes there.
   std::vector<BlockCopy> block_copies;
-  // Tokens to sample from this step's logit rows (runtime/backend/draw.h). Empty: the caller wants
-  // the raw logits instead (gptj logits, tests).
+  // Tokens to sample from this step's logit rows (runtime/backend/draw.h); may be empty (a step of
+  // prompt chunks only).
   std::vector<DrawPlan> draws;
+  // The caller wants every logit row itself (gptj logits, tests) instead of draws.
+  bool raw_logits = false;
 
   int total_tokens() const;
   int logit_rows() const;  // sum over seqs of (all_logits ? tokens.size() : 1)

@@ -21,8 +21,10 @@ void broadcast_plan(Communicator& comm, std::vector<uint8_t>& bytes) {
 }
 }  // namespace
 
-const std::vector<float>& ModelRunner::step(const StepBatch& batch) {
-  GPTJ_CHECK(batch.draws.empty(), "ModelRunner::step returns raw logits; use step_draws for draws");
+const std::vector<float>& ModelRunner::step(const StepBatch& plan) {
+  GPTJ_CHECK(plan.draws.empty(), "ModelRunner::step returns raw logits; use step_draws for draws");
+  StepBatch batch = plan;
+  batch.raw_logits = true;
   begin_timing(batch);
   run_step(batch, nullptr);
   if (watchdog_) watchdog_->end_step();
@@ -31,7 +33,7 @@ const std::vector<float>& ModelRunner::step(const StepBatch& batch) {
 }
 
 const ModelRunner::DrawResults& ModelRunner::step_draws(const StepBatch& batch, const NeedsRow& needs_row) {
-  GPTJ_CHECK(!batch.draws.empty(), "ModelRunner::step_draws needs draws");
+  GPTJ_CHECK(!batch.raw_logits, "ModelRunner::step_draws samples; use step for raw logits");
   begin_timing(batch);
   run_step(batch, &needs_row);
   if (watchdog_) watchdog_->end_step();
@@ -81,9 +83,13 @@ void ModelRunner::run_step(const StepBatch& batch, const NeedsRow* needs_row) {
   maybe_inject_fault();
   backend_.forward(batch);
   fetch_rows_.clear();
-  if (batch.draws.empty()) {
+  if (batch.raw_logits) {
     for (int r = 0; r < batch.logit_rows(); ++r) fetch_rows_.push_back(r);
     gather_rows(fetch_rows_);
+    return;
+  }
+  if (batch.draws.empty()) {  // prompt chunks only: nothing to sample, nothing to gather
+    if (comm_.rank() == 0) draw_results_.summaries.clear();
     return;
   }
   // Round 1: every rank's summaries of every draw, to rank 0 (gathered as float words).

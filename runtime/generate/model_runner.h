@@ -28,8 +28,8 @@ class ModelRunner {
     std::vector<int32_t> row_of_draw;    // per draw: its row in `rows`, or -1 when not fetched
     std::vector<float> rows;             // fetched raw logits [fetched, vocab_size]
   };
-  // Rank 0 only; batch.draws must not be empty. needs_row(d, summaries of draw d [ranks], ranks)
-  // says whether draw d needs its full row.
+  // Rank 0 only; batch.draws may be empty (a step of prompt chunks). needs_row(d, summaries of draw
+  // d [ranks], ranks) says whether draw d needs its full row.
   using NeedsRow = std::function<bool(int draw, const DrawSummary* per_rank, int ranks)>;
   const DrawResults& step_draws(const StepBatch& batch, const NeedsRow& needs_row);
   // Rank 0 only: ends the worker loops, handing them rank 0's exit code. Safe to call twice.

@@ -49,8 +49,10 @@ struct Scheduler::Sequence {
     request.n = 1;
   }
   int prompt_len() const { return static_cast<int>(request.prompt.size()); }
-  // This step prefills a prompt whose logprobs were asked for (every position's logits needed).
-  bool scoring_now() const { return request.score_prompt && !scored && cached == 0; }
+  // This step prefills (part of) a prompt whose logprobs were asked for (every position's logits).
+  bool scoring_now() const { return request.score_prompt && !scored && cached < prompt_len(); }
+  // Tokens not yet in the KV cache: 1 while decoding, more while a prompt is prefilled in chunks.
+  int pending() const { return static_cast<int>(tokens.size()) - cached; }
 };
 
 Scheduler::Scheduler(ModelRunner& runner, const SchedulerOptions& options, const Tokenizer* tokenizer)
@@ -76,8 +78,6 @@ void Scheduler::submit(GenerationRequest request) {
   const int needed_blocks = (len + options_.kv.block_size) / options_.kv.block_size;
   GPTJ_CHECK(needed_blocks <= options_.kv.num_blocks,
              "the prompt needs {} KV blocks but the cache has {}", needed_blocks, options_.kv.num_blocks);
-  GPTJ_CHECK(len <= options_.max_step_tokens, "the prompt has {} tokens, more than --max-step-tokens {}",
-             len, options_.max_step_tokens);
   GPTJ_CHECK(request.stop.empty() || tokenizer_ != nullptr,
              "stop strings need a tokenizer (vocab.json + merges.txt in the model directory)");
   waiting_.push_back(std::make_unique<Sequence>(std::move(request), options_.allowed_vocab));
@@ -157,16 +157,15 @@ bool Scheduler::grow_blocks(Sequence& seq, int positions) {
   return true;
 }
 
-bool Scheduler::admit(Sequence& seq, int& step_tokens) {
+bool Scheduler::admit(Sequence& seq, int budget) {
   const int len = static_cast<int>(seq.tokens.size());
   // Room for one more token, and a private last block for each sample forked from this prompt.
   const int needed = (len + options_.kv.block_size) / options_.kv.block_size + seq.forks_pending;
-  if (step_tokens + len > options_.max_step_tokens || blocks_.free_blocks() < needed) return false;
+  if (budget <= 0 || blocks_.free_blocks() < needed) return false;
   if (seq.forks_pending > 0 && !running_.empty() &&
       static_cast<int>(running_.size()) + 1 + seq.forks_pending > options_.max_batch)
     return false;
   grow_blocks(seq, len);
-  step_tokens += len;
   return true;
 }
 
@@ -175,6 +174,7 @@ void Scheduler::preempt_last() {
   running_.pop_back();
   blocks_.release(victim->blocks);
   victim->cached = 0;
+  if (!victim->scored) victim->prompt_scores.clear();  // recomputed with its prefill
   ++preemptions_;
   waiting_.push_front(std::move(victim));
 }
@@ -242,23 +242,39 @@ std::vector<GenerationEvent> Scheduler::step() {
            seq.tokens.size(), blocks_.total_blocks());
     }
   }
-  int step_tokens = static_cast<int>(running_.size());
+  // This step's tokens (chunked prefill): every decoding sequence feeds its one token; the rest of
+  // the max_step_tokens budget goes, in admission order, to prompts still being prefilled, a chunk
+  // each; a sequence whose chunk is 0 sits this step out. Waiting requests are admitted while
+  // budget, blocks and the batch size allow, their first chunk as large as the budget left.
+  std::vector<int> chunk(running_.size(), 0);  // parallel to running_
+  int budget = options_.max_step_tokens;
+  for (std::size_t i = 0; i < running_.size(); ++i)
+    if (running_[i]->pending() == 1) chunk[i] = 1, --budget;
+  budget = std::max(budget, 0);
+  for (std::size_t i = 0; i < running_.size(); ++i)
+    if (running_[i]->pending() > 1) budget -= chunk[i] = std::min(running_[i]->pending(), budget);
   const bool may_admit = !options_.static_batching || running_.empty();
   while (may_admit && !waiting_.empty() && static_cast<int>(running_.size()) < options_.max_batch &&
-         admit(*waiting_.front(), step_tokens)) {
+         admit(*waiting_.front(), budget)) {
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
+    budget -= chunk.emplace_back(std::min(running_.back()->pending(), budget));
   }
-  if (running_.empty()) return events;
+  std::vector<Sequence*> active;  // the sequences in this step, in running_ order
+  std::vector<int> active_chunk;
+  for (std::size_t i = 0; i < running_.size(); ++i)
+    if (chunk[i] > 0) active.push_back(running_[i].get()), active_chunk.push_back(chunk[i]);
+  if (active.empty()) return events;
 
   StepBatch batch;
   batch.block_copies.swap(pending_copies_);
-  for (const auto& seq : running_) {
+  for (std::size_t i = 0; i < active.size(); ++i) {
+    const Sequence& seq = *active[i];
     SequenceStep s;
-    s.start_pos = seq->cached;
-    s.tokens.assign(seq->tokens.begin() + seq->cached, seq->tokens.end());
-    s.block_table = seq->blocks;
-    s.all_logits = seq->scoring_now();  // a prompt to score: every position's row
+    s.start_pos = seq.cached;
+    s.tokens.assign(seq.tokens.begin() + seq.cached, seq.tokens.begin() + seq.cached + active_chunk[i]);
+    s.block_table = seq.blocks;
+    s.all_logits = seq.scoring_now();  // a prompt to score: every position's row
     batch.seqs.push_back(std::move(s));
   }
   peak_used_blocks_ = std::max(peak_used_blocks_, blocks_.used_blocks());
@@ -269,21 +285,23 @@ std::vector<GenerationEvent> Scheduler::step() {
   std::vector<Sequence*> drawer;                     // [draw]: whose sampler planned it (or who is scored)
   std::vector<char> scoring;                         // [draw]: 1 for a scoring draw
   int32_t row = 0;
-  for (std::size_t i = 0; i < running_.size(); ++i) {
-    Sequence& seq = *running_[i];
+  for (std::size_t i = 0; i < active.size(); ++i) {
+    Sequence& seq = *active[i];
     auto add = [&](DrawPlan plan, Sequence* who, std::unique_ptr<Sequence> fork, bool score) {
       batch.draws.push_back(std::move(plan));
       drawer.push_back(who);
       new_forks.push_back(std::move(fork));
       scoring.push_back(score ? 1 : 0);
     };
-    const int rows = batch.seqs[i].all_logits ? static_cast<int>(batch.seqs[i].tokens.size()) : 1;
-    if (batch.seqs[i].all_logits)
-      for (int j = 0; j + 1 < seq.prompt_len(); ++j)
-        add(score_plan(row + j, seq.tokens[j + 1], options_.allowed_vocab), &seq, nullptr, true);
+    const int n = active_chunk[i];
+    const int rows = batch.seqs[i].all_logits ? n : 1;
+    if (batch.seqs[i].all_logits)  // position p's row scores prompt token p + 1
+      for (int j = 0; j < n && seq.cached + j + 1 < seq.prompt_len(); ++j)
+        add(score_plan(row + j, seq.tokens[seq.cached + j + 1], options_.allowed_vocab), &seq, nullptr, true);
     const int32_t last = row + rows - 1;
     row += rows;
-    if (seq.request.max_new_tokens == 0) continue;  // scoring only
+    // Only a sequence whose step reaches its last token samples (a prefill chunk does not).
+    if (seq.request.max_new_tokens == 0 || seq.cached + n < static_cast<int>(seq.tokens.size())) continue;
     add(seq.sampler.plan(seq.tokens, seq.prompt_len(), last), &seq, nullptr, false);
     for (int k = 1; k <= seq.forks_pending; ++k) {
       std::unique_ptr<Sequence> fork = make_fork(seq, k);
@@ -308,7 +326,7 @@ std::vector<GenerationEvent> Scheduler::step() {
     logits_row.assign(fetched, fetched + vocab);
     choices[d] = drawer[d]->sampler.choose_from_row(batch.draws[d], logits_row.data(), vocab);
   }
-  for (const auto& seq : running_) seq->cached = static_cast<int>(seq->tokens.size());
+  for (std::size_t i = 0; i < active.size(); ++i) active[i]->cached += active_chunk[i];
   std::vector<std::unique_ptr<Sequence>> forks;
   Sequence* parent = nullptr;
   for (std::size_t d = 0; d < choices.size(); ++d) {
@@ -326,8 +344,8 @@ std::vector<GenerationEvent> Scheduler::step() {
       start_fork(*parent, std::move(new_forks[d]), *choices[d], events, forks);
     }
   }
-  for (const auto& seq : running_) {  // scoring-only requests end with their prefill
-    if (seq->request.max_new_tokens > 0 || seq->scored) continue;
+  for (Sequence* seq : active) {  // scoring-only requests end with their prefill
+    if (seq->request.max_new_tokens > 0 || seq->scored || seq->pending() > 0) continue;
     seq->scored = true;
     GenerationEvent event;
     event.handle = seq->request.handle;

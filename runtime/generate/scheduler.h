@@ -1,7 +1,8 @@
 // Rank 0's continuous-batching scheduler over the paged KV cache.
 // Requests wait in a queue; at every step waiting requests join the running batch while KV blocks
-// and the batch size allow (their whole prompt is prefilled in that step, alongside the decode of
-// the running ones); finished sequences leave and free their blocks at once. When a running
+// and the batch size allow. Each step feeds every decoding sequence its token and spends the rest of
+// max_step_tokens on prompts, a chunk of each (chunked prefill: a long prompt spreads over several
+// steps and never stalls the decoding ones); finished sequences leave and free their blocks at once. When a running
 // sequence needs a block and none is free, the most recently admitted sequence is preempted: its
 // blocks are freed and it waits to be recomputed (prompt + what it generated), never a crash.
 #pragma once
@@ -54,7 +55,7 @@ struct GenerationEvent {
 
 struct SchedulerOptions {
   int max_batch = 64;            // running sequences at most
-  int max_step_tokens = 4096;    // tokens per step (prefill budget)
+  int max_step_tokens = 4096;    // tokens per step: decodes first, then prompt chunks (chunked prefill)
   KvCacheOptions kv;
   int n_positions = 2048;
   int eos_id = -1;
@@ -82,7 +83,7 @@ class Scheduler {
 
  private:
   struct Sequence;
-  bool admit(Sequence& seq, int& step_tokens);
+  bool admit(Sequence& seq, int budget);  // blocks and batch room for `seq`, budget > 0
   bool grow_blocks(Sequence& seq, int positions);
   void preempt_last();
   // Sample k (1..n-1) of `parent`'s request: handle + k, seed + k.

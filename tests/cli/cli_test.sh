@@ -57,6 +57,11 @@ echo "{\"id\": \"score\", \"tokens\": [$p7], \"max_new_tokens\": 0, \"prompt_log
 "$GPTJ" batch --model "$a" --input "$WORK/score_in.jsonl" --output "$WORK/score_out.jsonl" 2>/dev/null || fail "batch scoring"
 check prompt-logprobs "$WORK/score_out.jsonl" score "$DATA/tiny-gptj-a/expected/logits_p7_all.f32.bin" "$p7" 50257 ||
   fail "prompt logprobs"
+# ... the same when the prompt is prefilled in chunks of 3 tokens (chunked prefill).
+"$GPTJ" batch --model "$a" --input "$WORK/score_in.jsonl" --output "$WORK/score_chunked.jsonl" --max-step-tokens 3 \
+  2>/dev/null || fail "batch scoring, chunked"
+check prompt-logprobs "$WORK/score_chunked.jsonl" score "$DATA/tiny-gptj-a/expected/logits_p7_all.f32.bin" "$p7" 50257 ||
+  fail "prompt logprobs, chunked prefill"
 
 # make-random in bfloat16, then logits through the KV cache equal the one-shot logits.
 cat > "$WORK/cfg.json" <<'JSON'

@@ -119,6 +119,48 @@ TEST_P(Golden, ContinuousBatchingUnderKvPressureKeepsGoldenTokens) {
   EXPECT_EQ(scheduler.blocks().free_blocks(), 40);
 }
 
+// Chunked prefill: with a step budget of 1..5 tokens every prompt longer than the budget is
+// prefilled over several steps (alongside the decoding sequences); batched greedy tokens must not
+// change, also when sequences are preempted mid-prefill on a small cache.
+TEST_P(Golden, ChunkedPrefillKeepsGoldenTokens) {
+  const auto prompts = testing::prompts(GetParam());
+  const auto batched = testing::expected_batched(GetParam());
+  const auto greedy = testing::expected_greedy(GetParam());
+  for (int budget : {1, 2, 3, 5}) {
+    Fixture f(GetParam());
+    auto options = f.scheduler_options();
+    options.max_step_tokens = budget;
+    Scheduler scheduler(*f.runner, options, nullptr);
+    for (std::size_t i = 0; i < prompts.size(); ++i) scheduler.submit({i, prompts[i], {}, 16, {}, false});
+    std::vector<std::vector<int32_t>> got(prompts.size());
+    int steps = 0;
+    while (!scheduler.idle()) {
+      ++steps;
+      for (const auto& e : scheduler.step())
+        if (e.finish != FinishReason::kNone) got[e.handle] = *e.generated;
+    }
+    for (std::size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(got[i], batched[i]) << "budget " << budget << " row " << i;
+    EXPECT_GT(steps, 16) << "budget " << budget << ": the prompts should have taken extra steps";
+  }
+  Fixture f(GetParam(), 12);
+  auto options = f.scheduler_options(12);
+  options.max_batch = 8;
+  options.max_step_tokens = 5;
+  Scheduler scheduler(*f.runner, options, nullptr);
+  for (int c = 0; c < 5; ++c)
+    for (std::size_t i = 0; i < prompts.size(); ++i) scheduler.submit({c * prompts.size() + i, prompts[i], {}, 32, {}, false});
+  int finished = 0;
+  while (!scheduler.idle())
+    for (const auto& e : scheduler.step())
+      if (e.finish != FinishReason::kNone) {
+        ++finished;
+        EXPECT_EQ(*e.generated, greedy[e.handle % prompts.size()]) << "request " << e.handle;
+      }
+  EXPECT_EQ(finished, 20);
+  EXPECT_GT(scheduler.preemptions(), 0u) << "the cache was meant to be too small for the batch";
+  EXPECT_EQ(scheduler.blocks().free_blocks(), 12);
+}
+
 INSTANTIATE_TEST_SUITE_P(FixtureModels, Golden, ::testing::Values("tiny-gptj-a", "tiny-gptj-b"));
 
 }  // namespace

@@ -2,7 +2,8 @@
 # 50 concurrent greedy completions (plain and streamed) all return Hugging Face's tokens, and the
 # metrics show that they ran batched together (more than one sequence in a model step).
 source "$(dirname "$0")/common.sh" "$@"
-start_server "$GPTJ" serve --model "$MODEL" --port 0 --http-threads 3
+# A step budget of 64 tokens: the longer prompts (up to 130 tokens) are prefilled in chunks.
+start_server "$GPTJ" serve --model "$MODEL" --port 0 --http-threads 3 --max-step-tokens 64
 GPTJ_TEST_DATA="$DATA" python3 - "$PORT" <<'PY'
 import sys, threading
 from serverlib import *

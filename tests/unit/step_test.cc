@@ -47,6 +47,7 @@ void expect_same(const StepBatch& a, const StepBatch& b) {
     EXPECT_EQ(a.seqs[i].block_table, b.seqs[i].block_table);
     EXPECT_EQ(a.seqs[i].all_logits, b.seqs[i].all_logits);
   }
+  EXPECT_EQ(a.raw_logits, b.raw_logits);
   ASSERT_EQ(a.draws.size(), b.draws.size());
   for (std::size_t i = 0; i < a.draws.size(); ++i) {
     SCOPED_TRACE("draw " + std::to_string(i));
@@ -78,6 +79,11 @@ TEST(Step, RoundTrip) {
   back.seqs.push_back({{99}, 1, {1}, true});  // stale content must be replaced
   EXPECT_TRUE(deserialize_step(serialize_step(batch, false), back));
   expect_same(batch, back);
+  StepBatch raw = sample_batch();
+  raw.draws.clear();
+  raw.raw_logits = true;
+  EXPECT_TRUE(deserialize_step(serialize_step(raw, false), back));
+  expect_same(raw, back);
   EXPECT_EQ(back.total_tokens(), batch.total_tokens());
   EXPECT_EQ(back.logit_rows(), batch.logit_rows());
 }
