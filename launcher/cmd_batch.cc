@@ -110,6 +110,7 @@ CommandRunner register_batch(CLI::App& app) {
     bool resume = false;
     int max_new_tokens = 64, max_batch = 64, max_step_tokens = 4096;
     bool static_batching = false;
+    bool prefix_cache = true;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("batch", "Generate for every line of a JSONL file");
@@ -123,6 +124,8 @@ CommandRunner register_batch(CLI::App& app) {
                   "tokens per step: decodes first, then prompt chunks (chunked prefill)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd->add_flag("!--no-prefix-cache", args->prefix_cache,
+                "recompute every prompt (default: reuse the KV blocks of prefixes computed before)");
   cmd->add_flag("--static-batching", args->static_batching,
                 "admit new sequences only when the whole batch has finished (for comparison)");
   return [args](World& world) {
@@ -142,6 +145,7 @@ CommandRunner register_batch(CLI::App& app) {
       std::set<std::string> done_ids = args->resume ? finished_ids_and_repair(args->output) : std::set<std::string>{};
       SchedulerOptions options = scheduler_options_for(session, args->max_batch);
       options.max_step_tokens = args->max_step_tokens;
+      options.prefix_caching = args->prefix_cache;
       options.static_batching = args->static_batching;
       Scheduler scheduler(session.runner(), options, tok);
 
@@ -249,11 +253,12 @@ CommandRunner register_batch(CLI::App& app) {
                               dtype_size(parse_dtype(session.options().dtype)) / 1e6;
       std::fprintf(stderr,
                    "gptj batch: %zu lines written (%zu errors), %zu skipped as already done, %llu tokens "
-                   "in %.1f s (%.1f tok/s), %llu preemptions, peak KV %d of %d blocks (%.1f MB per rank; "
-                   "contiguous per-sequence caches for the same batch: %.1f MB)\n",
+                   "in %.1f s (%.1f tok/s), %llu preemptions, %llu prompt tokens from the prefix cache, peak KV "
+                   "%d of %d blocks (%.1f MB per rank; contiguous per-sequence caches for the same batch: %.1f MB)\n",
                    written, errors, skipped, static_cast<unsigned long long>(tokens_generated), seconds,
                    seconds > 0 ? tokens_generated / seconds : 0.0,
-                   static_cast<unsigned long long>(scheduler.preemptions()), scheduler.peak_used_blocks(),
+                   static_cast<unsigned long long>(scheduler.preemptions()),
+                   static_cast<unsigned long long>(scheduler.prefix_hit_tokens()), scheduler.peak_used_blocks(),
                    options.kv.num_blocks, scheduler.peak_used_blocks() * block_mb,
                    static_cast<double>(args->max_batch) * session.config().n_positions / options.kv.block_size * block_mb);
       if (g_stop_signal) {

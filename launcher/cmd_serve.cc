@@ -30,6 +30,7 @@ struct ServeArgs {
   int max_queued = 256;
   int max_batch = 64;
   int max_step_tokens = 4096;
+  bool prefix_cache = true;
   int http_threads = 2;
   double request_timeout_s = 600;
   double drain_timeout_s = 30;
@@ -191,6 +192,7 @@ int serve_rank0(World& world, const ServeArgs& args) {
       tokenizer = Tokenizer::from_model_dir(session.options().model_dir);
     SchedulerOptions options = scheduler_options_for(session, args.max_batch);
     options.max_step_tokens = args.max_step_tokens;
+    options.prefix_caching = args.prefix_cache;
     Scheduler scheduler(session.runner(), options, tokenizer ? &*tokenizer : nullptr);
     ModelInfo info;
     info.name = !args.model_name.empty() ? args.model_name
@@ -227,6 +229,8 @@ CommandRunner register_serve(CLI::App& app) {
                   "tokens per step: decodes first, then prompt chunks (smaller: steadier token latency)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd->add_flag("!--no-prefix-cache", args->prefix_cache,
+                "recompute every prompt (default: reuse the KV blocks of prefixes computed before)");
   cmd->add_option("--http-threads", args->http_threads, "HTTP I/O threads")->capture_default_str();
   cmd->add_option("--request-timeout", args->request_timeout_s, "seconds a completion may take (0: none)")->capture_default_str();
   cmd->add_option("--drain-timeout", args->drain_timeout_s, "seconds in-flight requests get at SIGTERM")->capture_default_str();

@@ -10,6 +10,14 @@ namespace gptj {
 
 namespace {
 // Where the first of the stop strings begins in `text` at or after `from` (npos: none occurs).
+// Prefix-cache key of a full block: its tokens and, through `prev` (the key of the block before it,
+// 0 for the first), everything before them. Never 0.
+uint64_t block_key(uint64_t prev, const int32_t* tokens, int n) {
+  uint64_t h = mix64(prev ^ 0x6A09E667F3BCC908ull);
+  for (int i = 0; i < n; ++i) h = mix64(h ^ static_cast<uint32_t>(tokens[i]));
+  return h != 0 ? h : 1;
+}
+
 std::size_t earliest_stop(const std::string& text, const std::vector<std::string>& stops, std::size_t from) {
   std::size_t cut = std::string::npos;
   for (const auto& stop : stops)
@@ -41,6 +49,8 @@ struct Scheduler::Sequence {
   bool cancelled = false;
   int forks_pending = 0;           // samples still to start from this prompt's prefill
   bool scored = false;             // score_prompt: the prompt's logprobs were reported
+  int published = 0;               // leading full blocks published to the prefix cache
+  uint64_t chain_key = 0;          // prefix-cache key of block published - 1
   std::vector<TokenChoice> prompt_scores;  // score_prompt: collected during the prefill step
 
   Sequence(GenerationRequest r, int allowed_vocab)
@@ -159,14 +169,46 @@ bool Scheduler::grow_blocks(Sequence& seq, int positions) {
 
 bool Scheduler::admit(Sequence& seq, int budget) {
   const int len = static_cast<int>(seq.tokens.size());
-  // Room for one more token, and a private last block for each sample forked from this prompt.
-  const int needed = (len + options_.kv.block_size) / options_.kv.block_size + seq.forks_pending;
-  if (budget <= 0 || blocks_.free_blocks() < needed) return false;
+  const int bs = options_.kv.block_size;
+  if (budget <= 0) return false;
   if (seq.forks_pending > 0 && !running_.empty() &&
       static_cast<int>(running_.size()) + 1 + seq.forks_pending > options_.max_batch)
     return false;
+  // Prefix cache: take the longest run of leading full blocks already computed (leaving at least
+  // the last token to compute, for its logits). A prompt being scored needs every row: no reuse.
+  std::vector<int32_t> taken;
+  uint64_t key = 0;
+  if (options_.prefix_caching && !seq.scoring_now()) {
+    for (int b = 0; b < (len - 1) / bs; ++b) {
+      const uint64_t next = block_key(key, &seq.tokens[static_cast<std::size_t>(b) * bs], bs);
+      const int32_t block = blocks_.take_cached(next);
+      if (block < 0) break;
+      taken.push_back(block);
+      key = next;
+    }
+  }
+  // Room for one more token, and a private last block for each sample forked from this prompt.
+  const int needed = (len + bs) / bs - static_cast<int>(taken.size()) + seq.forks_pending;
+  if (blocks_.free_blocks() < needed) {
+    blocks_.release(taken);
+    return false;
+  }
+  seq.cached = static_cast<int>(taken.size()) * bs;
+  seq.published = static_cast<int>(taken.size());
+  seq.chain_key = key;
+  prefix_hit_tokens_ += static_cast<uint64_t>(seq.cached);
+  seq.blocks = std::move(taken);
   grow_blocks(seq, len);
   return true;
+}
+
+void Scheduler::publish_full_blocks(Sequence& seq) {
+  const int bs = options_.kv.block_size;
+  while ((seq.published + 1) * bs <= seq.cached) {
+    seq.chain_key = block_key(seq.chain_key, &seq.tokens[static_cast<std::size_t>(seq.published) * bs], bs);
+    blocks_.publish(seq.blocks[static_cast<std::size_t>(seq.published)], seq.chain_key);
+    ++seq.published;
+  }
 }
 
 void Scheduler::preempt_last() {
@@ -174,6 +216,8 @@ void Scheduler::preempt_last() {
   running_.pop_back();
   blocks_.release(victim->blocks);
   victim->cached = 0;
+  victim->published = 0;
+  victim->chain_key = 0;
   if (!victim->scored) victim->prompt_scores.clear();  // recomputed with its prefill
   ++preemptions_;
   waiting_.push_front(std::move(victim));
@@ -326,7 +370,10 @@ std::vector<GenerationEvent> Scheduler::step() {
     logits_row.assign(fetched, fetched + vocab);
     choices[d] = drawer[d]->sampler.choose_from_row(batch.draws[d], logits_row.data(), vocab);
   }
-  for (std::size_t i = 0; i < active.size(); ++i) active[i]->cached += active_chunk[i];
+  for (std::size_t i = 0; i < active.size(); ++i) {
+    active[i]->cached += active_chunk[i];
+    if (options_.prefix_caching) publish_full_blocks(*active[i]);
+  }
   std::vector<std::unique_ptr<Sequence>> forks;
   Sequence* parent = nullptr;
   for (std::size_t d = 0; d < choices.size(); ++d) {

@@ -61,6 +61,7 @@ struct SchedulerOptions {
   int eos_id = -1;
   int allowed_vocab = 0;         // ids >= this are never sampled
   bool static_batching = false;  // admit only into an empty batch (for comparison benchmarks)
+  bool prefix_caching = true;    // reuse the KV blocks of prompt prefixes computed before
 };
 
 class Scheduler {
@@ -79,11 +80,14 @@ class Scheduler {
   int waiting() const { return static_cast<int>(waiting_.size()); }
   const BlockAllocator& blocks() const { return blocks_; }
   uint64_t preemptions() const { return preemptions_; }
+  // Prompt tokens whose keys/values came from the prefix cache instead of being computed.
+  uint64_t prefix_hit_tokens() const { return prefix_hit_tokens_; }
   int peak_used_blocks() const { return peak_used_blocks_; }
 
  private:
   struct Sequence;
   bool admit(Sequence& seq, int budget);  // blocks and batch room for `seq`, budget > 0
+  void publish_full_blocks(Sequence& seq);  // its newly computed full blocks, to the prefix cache
   bool grow_blocks(Sequence& seq, int positions);
   void preempt_last();
   // Sample k (1..n-1) of `parent`'s request: handle + k, seed + k.
@@ -104,6 +108,7 @@ class Scheduler {
   std::vector<std::unique_ptr<Sequence>> running_;
   std::vector<std::unique_ptr<Sequence>> finished_;  // kept until the next step (events point into them)
   uint64_t preemptions_ = 0;
+  uint64_t prefix_hit_tokens_ = 0;
   int peak_used_blocks_ = 0;
   std::vector<BlockCopy> pending_copies_;  // for the next step
 };

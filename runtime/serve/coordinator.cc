@@ -128,6 +128,7 @@ void Coordinator::publish_gauges(const Scheduler& scheduler) {
   gauges.kv_blocks_used = scheduler.blocks().used_blocks();
   gauges.kv_blocks_free = scheduler.blocks().free_blocks();
   gauges.preemptions = scheduler.preemptions();
+  gauges.prefix_hit_tokens = scheduler.prefix_hit_tokens();
   waiting_in_scheduler_ = scheduler.waiting();
   std::size_t inbox = 0;
   {

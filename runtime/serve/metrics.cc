@@ -94,6 +94,8 @@ std::string ServerMetrics::render() const {
   metric("gptj_kv_blocks_used", "gauge", "KV cache blocks in use.", gauges_.kv_blocks_used);
   metric("gptj_kv_blocks_free", "gauge", "KV cache blocks free.", gauges_.kv_blocks_free);
   metric("gptj_preemptions_total", "counter", "Sequences preempted for KV blocks.", gauges_.preemptions);
+  metric("gptj_prefix_cache_hit_tokens_total", "counter", "Prompt tokens taken from the prefix cache.",
+         gauges_.prefix_hit_tokens);
   out += "# HELP gptj_time_to_first_token_seconds From request accepted to its first token.\n"
          "# TYPE gptj_time_to_first_token_seconds histogram\n";
   ttft_.render("gptj_time_to_first_token_seconds", out);

@@ -33,6 +33,7 @@ struct SchedulerGauges {
   int kv_blocks_used = 0;
   int kv_blocks_free = 0;
   uint64_t preemptions = 0;
+  uint64_t prefix_hit_tokens = 0;  // prompt tokens whose keys/values came from the prefix cache
 };
 
 class ServerMetrics {

@@ -57,6 +57,24 @@ echo "{\"id\": \"score\", \"tokens\": [$p7], \"max_new_tokens\": 0, \"prompt_log
 "$GPTJ" batch --model "$a" --input "$WORK/score_in.jsonl" --output "$WORK/score_out.jsonl" 2>/dev/null || fail "batch scoring"
 check prompt-logprobs "$WORK/score_out.jsonl" score "$DATA/tiny-gptj-a/expected/logits_p7_all.f32.bin" "$p7" 50257 ||
   fail "prompt logprobs"
+# Prefix cache: the second of two identical 130-token prompts (run one at a time) takes the first's
+# 8 full blocks (128 tokens) instead of recomputing them; its tokens equal those of a run without it.
+python3 -c "
+import json
+p = json.load(open('$DATA/gptj_prompts.json'))['models']['tiny-gptj-a']['prompts'][3]
+for i in ('x', 'y'): print(json.dumps({'id': i, 'tokens': p, 'max_new_tokens': 8}))" > "$WORK/prefix_in.jsonl"
+"$GPTJ" batch --model "$a" --input "$WORK/prefix_in.jsonl" --output "$WORK/prefix_on.jsonl" --max-batch 1 \
+  2> "$WORK/prefix_on.err" || fail "batch with the prefix cache"
+grep -q "128 prompt tokens from the prefix cache" "$WORK/prefix_on.err" || fail "no prefix-cache reuse: $(cat "$WORK/prefix_on.err")"
+"$GPTJ" batch --model "$a" --input "$WORK/prefix_in.jsonl" --output "$WORK/prefix_off.jsonl" --max-batch 1 \
+  --no-prefix-cache 2> "$WORK/prefix_off.err" || fail "batch without the prefix cache"
+grep -q " 0 prompt tokens from the prefix cache" "$WORK/prefix_off.err" || fail "--no-prefix-cache reused blocks"
+python3 - "$WORK/prefix_on.jsonl" "$WORK/prefix_off.jsonl" <<'PY' || fail "prefix cache changed the tokens"
+import json, sys
+on, off = ({r["id"]: r["tokens"] for r in map(json.loads, open(p))} for p in sys.argv[1:])
+assert on == off and len(on) == 2, (on, off)
+PY
+echo "ok prefix cache"
 # ... the same when the prompt is prefilled in chunks of 3 tokens (chunked prefill).
 "$GPTJ" batch --model "$a" --input "$WORK/score_in.jsonl" --output "$WORK/score_chunked.jsonl" --max-step-tokens 3 \
   2>/dev/null || fail "batch scoring, chunked"

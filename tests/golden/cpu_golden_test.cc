@@ -116,7 +116,33 @@ TEST_P(Golden, ContinuousBatchingUnderKvPressureKeepsGoldenTokens) {
   }
   EXPECT_EQ(finished, copies * 4);
   EXPECT_GT(scheduler.preemptions(), 0u) << "the cache was meant to be too small for the batch";
+  EXPECT_GT(scheduler.prefix_hit_tokens(), 0u) << "copies of a prompt should reuse its cached blocks";
   EXPECT_EQ(scheduler.blocks().free_blocks(), 40);
+}
+
+// Prefix cache: a prompt run again takes its computed full blocks (all but the block holding its
+// last token) instead of recomputing them, and still yields the golden tokens; with the cache off,
+// nothing is reused.
+TEST_P(Golden, PrefixCacheReusesComputedPromptBlocks) {
+  const auto prompts = testing::prompts(GetParam());
+  const auto greedy = testing::expected_greedy(GetParam());
+  const std::size_t longest = 3;  // 130 tokens: 8 full blocks of 16 can be reused
+  for (bool caching : {true, false}) {
+    Fixture f(GetParam());
+    auto options = f.scheduler_options();
+    options.prefix_caching = caching;
+    Scheduler scheduler(*f.runner, options, nullptr);
+    for (uint64_t round = 0; round < 2; ++round) {
+      scheduler.submit({round, prompts[longest], {}, 32, {}, false});
+      std::vector<int32_t> got;
+      while (!scheduler.idle())
+        for (const auto& e : scheduler.step())
+          if (e.finish != FinishReason::kNone) got = *e.generated;
+      EXPECT_EQ(got, greedy[longest]) << "round " << round << (caching ? " (cache on)" : " (cache off)");
+    }
+    const uint64_t reusable = (prompts[longest].size() - 1) / 16 * 16;
+    EXPECT_EQ(scheduler.prefix_hit_tokens(), caching ? reusable : 0u);
+  }
 }
 
 // Chunked prefill: with a step budget of 1..5 tokens every prompt longer than the budget is

@@ -182,3 +182,41 @@ TEST(BlockAllocator, AllocateAllReleaseAndExhaustion) {
 
 }  // namespace
 }  // namespace gptj
+
+namespace gptj {
+namespace {
+
+TEST(BlockAllocator, PrefixCacheKeepsPublishedBlocksUntilTheirRoomIsNeeded) {
+  BlockAllocator blocks(4);
+  std::vector<int32_t> a{blocks.allocate(), blocks.allocate()};
+  blocks.publish(a[0], 11);
+  blocks.publish(a[1], 12);
+  blocks.publish(a[1], 99);  // a block is published once
+  EXPECT_EQ(blocks.cached_blocks(), 2);
+  EXPECT_EQ(blocks.take_cached(99), -1);
+  // Held and cached: a second holder takes it.
+  EXPECT_EQ(blocks.take_cached(11), a[0]);
+  EXPECT_EQ(blocks.holders(a[0]), 2);
+  std::vector<int32_t> extra{a[0]};
+  blocks.release(extra);
+  // Released by everyone: still cached, and counted as free room.
+  const int32_t first = a[0], second = a[1];
+  blocks.release(a);
+  EXPECT_EQ(blocks.free_blocks(), 4);
+  EXPECT_EQ(blocks.cached_blocks(), 2);
+  EXPECT_EQ(blocks.take_cached(12), second);  // back from the evictable list
+  EXPECT_EQ(blocks.free_blocks(), 3);
+  // Allocation uses never-published blocks first, then evicts the least recently released.
+  std::vector<int32_t> fresh{blocks.allocate(), blocks.allocate()};
+  EXPECT_NE(fresh[0], first);
+  EXPECT_NE(fresh[1], first);
+  EXPECT_EQ(blocks.cached_blocks(), 2);
+  EXPECT_EQ(blocks.allocate(), first);  // evicted: its key is gone
+  EXPECT_EQ(blocks.cached_blocks(), 1);
+  EXPECT_EQ(blocks.take_cached(11), -1);
+  EXPECT_EQ(blocks.free_blocks(), 0);
+  EXPECT_THROW(blocks.allocate(), Error);
+}
+
+}  // namespace
+}  // namespace gptj
