@@ -128,6 +128,7 @@ struct DeviceDrawParams {
   int32_t edit_begin = 0;
   int32_t edit_end = 0;
   int32_t score_token = -1;
+  int32_t candidates = kDrawCandidates;  // 1: only the argmax (no sort needed)
 };
 
 // Device scratch for n_draws draws of a vocab_rows shard: keys, ids, sorted_keys, sorted_ids
@@ -145,10 +146,11 @@ struct DrawScratch {
 std::size_t summarize_draws_sort_bytes(int n_draws, int vocab_rows);
 
 // out[d] (device) = summarize_draw() of draw d over logits [*, vocab_rows] (device, float32; this
-// shard holds ids vocab_begin ..). params [n_draws] and edits on the device.
+// shard holds ids vocab_begin ..). params [n_draws] and edits on the device. any_sort: some draw
+// wants more than one candidate (else the segmented sort is skipped; scratch.sort_temp may be null).
 void summarize_draws(const float* logits, int vocab_rows, int64_t vocab_begin, const DeviceDrawParams* params,
-                     int n_draws, const LogitEdit* edits, const DrawScratch& scratch, DrawSummary* out,
-                     cudaStream_t stream);
+                     int n_draws, const LogitEdit* edits, const DrawScratch& scratch, bool any_sort,
+                     DrawSummary* out, cudaStream_t stream);
 
 }  // namespace gptj::cuda
 

@@ -61,34 +61,47 @@ struct RaceBetter {
     return b;
   }
 };
-struct MaxOp {
-  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+struct BestOp {  // the candidate order: higher value, then lower id; an empty entry (id -1) loses
+  __device__ TokenScore operator()(const TokenScore& a, const TokenScore& b) const {
+    if (a.token < 0) return b;
+    if (b.token < 0) return a;
+    return ranks_before(b, a) ? b : a;
+  }
 };
 
 __global__ void draw_stats_kernel(const float* keys, int vocab_rows, int64_t vocab_begin,
                                   const DeviceDrawParams* params, DrawSummary* out) {
-  using FloatReduce = cub::BlockReduce<float, kThreads>;
+  using BestReduce = cub::BlockReduce<TokenScore, kThreads>;
   using DoubleReduce = cub::BlockReduce<double, kThreads>;
   using RaceReduce = cub::BlockReduce<RaceEntry, kThreads>;
   __shared__ union {
-    typename FloatReduce::TempStorage f;
+    typename BestReduce::TempStorage f;
     typename DoubleReduce::TempStorage d;
     typename RaceReduce::TempStorage r;
   } temp;
-  __shared__ float shared_max;
+  __shared__ TokenScore shared_best;
   const int d = blockIdx.x;
   const DeviceDrawParams p = params[d];
   const float* k = keys + static_cast<size_t>(d) * vocab_rows;
 
-  float m = -INFINITY;
-  for (int j = threadIdx.x; j < vocab_rows; j += blockDim.x) m = fmaxf(m, k[j]);
-  m = FloatReduce(temp.f).Reduce(m, MaxOp());
-  if (threadIdx.x == 0) shared_max = m;
+  // The shard's best entry (its max and argmax), ids visited in ascending order per thread.
+  TokenScore best_entry{-INFINITY, -1};
+  for (int j = threadIdx.x; j < vocab_rows; j += blockDim.x) {
+    const TokenScore e{k[j], static_cast<int32_t>(vocab_begin + j)};
+    if (best_entry.token < 0 || ranks_before(e, best_entry)) best_entry = e;
+  }
+  best_entry = BestReduce(temp.f).Reduce(best_entry, BestOp());
+  if (threadIdx.x == 0) shared_best = best_entry;
   __syncthreads();
-  m = shared_max;
+  const float m = shared_best.value;
   DrawSummary& s = out[d];
   if (threadIdx.x == 0) {
     s.max_logit = m;
+    if (p.candidates <= 1) {  // plain greedy: the argmax is the whole list (no sort)
+      s.count = vocab_rows > 0 ? 1 : 0;
+      s.top[0] = vocab_rows > 0 ? shared_best : TokenScore{};
+      for (int i = 1; i < kDrawCandidates; ++i) s.top[i] = TokenScore{};
+    }
     s.sum_exp = 0;
     s.sum_exp_t = 0;
     s.noise_score = -INFINITY;
@@ -136,9 +149,11 @@ __global__ void draw_stats_kernel(const float* keys, int vocab_rows, int64_t voc
 }
 
 __global__ void write_top_kernel(const float* sorted_keys, const int32_t* sorted_ids, int vocab_rows,
-                                 DrawSummary* out) {
+                                 const DeviceDrawParams* params, DrawSummary* out) {
   const int d = blockIdx.x;
-  const int count = vocab_rows < kDrawCandidates ? vocab_rows : kDrawCandidates;
+  const int want = params[d].candidates;
+  if (want <= 1) return;  // written by draw_stats_kernel
+  const int count = vocab_rows < want ? vocab_rows : want;
   DrawSummary& s = out[d];
   for (int i = threadIdx.x; i < kDrawCandidates; i += blockDim.x) {
     const size_t at = static_cast<size_t>(d) * vocab_rows + i;
@@ -164,8 +179,8 @@ std::size_t summarize_draws_sort_bytes(int n_draws, int vocab_rows) {
 }
 
 void summarize_draws(const float* logits, int vocab_rows, int64_t vocab_begin, const DeviceDrawParams* params,
-                     int n_draws, const LogitEdit* edits, const DrawScratch& scratch, DrawSummary* out,
-                     cudaStream_t stream) {
+                     int n_draws, const LogitEdit* edits, const DrawScratch& scratch, bool any_sort,
+                     DrawSummary* out, cudaStream_t stream) {
   if (n_draws <= 0) return;
   const int x_blocks = (vocab_rows + kThreads - 1) / kThreads < 64 ? (vocab_rows + kThreads - 1) / kThreads : 64;
   prepare_keys_kernel<<<dim3(x_blocks, n_draws), kThreads, 0, stream>>>(
@@ -175,12 +190,13 @@ void summarize_draws(const float* logits, int vocab_rows, int64_t vocab_begin, c
   check_launch("apply_edits_kernel");
   draw_stats_kernel<<<n_draws, kThreads, 0, stream>>>(scratch.keys, vocab_rows, vocab_begin, params, out);
   check_launch("draw_stats_kernel");
+  if (!any_sort) return;  // every draw is plain greedy: draw_stats_kernel wrote the argmax
   std::size_t bytes = scratch.sort_bytes;
   check(cub::DeviceSegmentedRadixSort::SortPairsDescending(
             scratch.sort_temp, bytes, scratch.keys, scratch.sorted_keys, scratch.ids, scratch.sorted_ids,
             n_draws * vocab_rows, n_draws, scratch.offsets, scratch.offsets + 1, 0, 32, stream),
         "cub segmented sort", __FILE__, __LINE__);
-  write_top_kernel<<<n_draws, 64, 0, stream>>>(scratch.sorted_keys, scratch.sorted_ids, vocab_rows, out);
+  write_top_kernel<<<n_draws, 64, 0, stream>>>(scratch.sorted_keys, scratch.sorted_ids, vocab_rows, params, out);
   check_launch("write_top_kernel");
 }
 

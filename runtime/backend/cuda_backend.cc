@@ -250,6 +250,7 @@ class CudaBackend final : public Backend {
     if (n == 0) return;
     draw_params_.clear();
     draw_edits_.clear();
+    bool any_sort = false;
     for (const DrawPlan& draw : draws) {
       GPTJ_CHECK(draw.logit_row >= 0 && draw.logit_row < logit_rows_,
                  "draw from logit row {} not produced by the last step", draw.logit_row);
@@ -261,6 +262,8 @@ class CudaBackend final : public Backend {
       p.noise_key = draw.noise_key;
       p.want_log_norm = draw.want_log_norm;
       p.score_token = draw.score_token;
+      p.candidates = draw.candidates;
+      any_sort = any_sort || draw.candidates > 1;
       p.edit_begin = static_cast<int32_t>(draw_edits_.size());
       draw_edits_.insert(draw_edits_.end(), draw.edits.begin(), draw.edits.end());
       p.edit_end = static_cast<int32_t>(draw_edits_.size());
@@ -276,7 +279,7 @@ class CudaBackend final : public Backend {
     const std::size_t upload = h_out;  // params and edits are one contiguous copy
     // Device side: the same [params | edits], then the sort scratch and the summaries.
     cuda::DrawScratch scratch;
-    scratch.sort_bytes = cuda::summarize_draws_sort_bytes(n, vs);
+    scratch.sort_bytes = any_sort ? cuda::summarize_draws_sort_bytes(n, vs) : 0;
     Carve dev;
     dev.take(upload);
     const std::size_t d_keys = dev.take(cells * sizeof(float)), d_ids = dev.take(cells * sizeof(int32_t));
@@ -301,7 +304,7 @@ class CudaBackend final : public Backend {
     DrawSummary* summaries = draw_workspace_.at<DrawSummary>(d_out);
     cuda::summarize_draws(d_logits_, vs, options_.tp.rank * vocab_rows_,
                           draw_workspace_.at<cuda::DeviceDrawParams>(h_params), n,
-                          draw_workspace_.at<LogitEdit>(h_edits), scratch, summaries, stream_);
+                          draw_workspace_.at<LogitEdit>(h_edits), scratch, any_sort, summaries, stream_);
     GPTJ_CUDA_CHECK(cudaMemcpyAsync(pinned_draws_.at<char>(h_out), summaries, n * sizeof(DrawSummary),
                                     cudaMemcpyDeviceToHost, stream_));
     GPTJ_CUDA_CHECK(cudaStreamSynchronize(stream_));

@@ -16,13 +16,14 @@ void process_row(float* row, int64_t vocab_begin, int64_t count, const DrawPlan&
 
 namespace {
 
-// Keeps the best kDrawCandidates of the shard (ids visited in ascending order), then sorts them.
-void collect_top(const float* values, int64_t vocab_begin, int64_t count, DrawSummary& out) {
+// Keeps the best `keep` (<= kDrawCandidates) of the shard (ids visited in ascending order), then
+// sorts them.
+void collect_top(const float* values, int64_t vocab_begin, int64_t count, int keep, DrawSummary& out) {
   TokenScore heap[kDrawCandidates];  // heap.front() is the worst kept entry
   int size = 0;
   for (int64_t j = 0; j < count; ++j) {
     const TokenScore entry{values[j], static_cast<int32_t>(vocab_begin + j)};
-    if (size < kDrawCandidates) {
+    if (size < keep) {
       heap[size++] = entry;
       std::push_heap(heap, heap + size, ranks_before);
     } else if (entry.value > heap[0].value) {  // later ids lose ties, so only a larger value enters
@@ -87,7 +88,7 @@ void summarize_draw(const float* logits_shard, int64_t vocab_begin, int64_t coun
   float* v = scratch.data();
   process_row(v, vocab_begin, count, plan);
   out = DrawSummary{};
-  collect_top(v, vocab_begin, count, out);
+  collect_top(v, vocab_begin, count, std::clamp(plan.candidates, 1, kDrawCandidates), out);
   const float m = out.count > 0 ? out.top[0].value : -INFINITY;
   out.max_logit = m;
   if (plan.score_token >= vocab_begin && plan.score_token < vocab_begin + count) {

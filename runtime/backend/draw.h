@@ -52,6 +52,7 @@ struct DrawPlan {
   uint64_t noise_key = 0;      // Gumbel noise of this draw
   int32_t want_log_norm = 0;   // 1: compute the T = 1 log-sum-exp (for logprobs)
   int32_t score_token = -1;    // >= 0: report this id's processed logit (scoring a given token)
+  int32_t candidates = 64;     // top entries each shard lists (1 for plain greedy: just the argmax)
   std::vector<LogitEdit> edits;  // unique tokens
 };
 

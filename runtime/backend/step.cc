@@ -46,6 +46,8 @@ void validate_step(const StepBatch& batch, int n_positions, int vocab_size, cons
                "draw allows {} ids of a {}-id vocabulary", draw.allowed_vocab, vocab_size);
     GPTJ_CHECK(draw.score_token >= -1 && draw.score_token < vocab_size, "draw scores token {} outside the vocabulary",
                draw.score_token);
+    GPTJ_CHECK(draw.candidates >= 1 && draw.candidates <= kDrawCandidates, "draw asks for {} candidates (1..{})",
+               draw.candidates, kDrawCandidates);
     for (const LogitEdit& edit : draw.edits)
       GPTJ_CHECK(edit.token >= 0 && edit.token < vocab_size, "logit edit of token {} outside the vocabulary",
                  edit.token);
@@ -54,7 +56,7 @@ void validate_step(const StepBatch& batch, int n_positions, int vocab_size, cons
 
 // Wire format: int32 words. [shutdown, n_seqs, then per seq: start_pos, all_logits, n_tokens,
 // tokens..., n_blocks, blocks..., then n_copies, (src, dst)..., then n_draws, per draw: logit_row,
-// allowed_vocab, temperature, top_p, noise_key (2 words), want_log_norm, score_token, n_edits,
+// allowed_vocab, temperature, top_p, noise_key (2 words), want_log_norm, score_token, candidates, n_edits,
 // edits (4 words each), then raw_logits]. Floats and the key travel as their bits.
 std::vector<uint8_t> serialize_step(const StepBatch& batch, bool shutdown) {
   std::vector<int32_t> words{shutdown ? 1 : 0, static_cast<int32_t>(batch.seqs.size())};
@@ -85,6 +87,7 @@ std::vector<uint8_t> serialize_step(const StepBatch& batch, bool shutdown) {
     push_bits(&draw.noise_key, sizeof(uint64_t));
     words.push_back(draw.want_log_norm);
     words.push_back(draw.score_token);
+    words.push_back(draw.candidates);
     words.push_back(static_cast<int32_t>(draw.edits.size()));
     static_assert(sizeof(LogitEdit) == 4 * sizeof(int32_t));
     if (!draw.edits.empty()) push_bits(draw.edits.data(), draw.edits.size() * sizeof(LogitEdit));
@@ -150,6 +153,7 @@ bool deserialize_step(const std::vector<uint8_t>& bytes, StepBatch& batch) {
       take_bits(&draw.noise_key, sizeof(uint64_t));
       draw.want_log_norm = next();
       draw.score_token = next();
+      draw.candidates = next();
       const int32_t n_edits = next();
       GPTJ_CHECK(n_edits >= 0 && at + 4 * static_cast<std::size_t>(n_edits) <= words.size(),
                  "corrupt step plan ({} logit edits)", n_edits);

@@ -132,6 +132,8 @@ DrawPlan Sampler::plan(const std::vector<int32_t>& context, int n_prompt, int32_
   plan.top_p = params_.top_p;
   plan.noise_key = mix64(seed_ ^ mix64(draws_++));
   plan.want_log_norm = wants_logprob(params_) ? 1 : 0;
+  // Plain greedy needs only each shard's argmax; anything else may need the candidates.
+  plan.candidates = params_.temperature <= 0.0f && !wants_logprob(params_) ? 1 : kDrawCandidates;
   plan.edits = make_logit_edits(params_, context, n_prompt);
   return plan;
 }
@@ -221,12 +223,13 @@ TokenChoice score_from_summaries(const DrawPlan& plan, const DrawSummary* per_ra
   return choice;
 }
 
-DrawPlan score_plan(int32_t logit_row, int32_t token, int allowed_vocab) {
+DrawPlan score_plan(int32_t logit_row, int32_t token, int allowed_vocab, int top_n) {
   DrawPlan plan;
   plan.logit_row = logit_row;
   plan.allowed_vocab = allowed_vocab;
   plan.want_log_norm = 1;
   plan.score_token = token;
+  plan.candidates = std::clamp(top_n, 1, kDrawCandidates);
   return plan;
 }
 

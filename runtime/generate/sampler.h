@@ -66,7 +66,7 @@ class Sampler {
 // Scoring a given token (a prompt token's logprob): the plan for logit row `logit_row`, and the
 // result from the ranks' summaries: choice.token = token, its logprob (log-softmax of the row over
 // the allowed ids, no penalties), and the top `top_n` (<= kDrawCandidates) alternatives.
-DrawPlan score_plan(int32_t logit_row, int32_t token, int allowed_vocab);
+DrawPlan score_plan(int32_t logit_row, int32_t token, int allowed_vocab, int top_n);
 TokenChoice score_from_summaries(const DrawPlan& plan, const DrawSummary* per_rank, int ranks, int top_n);
 
 // The logit edits of one draw (HF order; one entry per affected token, sorted by token).

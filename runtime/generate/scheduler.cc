@@ -341,7 +341,8 @@ std::vector<GenerationEvent> Scheduler::step() {
     const int rows = batch.seqs[i].all_logits ? n : 1;
     if (batch.seqs[i].all_logits)  // position p's row scores prompt token p + 1
       for (int j = 0; j < n && seq.cached + j + 1 < seq.prompt_len(); ++j)
-        add(score_plan(row + j, seq.tokens[seq.cached + j + 1], options_.allowed_vocab), &seq, nullptr, true);
+        add(score_plan(row + j, seq.tokens[seq.cached + j + 1], options_.allowed_vocab, seq.request.sampling.logprobs),
+            &seq, nullptr, true);
     const int32_t last = row + rows - 1;
     row += rows;
     // Only a sequence whose step reaches its last token samples (a prefill chunk does not).

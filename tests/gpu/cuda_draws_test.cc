@@ -56,6 +56,9 @@ TEST(CudaDraws, SummariesMatchTheCpuReference) {
   add(0, 1.0f, 1.0f, 12, {});  // same row, another key
   add(1, 0.7f, 0.9f, 13, {{2, 1.3f, 0.0f, 0}, {5, 1.0f, 0.5f, 0}, {6, 1.0f, 0.0f, 1}});
   add(3, 1.5f, 0.5f, 14, {{static_cast<int32_t>(vocab - 1), 2.0f, 0.0f, 0}});
+  add(2, 0.0f, 1.0f, 0, {{3, 1.0f, 0.0f, 1}});
+  draws.back().candidates = 1;                                  // plain greedy: argmax only, no sort
+  draws.back().want_log_norm = 0;
   draws[0].score_token = 6;                                     // a scored id
   draws[3].score_token = 6;                                     // ... after a ban: -inf
   draws[4].score_token = static_cast<int32_t>(vocab - 2);       // ... past allowed_vocab: -inf

@@ -139,7 +139,7 @@ TEST(Draw, ScoringAGivenTokenIsItsLogSoftmax) {
       for (int i = 0; i < kAllowed; ++i) m = std::max<double>(m, row[i]);
       for (int i = 0; i < kAllowed; ++i) sum += std::exp(row[i] - m);
       const double norm = m + std::log(sum);
-      const DrawPlan plan = score_plan(0, token, kAllowed);
+      const DrawPlan plan = score_plan(0, token, kAllowed, 5);
       const std::vector<DrawSummary> summaries = summarize(row, plan, tp);
       const TokenChoice c = score_from_summaries(plan, summaries.data(), tp, 5);
       EXPECT_EQ(c.token, token);

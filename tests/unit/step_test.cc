@@ -33,6 +33,7 @@ StepBatch sample_batch() {
   hot.noise_key = 0xFEDCBA9876543210ull;
   hot.want_log_norm = 1;
   hot.score_token = 50255;
+  hot.candidates = 7;
   hot.edits = {{3, 1.3f, 0.5f, 0}, {50256, 1.0f, -0.25f, 1}};
   batch.draws = {greedy, hot, hot};
   return batch;
@@ -59,6 +60,7 @@ void expect_same(const StepBatch& a, const StepBatch& b) {
     EXPECT_EQ(x.noise_key, y.noise_key);
     EXPECT_EQ(x.want_log_norm, y.want_log_norm);
     EXPECT_EQ(x.score_token, y.score_token);
+    EXPECT_EQ(x.candidates, y.candidates);
     ASSERT_EQ(x.edits.size(), y.edits.size());
     for (std::size_t e = 0; e < x.edits.size(); ++e)
       EXPECT_EQ(std::memcmp(&x.edits[e], &y.edits[e], sizeof(LogitEdit)), 0);
