@@ -108,9 +108,9 @@ CommandRunner register_batch(CLI::App& app) {
     ModelOptions model;
     std::string input, output;
     bool resume = false;
-    int max_new_tokens = 64, max_batch = 64, max_step_tokens = 4096;
+    int max_new_tokens = 64;
+    BatchingOptions batching;
     bool static_batching = false;
-    bool prefix_cache = true;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("batch", "Generate for every line of a JSONL file");
@@ -119,13 +119,7 @@ CommandRunner register_batch(CLI::App& app) {
   cmd->add_option("--output", args->output, "output JSONL (lines flushed as they finish)")->required();
   cmd->add_flag("--resume", args->resume, "skip ids already in --output and append the rest");
   cmd->add_option("--max-new-tokens", args->max_new_tokens, "default for lines without one")->capture_default_str();
-  cmd->add_option("--max-batch", args->max_batch, "sequences in flight at most")->capture_default_str();
-  cmd->add_option("--max-step-tokens", args->max_step_tokens,
-                  "tokens per step: decodes first, then prompt chunks (chunked prefill)")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  cmd->add_flag("!--no-prefix-cache", args->prefix_cache,
-                "recompute every prompt (default: reuse the KV blocks of prefixes computed before)");
+  add_batching_options(*cmd, args->batching);
   cmd->add_flag("--static-batching", args->static_batching,
                 "admit new sequences only when the whole batch has finished (for comparison)");
   return [args](World& world) {
@@ -143,9 +137,7 @@ CommandRunner register_batch(CLI::App& app) {
         if (line.find_first_not_of(" \t\r") != std::string::npos) lines.push_back(line);
       JsonlWriter writer(args->output, args->resume);  // locks the output first
       std::set<std::string> done_ids = args->resume ? finished_ids_and_repair(args->output) : std::set<std::string>{};
-      SchedulerOptions options = scheduler_options_for(session, args->max_batch);
-      options.max_step_tokens = args->max_step_tokens;
-      options.prefix_caching = args->prefix_cache;
+      SchedulerOptions options = scheduler_options_for(session, args->batching);
       options.static_batching = args->static_batching;
       Scheduler scheduler(session.runner(), options, tok);
 
@@ -169,7 +161,7 @@ CommandRunner register_batch(CLI::App& app) {
         ++written;
       };
       auto feed = [&]() {
-        while (next_line < lines.size() && scheduler.waiting() < 2 * args->max_batch) {
+        while (next_line < lines.size() && scheduler.waiting() < 2 * args->batching.max_batch) {
           const std::size_t line_no = ++next_line;
           json::value id;
           try {
@@ -260,7 +252,7 @@ CommandRunner register_batch(CLI::App& app) {
                    static_cast<unsigned long long>(scheduler.preemptions()),
                    static_cast<unsigned long long>(scheduler.prefix_hit_tokens()), scheduler.peak_used_blocks(),
                    options.kv.num_blocks, scheduler.peak_used_blocks() * block_mb,
-                   static_cast<double>(args->max_batch) * session.config().n_positions / options.kv.block_size * block_mb);
+                   static_cast<double>(args->batching.max_batch) * session.config().n_positions / options.kv.block_size * block_mb);
       if (g_stop_signal) {
         std::fprintf(stderr, "gptj batch: stopped by signal %d; finished lines are in %s; rerun with --resume\n",
                      g_stop_signal.load(), args->output.c_str());

@@ -10,9 +10,22 @@
 
 namespace gptj {
 
-SchedulerOptions scheduler_options_for(ModelSession& session, int max_batch) {
+void add_batching_options(CLI::App& command, BatchingOptions& options) {
+  command.add_option("--max-batch", options.max_batch, "sequences in the running batch at most")->capture_default_str();
+  command.add_option("--max-step-tokens", options.max_step_tokens,
+                     "tokens per step: decodes first, then prompt chunks (chunked prefill; fewer: steadier "
+                     "token latency)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  command.add_flag("!--no-prefix-cache", options.prefix_cache,
+                   "recompute every prompt (default: reuse the KV blocks of prefixes computed before)");
+}
+
+SchedulerOptions scheduler_options_for(ModelSession& session, const BatchingOptions& batching) {
   SchedulerOptions options;
-  options.max_batch = max_batch;
+  options.max_batch = batching.max_batch;
+  options.max_step_tokens = batching.max_step_tokens;
+  options.prefix_caching = batching.prefix_cache;
   options.kv.num_blocks = session.kv_blocks();
   options.kv.block_size = session.options().block_size;
   options.n_positions = session.config().n_positions;
@@ -57,7 +70,7 @@ CommandRunner register_generate(CLI::App& app) {
       request.sampling = args->gen.sampling;
       request.max_new_tokens = args->gen.max_new_tokens;
       request.stop = args->gen.stop;
-      Scheduler scheduler(session.runner(), scheduler_options_for(session, 1),
+      Scheduler scheduler(session.runner(), scheduler_options_for(session, BatchingOptions{.max_batch = 1}),
                           tokenizer ? &*tokenizer : nullptr);
       scheduler.submit(request);
       std::vector<int32_t> generated;

@@ -28,9 +28,7 @@ struct ServeArgs {
   std::string api_key_file, model_name;
   std::size_t max_body_bytes = 1 << 20;
   int max_queued = 256;
-  int max_batch = 64;
-  int max_step_tokens = 4096;
-  bool prefix_cache = true;
+  BatchingOptions batching;
   int http_threads = 2;
   double request_timeout_s = 600;
   double drain_timeout_s = 30;
@@ -190,9 +188,7 @@ int serve_rank0(World& world, const ServeArgs& args) {
     std::optional<Tokenizer> tokenizer;
     if (Tokenizer::available(session.options().model_dir))
       tokenizer = Tokenizer::from_model_dir(session.options().model_dir);
-    SchedulerOptions options = scheduler_options_for(session, args.max_batch);
-    options.max_step_tokens = args.max_step_tokens;
-    options.prefix_caching = args.prefix_cache;
+    const SchedulerOptions options = scheduler_options_for(session, args.batching);
     Scheduler scheduler(session.runner(), options, tokenizer ? &*tokenizer : nullptr);
     ModelInfo info;
     info.name = !args.model_name.empty() ? args.model_name
@@ -224,13 +220,7 @@ CommandRunner register_serve(CLI::App& app) {
   cmd->add_option("--served-model-name", args->model_name, "model name in answers (default: the model directory's name)");
   cmd->add_option("--max-body-bytes", args->max_body_bytes, "largest request body")->capture_default_str();
   cmd->add_option("--max-queued", args->max_queued, "choices waiting to run before 429")->capture_default_str();
-  cmd->add_option("--max-batch", args->max_batch, "sequences in the running batch at most")->capture_default_str();
-  cmd->add_option("--max-step-tokens", args->max_step_tokens,
-                  "tokens per step: decodes first, then prompt chunks (smaller: steadier token latency)")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  cmd->add_flag("!--no-prefix-cache", args->prefix_cache,
-                "recompute every prompt (default: reuse the KV blocks of prefixes computed before)");
+  add_batching_options(*cmd, args->batching);
   cmd->add_option("--http-threads", args->http_threads, "HTTP I/O threads")->capture_default_str();
   cmd->add_option("--request-timeout", args->request_timeout_s, "seconds a completion may take (0: none)")->capture_default_str();
   cmd->add_option("--drain-timeout", args->drain_timeout_s, "seconds in-flight requests get at SIGTERM")->capture_default_str();

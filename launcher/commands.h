@@ -23,8 +23,17 @@ CommandRunner register_detokenize(CLI::App& app);
 CommandRunner register_batch(CLI::App& app);
 CommandRunner register_serve(CLI::App& app);
 
-// Scheduler options matching the session's KV cache, model limits and tokenizer (cmd_generate.cc).
-SchedulerOptions scheduler_options_for(ModelSession& session, int max_batch);
+// The continuous-batching flags `gptj batch` and `gptj serve` share (cmd_generate.cc).
+struct BatchingOptions {
+  int max_batch = 64;         // --max-batch
+  int max_step_tokens = 4096; // --max-step-tokens
+  bool prefix_cache = true;   // --no-prefix-cache turns it off
+};
+void add_batching_options(CLI::App& command, BatchingOptions& options);
+
+// Scheduler options matching the session's KV cache, model limits and tokenizer, with `batching`'s
+// limits (cmd_generate.cc).
+SchedulerOptions scheduler_options_for(ModelSession& session, const BatchingOptions& batching);
 
 // Parses "1,2,3" into ids; throws naming the bad item.
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);
