@@ -58,6 +58,11 @@ class Progress {
   Clock::time_point start_, last_;
 };
 
+// Logprobs of a run of tokens: per token its logprob and its [[id, logprob], ...] alternatives.
+struct SampleLogprobs {
+  json::array token_logprobs, top_logprobs;
+};
+
 struct Pending {
   json::value id;
   int n = 1;
@@ -67,12 +72,7 @@ struct Pending {
   bool scores_prompt = false;  // ... of its prompt tokens too
   int top_logprobs = 0;   // ... with this many alternatives per token
   std::vector<json::object> samples;
-  json::array prompt_logprobs, prompt_top_logprobs;  // when the line set prompt_logprobs
-};
-
-// Per sample: the logprobs of the tokens emitted so far (kept only when the line asked for them).
-struct SampleLogprobs {
-  json::array token_logprobs, top_logprobs;
+  SampleLogprobs prompt;  // when the line set prompt_logprobs (entry 0: null)
 };
 
 json::object sample_json(const GenerationEvent& e, const Tokenizer* tokenizer) {
@@ -182,7 +182,7 @@ CommandRunner register_batch(CLI::App& app) {
             for (int k = 0; k < item.n; ++k) owner[first + k] = first;
             pending[first] = {item.id, item.n, 0, static_cast<int>(item.request.prompt.size()),
                               item.request.sampling.report_logprob, item.request.score_prompt,
-                              item.request.sampling.logprobs, {}, {}, {}};
+                              item.request.sampling.logprobs, {}, {}};
             done_ids.insert(key);  // a later line with the same id is skipped
           } catch (const Error& e) {
             if (done_ids.count(error_key(id, line_no))) {
@@ -201,13 +201,10 @@ CommandRunner register_batch(CLI::App& app) {
           const uint64_t first = owner.at(e.handle);
           Pending& p = pending.at(first);
           if (p.logprobs && e.choice.token >= 0) record_logprobs(e.choice, logprobs[e.handle]);
-          if (p.scores_prompt && e.handle == first && p.prompt_logprobs.empty()) {  // its first event
-            p.prompt_logprobs.push_back(nullptr);  // the first prompt token has no logprob
-            p.prompt_top_logprobs.push_back(nullptr);
-            SampleLogprobs lp;
-            for (const TokenChoice& c : e.prompt_logprobs) record_logprobs(c, lp);
-            for (auto& v : lp.token_logprobs) p.prompt_logprobs.push_back(std::move(v));
-            for (auto& v : lp.top_logprobs) p.prompt_top_logprobs.push_back(std::move(v));
+          if (p.scores_prompt && e.handle == first && p.prompt.token_logprobs.empty()) {  // its first event
+            p.prompt.token_logprobs.push_back(nullptr);  // the first prompt token has no logprob
+            p.prompt.top_logprobs.push_back(nullptr);
+            for (const TokenChoice& c : e.prompt_logprobs) record_logprobs(c, p.prompt);
           }
           if (e.finish == FinishReason::kNone) continue;
           p.samples.resize(static_cast<std::size_t>(p.n));
@@ -225,8 +222,8 @@ CommandRunner register_batch(CLI::App& app) {
           for (const char* key : {"token_logprobs", "top_logprobs"})
             if (p.samples[0].contains(key)) line[key] = p.samples[0].at(key);
           if (p.scores_prompt) {
-            line["prompt_logprobs"] = std::move(p.prompt_logprobs);
-            if (p.top_logprobs > 0) line["prompt_top_logprobs"] = std::move(p.prompt_top_logprobs);
+            line["prompt_logprobs"] = std::move(p.prompt.token_logprobs);
+            if (p.top_logprobs > 0) line["prompt_top_logprobs"] = std::move(p.prompt.top_logprobs);
           }
           if (p.n > 1) line["samples"] = json::value_from(p.samples);
           writer.write(line);
