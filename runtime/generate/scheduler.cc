@@ -304,19 +304,22 @@ std::vector<GenerationEvent> Scheduler::step() {
     waiting_.pop_front();
     budget -= chunk.emplace_back(std::min(running_.back()->pending(), budget));
   }
-  std::vector<Sequence*> active;  // the sequences in this step, in running_ order
-  std::vector<int> active_chunk;
+  struct Active {  // a sequence in this step, in running_ order, and how many tokens it feeds
+    Sequence* seq;
+    int tokens;
+  };
+  std::vector<Active> active;
   for (std::size_t i = 0; i < running_.size(); ++i)
-    if (chunk[i] > 0) active.push_back(running_[i].get()), active_chunk.push_back(chunk[i]);
+    if (chunk[i] > 0) active.push_back({running_[i].get(), chunk[i]});
   if (active.empty()) return events;
 
   StepBatch batch;
   batch.block_copies.swap(pending_copies_);
-  for (std::size_t i = 0; i < active.size(); ++i) {
-    const Sequence& seq = *active[i];
+  for (const Active& a : active) {
+    const Sequence& seq = *a.seq;
     SequenceStep s;
     s.start_pos = seq.cached;
-    s.tokens.assign(seq.tokens.begin() + seq.cached, seq.tokens.begin() + seq.cached + active_chunk[i]);
+    s.tokens.assign(seq.tokens.begin() + seq.cached, seq.tokens.begin() + seq.cached + a.tokens);
     s.block_table = seq.blocks;
     s.all_logits = seq.scoring_now();  // a prompt to score: every position's row
     batch.seqs.push_back(std::move(s));
@@ -325,19 +328,21 @@ std::vector<GenerationEvent> Scheduler::step() {
   // One draw per running sequence from its (last) logit row; a prompt with n samples also gets a
   // draw for each of its other samples, from the same row (their Sequences are made now, started
   // after); a prompt being scored gets a scoring draw for each of its tokens after the first.
-  std::vector<std::unique_ptr<Sequence>> new_forks;  // [draw], null unless the draw starts a fork
-  std::vector<Sequence*> drawer;                     // [draw]: whose sampler planned it (or who is scored)
-  std::vector<char> scoring;                         // [draw]: 1 for a scoring draw
+  struct Drawer {                   // per entry of batch.draws
+    Sequence* who;                  // whose sampler planned it (or whose prompt is scored)
+    std::unique_ptr<Sequence> fork; // set when the draw starts a fork of `who`'s parent
+    bool score;                     // a scoring draw
+    std::optional<TokenChoice> choice;
+  };
+  std::vector<Drawer> drawers;
   int32_t row = 0;
   for (std::size_t i = 0; i < active.size(); ++i) {
-    Sequence& seq = *active[i];
+    Sequence& seq = *active[i].seq;
     auto add = [&](DrawPlan plan, Sequence* who, std::unique_ptr<Sequence> fork, bool score) {
       batch.draws.push_back(std::move(plan));
-      drawer.push_back(who);
-      new_forks.push_back(std::move(fork));
-      scoring.push_back(score ? 1 : 0);
+      drawers.push_back({who, std::move(fork), score, std::nullopt});
     };
-    const int n = active_chunk[i];
+    const int n = active[i].tokens;
     const int rows = batch.seqs[i].all_logits ? n : 1;
     if (batch.seqs[i].all_logits)  // position p's row scores prompt token p + 1
       for (int j = 0; j < n && seq.cached + j + 1 < seq.prompt_len(); ++j)
@@ -354,45 +359,46 @@ std::vector<GenerationEvent> Scheduler::step() {
       add(who->sampler.plan(seq.tokens, seq.prompt_len(), last), who, std::move(fork), false);
     }
   }
-  std::vector<std::optional<TokenChoice>> choices(batch.draws.size());
   const int64_t vocab = runner_.vocab_size();
   const ModelRunner::DrawResults& results = runner_.step_draws(
       batch, [&](int d, const DrawSummary* per_rank, int ranks) {
-        if (scoring[d])
-          choices[d] = score_from_summaries(batch.draws[d], per_rank, ranks, drawer[d]->request.sampling.logprobs);
+        Drawer& dr = drawers[d];
+        if (dr.score)
+          dr.choice = score_from_summaries(batch.draws[d], per_rank, ranks, dr.who->request.sampling.logprobs);
         else
-          choices[d] = drawer[d]->sampler.choose_from_summaries(batch.draws[d], per_rank, ranks, vocab);
-        return !choices[d].has_value();
+          dr.choice = dr.who->sampler.choose_from_summaries(batch.draws[d], per_rank, ranks, vocab);
+        return !dr.choice.has_value();
       });
   std::vector<float> logits_row;
-  for (std::size_t d = 0; d < choices.size(); ++d) {
-    if (choices[d]) continue;
+  for (std::size_t d = 0; d < drawers.size(); ++d) {
+    if (drawers[d].choice) continue;
     const float* fetched = &results.rows[static_cast<std::size_t>(results.row_of_draw[d]) * vocab];
     logits_row.assign(fetched, fetched + vocab);
-    choices[d] = drawer[d]->sampler.choose_from_row(batch.draws[d], logits_row.data(), vocab);
+    drawers[d].choice = drawers[d].who->sampler.choose_from_row(batch.draws[d], logits_row.data(), vocab);
   }
-  for (std::size_t i = 0; i < active.size(); ++i) {
-    active[i]->cached += active_chunk[i];
-    if (options_.prefix_caching) publish_full_blocks(*active[i]);
+  for (const Active& a : active) {
+    a.seq->cached += a.tokens;
+    if (options_.prefix_caching) publish_full_blocks(*a.seq);
   }
   std::vector<std::unique_ptr<Sequence>> forks;
   Sequence* parent = nullptr;
-  for (std::size_t d = 0; d < choices.size(); ++d) {
-    if (scoring[d]) {
-      drawer[d]->prompt_scores.push_back(std::move(*choices[d]));
-    } else if (!new_forks[d]) {
-      parent = drawer[d];
+  for (Drawer& dr : drawers) {
+    if (dr.score) {
+      dr.who->prompt_scores.push_back(std::move(*dr.choice));
+    } else if (!dr.fork) {
+      parent = dr.who;
       parent->forks_pending = 0;
-      accept_choice(*parent, *choices[d], events);
+      accept_choice(*parent, *dr.choice, events);
       if (!parent->scored && parent->request.score_prompt) {  // its first event carries the scores
         events.back().prompt_logprobs = std::move(parent->prompt_scores);
         parent->scored = true;
       }
     } else {
-      start_fork(*parent, std::move(new_forks[d]), *choices[d], events, forks);
+      start_fork(*parent, std::move(dr.fork), *dr.choice, events, forks);
     }
   }
-  for (Sequence* seq : active) {  // scoring-only requests end with their prefill
+  for (const Active& a : active) {  // scoring-only requests end with their prefill
+    Sequence* seq = a.seq;
     if (seq->request.max_new_tokens > 0 || seq->scored || seq->pending() > 0) continue;
     seq->scored = true;
     GenerationEvent event;
