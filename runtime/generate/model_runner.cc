@@ -88,28 +88,22 @@ void ModelRunner::run_step(const StepBatch& batch, const NeedsRow* needs_row) {
     gather_rows(fetch_rows_);
     return;
   }
-  if (batch.draws.empty()) {  // prompt chunks only: nothing to sample, nothing to gather
-    if (comm_.rank() == 0) draw_results_.summaries.clear();
-    return;
-  }
+  if (batch.draws.empty()) return;  // prompt chunks only: nothing to sample, nothing to gather
   // Round 1: every rank's summaries of every draw, to rank 0 (gathered as float words).
   static_assert(sizeof(DrawSummary) % sizeof(float) == 0);
   const std::size_t draws = batch.draws.size(), ranks = static_cast<std::size_t>(comm_.size());
   constexpr std::size_t kWords = sizeof(DrawSummary) / sizeof(float);
   local_summaries_.resize(draws);
   backend_.summarize_draws(batch.draws, local_summaries_.data());
-  std::vector<DrawSummary> gathered(comm_.rank() == 0 ? draws * ranks : 0);
+  if (comm_.rank() == 0) gathered_summaries_.resize(draws * ranks);  // [rank][draw]
   comm_.gather_to_root(reinterpret_cast<const float*>(local_summaries_.data()), draws * kWords,
-                       comm_.rank() == 0 ? reinterpret_cast<float*>(gathered.data()) : nullptr);
+                       comm_.rank() == 0 ? reinterpret_cast<float*>(gathered_summaries_.data()) : nullptr);
   // Round 2: rank 0 names the rows it needs in full (usually none); every rank sends its shards.
   int32_t n_fetch = 0;
   if (comm_.rank() == 0) {
-    DrawResults& out = draw_results_;
-    out.summaries.resize(draws * ranks);
     std::vector<DrawSummary> per_rank(ranks);
     for (std::size_t d = 0; d < draws; ++d) {
-      for (std::size_t r = 0; r < ranks; ++r) per_rank[r] = gathered[r * draws + d];
-      std::copy(per_rank.begin(), per_rank.end(), out.summaries.begin() + static_cast<long>(d * ranks));
+      for (std::size_t r = 0; r < ranks; ++r) per_rank[r] = gathered_summaries_[r * draws + d];
       const int32_t row = batch.draws[d].logit_row;
       if ((*needs_row)(static_cast<int>(d), per_rank.data(), static_cast<int>(ranks)) &&
           std::find(fetch_rows_.begin(), fetch_rows_.end(), row) == fetch_rows_.end())

@@ -24,7 +24,6 @@ class ModelRunner {
   const std::vector<float>& step(const StepBatch& batch);
 
   struct DrawResults {
-    std::vector<DrawSummary> summaries;  // [draws][ranks]
     std::vector<int32_t> row_of_draw;    // per draw: its row in `rows`, or -1 when not fetched
     std::vector<float> rows;             // fetched raw logits [fetched, vocab_size]
   };
@@ -59,7 +58,7 @@ class ModelRunner {
   StepWatchdog* watchdog_ = nullptr;
   bool shut_down_ = false;
   std::vector<float> shard_, gathered_, logits_;
-  std::vector<DrawSummary> local_summaries_;
+  std::vector<DrawSummary> local_summaries_, gathered_summaries_;
   std::vector<int32_t> fetch_rows_;
   DrawResults draw_results_;
 };
