@@ -125,16 +125,13 @@ CommandRunner register_bench(CLI::App& app) {
         std::iota(table.begin(), table.end(), prefill_blocks + seq * decode_blocks);
         return table;
       };
-      // Every timed step samples greedily as generation does: each rank reduces its vocab shard to
-      // a DrawSummary per sequence (runtime/backend/draw.h); full logits never cross.
+      // Every timed step samples greedily as generation does (draws planned by the Sampler): each
+      // rank reduces its vocab shard to a DrawSummary per sequence (runtime/backend/draw.h); full
+      // logits never cross.
+      Sampler greedy(SamplingParams{}, c.vocab_size);
       auto step_greedy = [&](StepBatch& batch) {
         batch.draws.clear();
-        for (int i = 0; i < batch.logit_rows(); ++i) {
-          DrawPlan draw;
-          draw.logit_row = i;
-          draw.allowed_vocab = c.vocab_size;
-          batch.draws.push_back(std::move(draw));
-        }
+        for (int i = 0; i < batch.logit_rows(); ++i) batch.draws.push_back(greedy.plan({}, 0, i));
         runner.step_draws(batch, [](int, const DrawSummary*, int) { return false; });
       };
       const double weight_gb = session.backend().weight_bytes() / 1e9;
