@@ -37,8 +37,8 @@ void add_common_model_options(CLI::App& command, ModelOptions& options) {
   command.add_option("--kv-memory-gb", options.kv_memory_gb, "KV cache memory per rank (0: 1 on cpu, 24 on cuda)");
   command.add_option("--block-size", options.block_size, "positions per KV block")->capture_default_str();
   command.add_option("--step-timeout", options.step_timeout_s,
-                     "seconds a model step may take (+0.25 s per token in the step) before the job "
-                     "is ended as hung (0: off)")
+                     "base seconds a model step may take before the job is ended as hung (0: off); "
+                     "a step also gets 4x this rank's measured seconds per token times its tokens")
       ->capture_default_str();
 }
 

@@ -19,6 +19,14 @@
 
 namespace gptj {
 
+double prior_seconds_per_token(const GptjConfig& config, int ranks, const std::string& backend) {
+  // The multiply-adds of one token through this rank's shard, at a rate far below any real device
+  // (2 GFLOP/s for a CPU rank, 200 for a GPU): only the first steps use it, before any is measured.
+  const double E = config.n_embd, I = config.n_inner, V = config.vocab_size;
+  const double flops = 2.0 * (config.n_layer * (4 * E * E + 2 * E * I) + V * E) / std::max(ranks, 1);
+  return flops / (backend == "cuda" ? 2e11 : 2e9);
+}
+
 int compute_threads_per_rank(const World& world) {
   if (const char* env = std::getenv("OMP_NUM_THREADS"); env && std::atoi(env) > 0) return std::atoi(env);
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -120,7 +128,9 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
   runner_ = std::make_unique<ModelRunner>(*backend_, world.communicator(), config_.vocab_size);
   if (world.size() > 1 && options.step_timeout_s > 0) {
     watchdog_ = std::make_unique<StepWatchdog>(options.step_timeout_s,
-                                               fmt::format("rank {} on {}", world.rank(), world.host()));
+                                               fmt::format("rank {} on {}", world.rank(), world.host()),
+                                               prior_seconds_per_token(config_, world.size(), backend_->name()));
+    watchdog_->set_health_probe([backend = backend_.get()] { return backend->async_error(); });
     runner_->set_watchdog(watchdog_.get());
   }
   spdlog::debug("{} backend ready: {:.1f} MB of weights, {} KV blocks of {}", backend_->name(),

@@ -25,7 +25,9 @@ struct ModelOptions {
   int kv_blocks = 0;             // 0: as many as kv_memory_gb holds, at most 8192
   double kv_memory_gb = 0;       // KV cache per rank; 0: 1 GiB on cpu, 24 GiB on cuda
   int block_size = 16;
-  double step_timeout_s = 120;   // a step slower than this ends the job (a peer is hung); 0: off
+  // A step slower than this base plus an allowance for its tokens (parallel/watchdog.h) ends the
+  // job: a peer is stopped or hung. 0: off.
+  double step_timeout_s = 15;
 };
 
 class ModelSession {
@@ -59,6 +61,9 @@ class ModelSession {
 
 // Writes a random model directory (launcher/cmd_tools.cc).
 void make_random_model(const GptjConfig& config, const std::string& out_dir, uint64_t seed, DType dtype);
+
+// The watchdog's assumed seconds per token before any step is measured (deliberately slow).
+double prior_seconds_per_token(const GptjConfig& config, int ranks, const std::string& backend);
 
 // OpenMP/OpenBLAS threads of this rank: OMP_NUM_THREADS when set; else the cores the rank is bound
 // to (mpirun --bind-to, srun --cpus-per-task, taskset) when that is fewer than the host's; else the

@@ -43,12 +43,26 @@ NcclCommunicator::NcclCommunicator(Communicator& host_comm)
 }
 
 NcclCommunicator::~NcclCommunicator() {
+  std::lock_guard<std::mutex> lock(mutex_);
   if (comm_) ncclCommDestroy(comm_);
+  comm_ = nullptr;
 }
 
 void NcclCommunicator::abort() {
+  std::lock_guard<std::mutex> lock(mutex_);
   if (comm_) ncclCommAbort(comm_);
   comm_ = nullptr;
+}
+
+std::string NcclCommunicator::async_error() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!comm_) return {};
+  ncclResult_t state = ncclSuccess;
+  const ncclResult_t r = ncclCommGetAsyncError(comm_, &state);
+  if (r != ncclSuccess) return fmt::format("rank {}: ncclCommGetAsyncError failed: {}", rank_, ncclGetErrorString(r));
+  if (state == ncclSuccess || state == ncclInProgress) return {};
+  return fmt::format("rank {}: NCCL communicator failed asynchronously: {} ({})", rank_, ncclGetErrorString(state),
+                     ncclGetLastError(comm_));
 }
 
 void NcclCommunicator::all_reduce_sum(void* data, std::size_t count, DType dtype,

@@ -2,11 +2,14 @@
 // Built on the host Communicator: rank 0 makes the ncclUniqueId and broadcasts it to every rank
 // (a collective: every rank of host_comm constructs its NcclCommunicator at the same point).
 // Any NCCL failure aborts the communicator (ncclCommAbort, so peers do not hang on it) and throws
-// gptj::Error naming the call. Owned by the CUDA backend; one per TP group; main thread only.
+// gptj::Error naming the call. Owned by the CUDA backend; one per TP group; main thread only, except
+// async_error(), which the step watchdog's thread polls.
 #pragma once
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <mutex>
+#include <string>
 
 #include "parallel/communicator.h"
 #include "runtime/core/dtype.h"
@@ -29,9 +32,14 @@ class NcclCommunicator {
   void all_reduce_sum(void* data, std::size_t count, DType dtype, cudaStream_t stream);
   // Aborts the communicator (idempotent); later calls fail.
   void abort();
+  // Any thread: "" while the communicator is healthy (or still has work in flight); otherwise what
+  // ncclCommGetAsyncError reports (a peer died, a network error), naming this rank. A failed
+  // collective never returns on its own, so the step watchdog polls this.
+  std::string async_error();
 
  private:
-  ncclComm* comm_ = nullptr;
+  ncclComm* comm_ = nullptr;  // written by the main thread under mutex_; read there without it
+  std::mutex mutex_;          // abort/destroy vs async_error()
   int rank_ = 0;
   int size_ = 1;
 };

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -16,8 +17,9 @@ int64_t now_ns() {
 }
 }  // namespace
 
-StepWatchdog::StepWatchdog(double timeout_s, std::string who) : timeout_s_(timeout_s), who_(std::move(who)) {
-  if (timeout_s_ > 0) thread_ = std::thread([this] { watch(); });
+StepWatchdog::StepWatchdog(double base_timeout_s, std::string who, double prior_seconds_per_token)
+    : base_s_(base_timeout_s), who_(std::move(who)), cost_per_token_s_(std::max(0.0, prior_seconds_per_token)) {
+  if (base_s_ > 0) thread_ = std::thread([this] { watch(); });
 }
 
 StepWatchdog::~StepWatchdog() {
@@ -29,29 +31,55 @@ StepWatchdog::~StepWatchdog() {
   if (thread_.joinable()) thread_.join();
 }
 
+void StepWatchdog::set_health_probe(std::function<std::string()> probe) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  probe_ = std::move(probe);
+}
+
+double StepWatchdog::limit_for(int tokens) const {
+  return base_s_ + kAllowanceFactor * cost_per_token_s_.load() * std::max(tokens, 1);
+}
+
 void StepWatchdog::begin_step(uint64_t step, int tokens) {
   step_ = step;
-  limit_s_ = timeout_s_ + kSecondsPerToken * tokens;
+  step_tokens_ = tokens;
+  limit_s_ = limit_for(tokens);
   step_started_ns_ = now_ns();
 }
 
-void StepWatchdog::end_step() { step_started_ns_ = 0; }
+void StepWatchdog::end_step() {
+  const int64_t started = step_started_ns_.exchange(0);
+  if (started == 0) return;
+  const double measured = (now_ns() - started) / 1e9 / std::max(step_tokens_.load(), 1);
+  cost_per_token_s_ = std::max(measured, kCostDecay * cost_per_token_s_.load());
+}
+
+void StepWatchdog::end_job(const std::string& why) {
+  std::fprintf(stderr, "%s: %s; ending the job\n", who_.c_str(), why.c_str());
+  std::fflush(stderr);
+  // No MPI from this thread (FUNNELED) and the main thread is stuck in a collective: leave now;
+  // the launcher sees a rank exit without finalizing and ends the others.
+  std::_Exit(3);
+}
 
 void StepWatchdog::watch() {
-  const auto poll = std::chrono::milliseconds(std::max<int64_t>(50, static_cast<int64_t>(timeout_s_ * 100)));
+  const auto poll = std::chrono::milliseconds(std::clamp<int64_t>(static_cast<int64_t>(base_s_ * 50), 50, 1000));
   std::unique_lock<std::mutex> lock(mutex_);
   while (!stop_cv_.wait_for(lock, poll, [this] { return stopping_; })) {
+    if (probe_) {
+      const std::string failure = probe_();
+      if (!failure.empty()) end_job(failure);
+    }
     const int64_t started = step_started_ns_;
     const double limit = limit_s_;
     if (started == 0 || (now_ns() - started) / 1e9 < limit) continue;
-    std::fprintf(stderr,
-                 "%s: step %llu did not complete within %.0f s (--step-timeout): another rank is "
-                 "stopped, hung or unreachable; ending the job\n",
-                 who_.c_str(), static_cast<unsigned long long>(step_.load()), limit);
-    std::fflush(stderr);
-    // No MPI from this thread (FUNNELED) and the main thread is stuck in a collective: leave now;
-    // the launcher sees a rank exit without finalizing and ends the others.
-    std::_Exit(3);
+    char why[256];
+    std::snprintf(why, sizeof(why),
+                  "step %llu (%d tokens) did not complete within %.0f s (--step-timeout %.0f s + %.1f x "
+                  "the measured cost per token): another rank is stopped, hung or unreachable",
+                  static_cast<unsigned long long>(step_.load()), step_tokens_.load(), limit, base_s_,
+                  kAllowanceFactor);
+    end_job(why);
   }
 }
 

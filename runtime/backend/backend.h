@@ -37,6 +37,10 @@ class Backend {
   // How many times the partial sums were reduced across TP ranks (one per layer per step by design;
   // counted at TP 1 too, where the reduction is the identity). Printed by the bench.
   virtual uint64_t all_reduce_calls() const = 0;
+  // Any thread (the step watchdog polls it): "" while healthy; otherwise a one-line description of
+  // an asynchronous failure of this rank's device collectives (NCCL), which would otherwise leave
+  // the step waiting forever.
+  virtual std::string async_error() { return {}; }
 };
 
 struct BackendOptions {

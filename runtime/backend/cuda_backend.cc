@@ -26,7 +26,9 @@
 #include "kernels/cuda/cuda_kernels.h"
 #include "runtime/backend/cuda_buffer.h"
 #include "runtime/backend/cuda_gemm.h"
+#ifdef GPTJ_WITH_NCCL
 #include "parallel/nccl_communicator.h"
+#endif
 #include "runtime/core/error.h"
 #include "runtime/model/safetensors.h"
 
@@ -83,7 +85,12 @@ class CudaBackend final : public Backend {
     GPTJ_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     gemm_ = std::make_unique<CudaGemm>(stream_, device_);
     GPTJ_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device_));
+#ifdef GPTJ_WITH_NCCL
     if (host_comm.size() > 1) nccl_ = std::make_unique<NcclCommunicator>(host_comm);
+#else
+    GPTJ_CHECK(host_comm.size() == 1, "this gptj was built without MPI/NCCL: one GPU rank only, not {}",
+               host_comm.size());
+#endif
 
     const int64_t E = E_, V = config.vocab_size;
     wte_ = alloc<T>(static_cast<std::size_t>(V) * E, "wte", true);
@@ -153,7 +160,9 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     cudaSetDevice(device_);
     if (stream_) cudaStreamSynchronize(stream_);
+#ifdef GPTJ_WITH_NCCL
     nccl_.reset();
+#endif
     for (void* p : allocations_) cudaFree(p);
     gemm_.reset();
     if (stream_) cudaStreamDestroy(stream_);
@@ -163,6 +172,12 @@ class CudaBackend final : public Backend {
   int64_t vocab_shard_rows() const override { return vocab_rows_; }
   int64_t weight_bytes() const override { return weight_bytes_; }
   uint64_t all_reduce_calls() const override { return all_reduce_calls_; }
+  std::string async_error() override {
+#ifdef GPTJ_WITH_NCCL
+    if (nccl_) return nccl_->async_error();
+#endif
+    return {};
+  }
 
   void forward(const StepBatch& batch) override {
     GPTJ_CUDA_CHECK(cudaSetDevice(device_));
@@ -218,9 +233,11 @@ class CudaBackend final : public Backend {
                                 n_in_, decode_split_, stream_);
       gemm(attn_out, n_in_, n_tok, El_ + Il_, layer.w_out, E_, d_partial_, E_, TypeInfo<T>::kCuda);
       ++all_reduce_calls_;  // the one reduction point of the layer (a no-op at TP 1)
+#ifdef GPTJ_WITH_NCCL
       if (nccl_)
         nccl_->all_reduce_sum(d_partial_, static_cast<std::size_t>(n_tok) * E_, TypeInfo<T>::kDType,
                               stream_);
+#endif
       cuda::residual_add<T>(d_x_, d_partial_, layer.b_fc_out, n_tok, E_, stream_);
     }
     cuda::layernorm<T>(d_x_, d_rows, ln_f_gamma_, ln_f_beta_, d_hf_, rows, E_,
@@ -495,7 +512,9 @@ class CudaBackend final : public Backend {
 
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<CudaGemm> gemm_;
+#ifdef GPTJ_WITH_NCCL
   std::unique_ptr<NcclCommunicator> nccl_;
+#endif
   uint64_t all_reduce_calls_ = 0;
 
   std::vector<void*> allocations_;  // weights and KV caches, freed in the destructor
