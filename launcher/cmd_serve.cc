@@ -3,8 +3,11 @@
 // its shard and runs the coordinator loop on its main thread; ranks > 0 load theirs and serve steps.
 // This file wires the pieces and routes URLs; the work is in runtime/serve/.
 #include <boost/json.hpp>
+#include <fmt/format.h>
+
 #include <csignal>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -100,18 +103,18 @@ class Router {
   static std::string json_text(boost::json::object o) { return boost::json::serialize(o); }
 
   void respond(const std::shared_ptr<HttpReply>& reply, unsigned status, std::string body,
-               const std::string& type = "application/json", const std::string& allow = "") {
+               const std::string& type = "application/json", HttpHeaders headers = {}) {
     metrics_.count_request(static_cast<int>(status));
-    reply->send(status, type, std::move(body), allow);
+    reply->send(status, type, std::move(body), std::move(headers));
   }
 
   void not_allowed(const std::shared_ptr<HttpReply>& reply, const std::string& allow) {
     respond(reply, 405, error_body("method not allowed here; use " + allow, "invalid_request_error"),
-            "application/json", allow);
+            "application/json", {{"Allow", allow}});
   }
 
   void list_models(std::string_view target, const std::shared_ptr<HttpReply>& reply) {
-    boost::json::object entry{{"id", model_.name}, {"object", "model"}, {"created", 0}, {"owned_by", "gptj"}};
+    boost::json::object entry{{"id", model_.name}, {"object", "model"}, {"created", model_.created}, {"owned_by", "gptj"}};
     if (target == "/v1/models")
       return respond(reply, 200, json_text({{"object", "list"}, {"data", boost::json::array{entry}}}));
     if (target.substr(11) != model_.name)
@@ -133,7 +136,8 @@ class Router {
     switch (coordinator_.submit(job)) {
       case SubmitResult::kAccepted: break;
       case SubmitResult::kQueueFull:
-        return respond(reply, 429, error_body("too many requests are queued; retry later", "rate_limit_error"));
+        return respond(reply, 429, error_body("too many requests are queued; retry later", "rate_limit_error"),
+                       "application/json", {{"Retry-After", "1"}});
       case SubmitResult::kShuttingDown:
         return respond(reply, 503, error_body("the server is shutting down", "server_shutting_down"));
     }
@@ -199,6 +203,9 @@ int serve_rank0(World& world, const ServeArgs& args) {
     info.eos_id = options.eos_id;
     info.kv_capacity_tokens = options.kv.num_blocks * options.kv.block_size;
     info.tokenizer = tokenizer ? &*tokenizer : nullptr;
+    info.created = static_cast<int64_t>(std::time(nullptr));
+    // What decides the numbers: the backend, its compute dtype and the tensor-parallel width.
+    info.fingerprint = fmt::format("fp_{}_{}_tp{}", session.backend().name(), session.options().dtype, world.size());
     router.set_model(info);
     coordinator.run(scheduler);  // returns after SIGTERM/SIGINT and the drain
     metrics.set_ready(false);

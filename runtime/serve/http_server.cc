@@ -27,7 +27,7 @@ using tcp = net::ip::tcp;
 namespace {
 
 std::string error_json(const std::string& message, const char* type) {
-  boost::json::object error{{"message", message}, {"type", type}, {"param", nullptr}};
+  boost::json::object error{{"message", message}, {"type", type}, {"param", nullptr}, {"code", nullptr}};
   return boost::json::serialize(boost::json::object{{"error", error}});
 }
 
@@ -60,13 +60,13 @@ class Session : public std::enable_shared_from_this<Session> {
   void start() { do_read(); }
 
   // --- called on the strand (through Reply) ---
-  void send(uint64_t seq, unsigned status, const std::string& type, std::string body, const std::string& allow) {
+  void send(uint64_t seq, unsigned status, const std::string& type, std::string body, const HttpHeaders& headers) {
     if (!can_answer(seq)) return;
     answer_started_ = true;
     auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(status), 11);
     res->set(http::field::server, "gptj");
     res->set(http::field::content_type, type);
-    if (!allow.empty()) res->set(http::field::allow, allow);
+    for (const auto& [name, value] : headers) res->set(name, value);
     res->keep_alive(keep_alive_);
     res->body() = std::move(body);
     res->prepare_payload();
@@ -168,14 +168,14 @@ class Session : public std::enable_shared_from_this<Session> {
     try {
       server_.handler(request, reply);
     } catch (const std::exception& e) {
-      send(seq_, 500, "application/json", error_json(std::string("internal error: ") + e.what(), "server_error"), "");
+      send(seq_, 500, "application/json", error_json(std::string("internal error: ") + e.what(), "server_error"), {});
     }
   }
 
   void answer_read_error(unsigned status, const std::string& message) {
     keep_alive_ = false;  // the rest of the stream cannot be trusted
     begin_answer();
-    send(seq_, status, "application/json", error_json(message, "invalid_request_error"), "");
+    send(seq_, status, "application/json", error_json(message, "invalid_request_error"), {});
   }
 
   void begin_answer() {
@@ -269,8 +269,10 @@ class Session : public std::enable_shared_from_this<Session> {
 class Reply : public HttpReply {
  public:
   Reply(std::shared_ptr<Session> session, uint64_t seq) : session_(std::move(session)), seq_(seq) {}
-  void send(unsigned status, const std::string& type, std::string body, const std::string& allow) override {
-    run([seq = seq_, status, type, allow, body = std::move(body)](Session& s) mutable { s.send(seq, status, type, std::move(body), allow); });
+  void send(unsigned status, const std::string& type, std::string body, HttpHeaders headers) override {
+    run([seq = seq_, status, type, headers = std::move(headers), body = std::move(body)](Session& s) mutable {
+      s.send(seq, status, type, std::move(body), headers);
+    });
   }
   void begin_stream(const std::string& type) override {
     run([seq = seq_, type](Session& s) { s.begin_stream(seq, type); });

@@ -11,10 +11,15 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace gptj {
 
 using HttpRequest = boost::beast::http::request<boost::beast::http::string_body>;
+
+// Response header fields beyond those the server sets, as (name, value): Allow, Retry-After, ...
+using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
 
 // The answer to one request. Thread-safe; calls after the answer is complete (or the client is
 // gone) are ignored. Either send() once, or begin_stream(), write()*, end().
@@ -22,7 +27,7 @@ class HttpReply {
  public:
   virtual ~HttpReply() = default;
   virtual void send(unsigned status, const std::string& content_type, std::string body,
-                    const std::string& allow_header = "") = 0;
+                    HttpHeaders headers = {}) = 0;
   virtual void begin_stream(const std::string& content_type) = 0;  // 200, chunked
   virtual void write(std::string data) = 0;
   virtual void end() = 0;
