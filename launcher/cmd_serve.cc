@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
+#include <cctype>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -54,6 +55,18 @@ bool same_secret(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
+// The credentials of an "Authorization: Bearer TOKEN" header; nullopt for another scheme. The
+// scheme is case-insensitive and may be followed by several spaces (RFC 7235 §2.1).
+std::optional<std::string_view> bearer_token(std::string_view header) {
+  constexpr std::string_view kScheme = "bearer";
+  if (header.size() <= kScheme.size() || header[kScheme.size()] != ' ') return std::nullopt;
+  for (std::size_t i = 0; i < kScheme.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(header[i])) != kScheme[i]) return std::nullopt;
+  header.remove_prefix(kScheme.size());
+  while (!header.empty() && header.front() == ' ') header.remove_prefix(1);
+  return header;
+}
+
 // Routes requests (I/O threads). Model facts are published once, before `ready` turns true.
 class Router {
  public:
@@ -89,8 +102,8 @@ class Router {
     if (models && method != http::verb::get) return not_allowed(reply, "GET");
     if (!models && method != http::verb::post) return not_allowed(reply, "POST");
     if (!api_key_.empty()) {
-      const std::string_view auth = request[http::field::authorization];
-      if (!auth.starts_with("Bearer ") || !same_secret(auth.substr(7), api_key_))
+      const std::optional<std::string_view> token = bearer_token(request[http::field::authorization]);
+      if (!token || !same_secret(*token, api_key_))
         return respond(reply, 401, error_body("missing or wrong API key: send 'Authorization: Bearer KEY'",
                                               "invalid_request_error"));
     }

@@ -91,6 +91,18 @@ def metrics(port):
     return out
 
 
+def wait_for_metrics(port, predicate, what, seconds=20):
+    """Polls /metrics until predicate(metrics) holds (bounded); returns those metrics."""
+    import time
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        m = metrics(port)
+        if predicate(m):
+            return m
+        time.sleep(0.02)
+    fail("timed out waiting for %s: %r" % (what, {k: v for k, v in metrics(port).items() if "kv" in k or "running" in k}))
+
+
 def golden(data_dir, count=16):
     """The fixture's token prompts and their first `count` greedy tokens (Hugging Face)."""
     prompts = json.load(open(os.path.join(data_dir, "gptj_prompts.json")))["models"]["tiny-gptj-a"]["prompts"]
