@@ -3,8 +3,12 @@
 // its shard and runs the coordinator loop on its main thread; ranks > 0 load theirs and serve steps.
 // This file wires the pieces and routes URLs; the work is in runtime/serve/.
 #include <boost/json.hpp>
+#include <fmt/format.h>
+
+#include <cctype>
 #include <csignal>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -51,6 +55,18 @@ bool same_secret(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
+// The credentials of an "Authorization: Bearer TOKEN" header; nullopt for another scheme. The
+// scheme is case-insensitive and may be followed by several spaces (RFC 7235 §2.1).
+std::optional<std::string_view> bearer_token(std::string_view header) {
+  constexpr std::string_view kScheme = "bearer";
+  if (header.size() <= kScheme.size() || header[kScheme.size()] != ' ') return std::nullopt;
+  for (std::size_t i = 0; i < kScheme.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(header[i])) != kScheme[i]) return std::nullopt;
+  header.remove_prefix(kScheme.size());
+  while (!header.empty() && header.front() == ' ') header.remove_prefix(1);
+  return header;
+}
+
 // Routes requests (I/O threads). Model facts are published once, before `ready` turns true.
 class Router {
  public:
@@ -86,8 +102,8 @@ class Router {
     if (models && method != http::verb::get) return not_allowed(reply, "GET");
     if (!models && method != http::verb::post) return not_allowed(reply, "POST");
     if (!api_key_.empty()) {
-      const std::string_view auth = request[http::field::authorization];
-      if (!auth.starts_with("Bearer ") || !same_secret(auth.substr(7), api_key_))
+      const std::optional<std::string_view> token = bearer_token(request[http::field::authorization]);
+      if (!token || !same_secret(*token, api_key_))
         return respond(reply, 401, error_body("missing or wrong API key: send 'Authorization: Bearer KEY'",
                                               "invalid_request_error"));
     }
@@ -100,18 +116,18 @@ class Router {
   static std::string json_text(boost::json::object o) { return boost::json::serialize(o); }
 
   void respond(const std::shared_ptr<HttpReply>& reply, unsigned status, std::string body,
-               const std::string& type = "application/json", const std::string& allow = "") {
+               const std::string& type = "application/json", HttpHeaders headers = {}) {
     metrics_.count_request(static_cast<int>(status));
-    reply->send(status, type, std::move(body), allow);
+    reply->send(status, type, std::move(body), std::move(headers));
   }
 
   void not_allowed(const std::shared_ptr<HttpReply>& reply, const std::string& allow) {
     respond(reply, 405, error_body("method not allowed here; use " + allow, "invalid_request_error"),
-            "application/json", allow);
+            "application/json", {{"Allow", allow}});
   }
 
   void list_models(std::string_view target, const std::shared_ptr<HttpReply>& reply) {
-    boost::json::object entry{{"id", model_.name}, {"object", "model"}, {"created", 0}, {"owned_by", "gptj"}};
+    boost::json::object entry{{"id", model_.name}, {"object", "model"}, {"created", model_.created}, {"owned_by", "gptj"}};
     if (target == "/v1/models")
       return respond(reply, 200, json_text({{"object", "list"}, {"data", boost::json::array{entry}}}));
     if (target.substr(11) != model_.name)
@@ -133,7 +149,8 @@ class Router {
     switch (coordinator_.submit(job)) {
       case SubmitResult::kAccepted: break;
       case SubmitResult::kQueueFull:
-        return respond(reply, 429, error_body("too many requests are queued; retry later", "rate_limit_error"));
+        return respond(reply, 429, error_body("too many requests are queued; retry later", "rate_limit_error"),
+                       "application/json", {{"Retry-After", "1"}});
       case SubmitResult::kShuttingDown:
         return respond(reply, 503, error_body("the server is shutting down", "server_shutting_down"));
     }
@@ -199,6 +216,9 @@ int serve_rank0(World& world, const ServeArgs& args) {
     info.eos_id = options.eos_id;
     info.kv_capacity_tokens = options.kv.num_blocks * options.kv.block_size;
     info.tokenizer = tokenizer ? &*tokenizer : nullptr;
+    info.created = static_cast<int64_t>(std::time(nullptr));
+    // What decides the numbers: the backend, its compute dtype and the tensor-parallel width.
+    info.fingerprint = fmt::format("fp_{}_{}_tp{}", session.backend().name(), session.options().dtype, world.size());
     router.set_model(info);
     coordinator.run(scheduler);  // returns after SIGTERM/SIGINT and the drain
     metrics.set_ready(false);

@@ -121,6 +121,23 @@ std::vector<std::string> parse_stop(const json::object& o) {
   return stops;
 }
 
+// Chat fields for features the server does not have. Each is refused (400 naming it) rather than
+// silently ignored; the values that mean "none of that" are accepted.
+void refuse_unsupported_chat_fields(const json::object& o) {
+  for (const char* name : {"tools", "functions"})
+    if (const json::value* v = present(o, name); v && !(v->is_array() && v->get_array().empty()))
+      throw ApiError(400, fmt::format("'{}' is not supported: this server does not call tools", name), name);
+  for (const char* name : {"tool_choice", "function_call"})
+    if (const json::value* v = present(o, name); v && !(v->is_string() && v->get_string() == "none"))
+      throw ApiError(400, fmt::format("'{}' is not supported: this server does not call tools", name), name);
+  if (const json::value* v = present(o, "response_format")) {
+    const json::object* format = v->if_object();
+    const json::value* type = format ? format->if_contains("type") : nullptr;
+    if (!type || !type->is_string() || type->get_string() != "text")
+      throw ApiError(400, "'response_format' is not supported other than {\"type\": \"text\"}", "response_format");
+  }
+}
+
 }  // namespace
 
 CompletionRequest parse_completion_request(const std::string& body, const ModelInfo& model, bool chat) {
@@ -141,6 +158,7 @@ CompletionRequest parse_completion_request(const std::string& body, const ModelI
   if (const json::value* b = present(o, "logit_bias"); b && !(b->is_object() && b->get_object().empty()))
     throw ApiError(400, "'logit_bias' is not supported", "logit_bias");
   r.chat = chat;
+  if (chat) refuse_unsupported_chat_fields(o);
   r.echo = get_bool(o, "echo", false);
   if (chat && r.echo) throw ApiError(400, "'echo' is not supported by chat completions", "echo");
   // max_tokens 0 with echo: score the prompt only (what lm-eval's loglikelihood requests send).
@@ -208,9 +226,10 @@ CompletionRequest parse_completion_request(const std::string& body, const ModelI
 // The job: collects each choice's tokens; answers at the end, or streams as tokens arrive.
 namespace {
 
-std::string completion_id() {
+// "cmpl-..." for completions, "chatcmpl-..." for chat completions, as OpenAI's.
+std::string completion_id(bool chat) {
   thread_local std::mt19937_64 rng{std::random_device{}()};
-  return fmt::format("cmpl-{:016x}{:08x}", rng(), static_cast<uint32_t>(rng()));
+  return fmt::format("{}-{:016x}{:08x}", chat ? "chatcmpl" : "cmpl", rng(), static_cast<uint32_t>(rng()));
 }
 
 // Length of the longest tail of `text` that is a proper prefix of some stop string: text that may
@@ -231,7 +250,7 @@ class CompletionJob : public Job {
   CompletionJob(CompletionRequest request, const ModelInfo& model, std::shared_ptr<HttpReply> reply,
                 ServerMetrics& metrics)
       : req_(std::move(request)), model_(model), reply_(std::move(reply)), metrics_(metrics),
-        id_(completion_id()), created_(static_cast<int64_t>(std::time(nullptr))) {
+        id_(completion_id(req_.chat)), created_(static_cast<int64_t>(std::time(nullptr))) {
     for (std::size_t p = 0; p < req_.prompts.size(); ++p) {
       for (int i = 0; i < req_.n; ++i) {
         GenerationRequest g;
@@ -364,7 +383,7 @@ class CompletionJob : public Job {
       offset += t.size();
     }
     return json::object{{"tokens", tokens}, {"token_logprobs", lps},
-                        {"top_logprobs", *req_.logprobs > 0 ? json::value(tops) : json::value(nullptr)},
+                        {"top_logprobs", std::move(tops)},
                         {"text_offset", offsets}};
   }
 
@@ -384,12 +403,15 @@ class CompletionJob : public Job {
       item["top_logprobs"] = std::move(top);
       content.push_back(std::move(item));
     }
-    return json::object{{"content", std::move(content)}};
+    return json::object{{"content", std::move(content)}, {"refusal", nullptr}};
   }
 
   json::object envelope(bool chunk) const {
     const char* object = !req_.chat ? "text_completion" : chunk ? "chat.completion.chunk" : "chat.completion";
-    return json::object{{"id", id_}, {"object", object}, {"created", created_}, {"model", model_.name}};
+    json::object out{{"id", id_}, {"object", object}, {"created", created_}, {"model", model_.name},
+                     {"system_fingerprint", model_.fingerprint}};
+    if (chunk && req_.include_usage) out["usage"] = nullptr;  // every chunk but the last (usage) one
+    return out;
   }
 
   // One choice of an answer (chunk: of a stream chunk) in the endpoint's shape.
@@ -401,7 +423,7 @@ class CompletionJob : public Job {
     } else if (chunk) {
       choice["delta"] = json::object{{"content", std::move(text)}};
     } else {
-      choice["message"] = json::object{{"role", "assistant"}, {"content", std::move(text)}};
+      choice["message"] = json::object{{"role", "assistant"}, {"content", std::move(text)}, {"refusal", nullptr}};
     }
     choice["logprobs"] = std::move(logprobs);
     choice["finish_reason"] = std::move(finish);

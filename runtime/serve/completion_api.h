@@ -39,6 +39,8 @@ struct ModelInfo {
   int eos_id = -1;
   int kv_capacity_tokens = 0;    // KV cache size in tokens (one sequence must fit)
   const Tokenizer* tokenizer = nullptr;  // null: token prompts only, no text in answers
+  int64_t created = 0;           // Unix time the server loaded the model ("created" in /v1/models)
+  std::string fingerprint;       // "system_fingerprint" in answers: the backend configuration
 };
 
 struct CompletionRequest {
@@ -55,7 +57,9 @@ struct CompletionRequest {
 };
 
 // Throws ApiError (400, naming the field in `param`) for anything malformed or out of range.
-// chat: the body is a /v1/chat/completions request ("messages", logprobs as a bool + top_logprobs).
+// chat: the body is a /v1/chat/completions request ("messages", logprobs as a bool + top_logprobs);
+// fields asking for what the server cannot do (tools, functions, tool_choice, function_call, a
+// response_format other than text) are refused, not ignored.
 CompletionRequest parse_completion_request(const std::string& body, const ModelInfo& model, bool chat = false);
 
 // One completion call in flight. Build with make_completion_job(); submit to the Coordinator.

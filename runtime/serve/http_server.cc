@@ -27,11 +27,15 @@ using tcp = net::ip::tcp;
 namespace {
 
 std::string error_json(const std::string& message, const char* type) {
-  boost::json::object error{{"message", message}, {"type", type}, {"param", nullptr}};
+  boost::json::object error{{"message", message}, {"type", type}, {"param", nullptr}, {"code", nullptr}};
   return boost::json::serialize(boost::json::object{{"error", error}});
 }
 
 const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+
+// What a Session reads ahead of the request it answers (a pipelined next request) at most; past
+// that it stops watching the socket until the answer is written.
+constexpr std::size_t kReadAheadLimit = 64 * 1024;
 
 }  // namespace
 
@@ -60,13 +64,13 @@ class Session : public std::enable_shared_from_this<Session> {
   void start() { do_read(); }
 
   // --- called on the strand (through Reply) ---
-  void send(uint64_t seq, unsigned status, const std::string& type, std::string body, const std::string& allow) {
+  void send(uint64_t seq, unsigned status, const std::string& type, std::string body, const HttpHeaders& headers) {
     if (!can_answer(seq)) return;
     answer_started_ = true;
     auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(status), 11);
     res->set(http::field::server, "gptj");
     res->set(http::field::content_type, type);
-    if (!allow.empty()) res->set(http::field::allow, allow);
+    for (const auto& [name, value] : headers) res->set(name, value);
     res->keep_alive(keep_alive_);
     res->body() = std::move(body);
     res->prepare_payload();
@@ -80,8 +84,11 @@ class Session : public std::enable_shared_from_this<Session> {
     res->set(http::field::server, "gptj");
     res->set(http::field::content_type, type);
     res->set(http::field::cache_control, "no-cache");
+    // HTTP/1.0 has no chunked coding: the stream's end is the connection's.
+    stream_chunked_ = !http10_;
+    if (!stream_chunked_) keep_alive_ = false;
     res->keep_alive(keep_alive_);
-    res->chunked(true);
+    res->chunked(stream_chunked_);
     queue_.push_back(Out{Out::kHeader, nullptr, res, nullptr, {}, false});
     write_next();
   }
@@ -109,7 +116,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
  private:
   struct Out {
-    enum Kind { kFull, kHeader, kChunk, kLast } kind;
+    enum Kind { kFull, kHeader, kChunk, kLast, kInterim } kind;
     std::shared_ptr<http::response<http::string_body>> full;
     std::shared_ptr<http::response<http::empty_body>> header;
     std::shared_ptr<http::response_serializer<http::empty_body>> serializer;
@@ -161,21 +168,27 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec) return close();
     stream_.expires_never();
     HttpRequest request = parser_->release();
+    // RFC 9112 §3.2: exactly one Host in HTTP/1.1 (HTTP/1.0 may omit it), never two.
+    const std::size_t hosts = request.count(http::field::host);
+    if (hosts > 1 || (hosts == 0 && request.version() >= 11))
+      return answer_read_error(400, hosts ? "the request has more than one Host header"
+                                          : "an HTTP/1.1 request must have a Host header");
     keep_alive_ = request.keep_alive();
+    http10_ = request.version() < 11;
     begin_answer();
     watch_for_disconnect();
     auto reply = make_reply();
     try {
       server_.handler(request, reply);
     } catch (const std::exception& e) {
-      send(seq_, 500, "application/json", error_json(std::string("internal error: ") + e.what(), "server_error"), "");
+      send(seq_, 500, "application/json", error_json(std::string("internal error: ") + e.what(), "server_error"), {});
     }
   }
 
   void answer_read_error(unsigned status, const std::string& message) {
     keep_alive_ = false;  // the rest of the stream cannot be trusted
     begin_answer();
-    send(seq_, status, "application/json", error_json(message, "invalid_request_error"), "");
+    send(seq_, status, "application/json", error_json(message, "invalid_request_error"), {});
   }
 
   void begin_answer() {
@@ -194,15 +207,47 @@ class Session : public std::enable_shared_from_this<Session> {
     --server_.pending;
   }
 
-  // A client that closes its socket while we compute shows as a readable socket with nothing to
-  // read; peek to tell that apart from a pipelined next request.
+  // While a request is answered the socket is watched. Bytes that come meanwhile (a pipelined next
+  // request) are read into buffer_, where the next read finds them; the end of the client's data
+  // (FIN) is noticed. A FIN alone only says the client sends no more: a half-closed client
+  // (shutdown(SHUT_WR)) still gets its answer. Only one that is gone (reset) cancels it.
   void watch_for_disconnect() {
+    if (peer_done_sending_) return probe_peer();
     stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(), seq = seq_](beast::error_code ec) {
       if (ec || self->closed_ || seq != self->seq_ || !self->answering_) return;
-      char byte;
-      const ssize_t n = ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) self->client_gone();
+      self->read_ahead();
     });
+  }
+
+  void read_ahead() {
+    const auto space = buffer_.prepare(16 * 1024);
+    const ssize_t n = ::recv(stream_.socket().native_handle(), space.data(), space.size(), MSG_DONTWAIT);
+    if (n > 0) {
+      buffer_.commit(static_cast<std::size_t>(n));
+      // Past the limit the socket is left alone: the answer's own writes notice a gone client.
+      if (buffer_.size() <= kReadAheadLimit) watch_for_disconnect();
+      return;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return watch_for_disconnect();
+    if (n < 0) return client_gone();  // reset
+    peer_done_sending_ = true;
+    probe_peer();
+  }
+
+  // After a FIN only a write tells a half-closed client from a closed one: a closed socket's
+  // system answers data with a reset. An HTTP/1.1 client whose answer has not started is sent an
+  // interim "100 Continue" (clients must accept 1xx answers before the final one); a stream's
+  // chunks do the same. HTTP/1.0 has no 1xx: such a client is noticed when its answer is written.
+  // The reset shows as an error on the socket.
+  void probe_peer() {
+    stream_.socket().async_wait(tcp::socket::wait_error, [self = shared_from_this(), seq = seq_](beast::error_code ec) {
+      if (ec || self->closed_ || seq != self->seq_ || !self->answering_) return;
+      self->client_gone();
+    });
+    if (!answer_started_ && !http10_) {
+      queue_.push_back(Out{Out::kInterim, nullptr, nullptr, nullptr, kContinue, false});
+      write_next();
+    }
   }
 
   void client_gone() {
@@ -224,8 +269,15 @@ class Session : public std::enable_shared_from_this<Session> {
         out.serializer = std::make_shared<http::response_serializer<http::empty_body>>(*out.header);
         http::async_write_header(stream_, *out.serializer, std::move(done));
         break;
-      case Out::kChunk: net::async_write(stream_, http::make_chunk(net::buffer(out.data)), std::move(done)); break;
-      case Out::kLast: net::async_write(stream_, http::make_chunk_last(), std::move(done)); break;
+      case Out::kChunk:
+        if (stream_chunked_) net::async_write(stream_, http::make_chunk(net::buffer(out.data)), std::move(done));
+        else net::async_write(stream_, net::buffer(out.data), std::move(done));
+        break;
+      case Out::kLast:
+        if (stream_chunked_) net::async_write(stream_, http::make_chunk_last(), std::move(done));
+        else net::async_write(stream_, net::buffer(out.data), std::move(done));  // nothing: the close ends it
+        break;
+      case Out::kInterim: net::async_write(stream_, net::buffer(out.data), std::move(done)); break;
     }
   }
 
@@ -262,6 +314,9 @@ class Session : public std::enable_shared_from_this<Session> {
   uint64_t seq_ = 0;  // which request is being answered; stale replies are ignored
   bool answering_ = false, answer_started_ = false, answer_done_ = false, stream_open_ = false;
   bool keep_alive_ = true, writing_ = false, closed_ = false;
+  bool http10_ = false;             // the request answered is HTTP/1.0
+  bool stream_chunked_ = true;      // the stream answered is in chunked coding (else close-delimited)
+  bool peer_done_sending_ = false;  // the client's FIN came (half-closed, or gone)
   std::deque<Out> queue_;
   std::function<void()> on_disconnect_;
 };
@@ -269,8 +324,10 @@ class Session : public std::enable_shared_from_this<Session> {
 class Reply : public HttpReply {
  public:
   Reply(std::shared_ptr<Session> session, uint64_t seq) : session_(std::move(session)), seq_(seq) {}
-  void send(unsigned status, const std::string& type, std::string body, const std::string& allow) override {
-    run([seq = seq_, status, type, allow, body = std::move(body)](Session& s) mutable { s.send(seq, status, type, std::move(body), allow); });
+  void send(unsigned status, const std::string& type, std::string body, HttpHeaders headers) override {
+    run([seq = seq_, status, type, headers = std::move(headers), body = std::move(body)](Session& s) mutable {
+      s.send(seq, status, type, std::move(body), headers);
+    });
   }
   void begin_stream(const std::string& type) override {
     run([seq = seq_, type](Session& s) { s.begin_stream(seq, type); });

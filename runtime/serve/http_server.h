@@ -1,8 +1,10 @@
 // HTTP/1.1 server on Boost.Beast for rank 0 (keep-alive, a small Asio I/O thread pool).
 // Each connection lives on its own strand; a request is handed to the handler on an I/O thread with
 // an HttpReply through which any thread (typically the coordinator) answers it later, in one piece
-// or as a chunked stream. The server reports a client that goes away while its answer is pending
-// (on_disconnect), so the work behind it can be cancelled. It never calls MPI or the model.
+// or as a stream (chunked; close-delimited for HTTP/1.0). The server reports a client that goes
+// away while its answer is pending (on_disconnect), so the work behind it can be cancelled; a client
+// that only half-closes (shutdown(SHUT_WR) after its request) is not gone and gets its answer.
+// HTTP/1.1 requests without exactly one Host are refused (400). It never calls MPI or the model.
 #pragma once
 #include <boost/beast/http.hpp>
 #include <atomic>
@@ -11,10 +13,15 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace gptj {
 
 using HttpRequest = boost::beast::http::request<boost::beast::http::string_body>;
+
+// Response header fields beyond those the server sets, as (name, value): Allow, Retry-After, ...
+using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
 
 // The answer to one request. Thread-safe; calls after the answer is complete (or the client is
 // gone) are ignored. Either send() once, or begin_stream(), write()*, end().
@@ -22,11 +29,13 @@ class HttpReply {
  public:
   virtual ~HttpReply() = default;
   virtual void send(unsigned status, const std::string& content_type, std::string body,
-                    const std::string& allow_header = "") = 0;
-  virtual void begin_stream(const std::string& content_type) = 0;  // 200, chunked
+                    HttpHeaders headers = {}) = 0;
+  // 200; chunked for an HTTP/1.1 client, close-delimited (Connection: close) for an HTTP/1.0 one.
+  virtual void begin_stream(const std::string& content_type) = 0;
   virtual void write(std::string data) = 0;
   virtual void end() = 0;
-  // Runs (once, on an I/O thread) if the client disconnects before the answer is complete.
+  // Runs (once, on an I/O thread) if the client is gone (reset, or a write failed) before the
+  // answer is complete.
   virtual void on_disconnect(std::function<void()> callback) = 0;
 };
 

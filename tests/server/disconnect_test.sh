@@ -15,15 +15,6 @@ def raw_post(payload):
               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     return s
 
-def wait_until(predicate, what, seconds=20):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        m = metrics(port)
-        if predicate(m):
-            return m
-        time.sleep(0.02)
-    fail("timed out waiting for %s: %r" % (what, {k: v for k, v in metrics(port).items() if "kv" in k or "running" in k}))
-
 for mode in ("stream", "plain"):
     before = metrics(port)["gptj_generated_tokens_total"]
     s = raw_post({"prompt": "hello", "max_tokens": 2000, "temperature": 0, "stream": mode == "stream"})
@@ -34,9 +25,9 @@ for mode in ("stream", "plain"):
             check(data, "stream ended early")
             got += data
         check(b"200 OK" in got.split(b"\r\n")[0], "stream status: %r" % got[:100])
-    m = wait_until(lambda m: m["gptj_running_sequences"] >= 1 and m["gptj_kv_blocks_used"] > 0, "the request to run")
+    m = wait_for_metrics(port, lambda m: m["gptj_running_sequences"] >= 1 and m["gptj_kv_blocks_used"] > 0, "the request to run")
     s.close()
-    m = wait_until(lambda m: m["gptj_kv_blocks_used"] == 0 and m["gptj_running_sequences"] == 0, "KV blocks to be freed")
+    m = wait_for_metrics(port, lambda m: m["gptj_kv_blocks_used"] == 0 and m["gptj_running_sequences"] == 0, "KV blocks to be freed")
     generated = m["gptj_generated_tokens_total"] - before
     check(generated < 1900, "%s: %d tokens generated: the disconnect did not cancel the request" % (mode, generated))
     print("%s disconnect: cancelled after %d tokens; KV blocks free again" % (mode, generated))

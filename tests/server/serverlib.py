@@ -91,6 +91,18 @@ def metrics(port):
     return out
 
 
+def wait_for_metrics(port, predicate, what, seconds=20):
+    """Polls /metrics until predicate(metrics) holds (bounded); returns those metrics."""
+    import time
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        m = metrics(port)
+        if predicate(m):
+            return m
+        time.sleep(0.02)
+    fail("timed out waiting for %s: %r" % (what, {k: v for k, v in metrics(port).items() if "kv" in k or "running" in k}))
+
+
 def golden(data_dir, count=16):
     """The fixture's token prompts and their first `count` greedy tokens (Hugging Face)."""
     prompts = json.load(open(os.path.join(data_dir, "gptj_prompts.json")))["models"]["tiny-gptj-a"]["prompts"]
@@ -99,3 +111,116 @@ def golden(data_dir, count=16):
     for prompt, result in zip(prompts, greedy):
         check(result["prompt_ids"] == prompt, "fixture prompt mismatch")
     return [(prompts[i], r["new_tokens"][:count]) for i, r in enumerate(greedy)]
+
+
+# --- raw HTTP over a socket, for checks where the bytes on the wire matter ---
+
+def raw_connect(port, timeout=60):
+    import socket
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+
+def raw_request_bytes(method, path, body=b"", headers=None, version="HTTP/1.1", host=True):
+    """One request's bytes; `headers` is a list of (name, value); a Host line unless host=False."""
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+    lines = ["%s %s %s" % (method, path, version)]
+    if host:
+        lines.append("Host: 127.0.0.1")
+    for name, value in headers or []:
+        lines.append("%s: %s" % (name, value))
+    if body:
+        lines += ["Content-Type: application/json", "Content-Length: %d" % len(body)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class RawResponse:
+    def __init__(self, version, status, headers, body, interim):
+        self.version, self.status, self.headers, self.body = version, status, headers, body
+        self.interim = interim  # statuses of the 1xx answers before this one
+
+    def header(self, name):
+        """The values of header `name` (any case), in order."""
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def json(self):
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            fail("answer is not JSON (status %d): %r" % (self.status, self.body[:200]))
+
+
+def read_response(reader, method="POST"):
+    """Reads one response from `reader` (sock.makefile("rb")), skipping 1xx answers: by
+    Content-Length, chunked coding, or up to the close. None if the connection ends first."""
+    interim = []
+    while True:
+        line = reader.readline()
+        if not line:
+            return None
+        version, status = line.split(b" ", 2)[:2]
+        status = int(status)
+        headers = []
+        while True:
+            h = reader.readline()
+            check(h, "connection ended inside the headers")
+            if h in (b"\r\n", b"\n"):
+                break
+            name, value = h.decode("latin-1").split(":", 1)
+            headers.append((name.strip(), value.strip()))
+        if 100 <= status < 200:
+            interim.append(status)
+            continue
+        break
+    r = RawResponse(version.decode(), status, headers, b"", interim)
+    te = [v.lower() for v in r.header("Transfer-Encoding")]
+    if method == "HEAD" or status in (204, 304):
+        return r
+    if te and te[-1] == "chunked":
+        body = b""
+        while True:
+            size = int(reader.readline().split(b";")[0], 16)
+            if size == 0:
+                while reader.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                break
+            body += reader.read(size)
+            reader.readline()
+        r.body = body
+    elif r.header("Content-Length"):
+        r.body = reader.read(int(r.header("Content-Length")[0]))
+    else:
+        r.body = reader.read()  # close-delimited
+    return r
+
+
+def raw_exchange(port, data, shut_wr=False, count=1, timeout=120):
+    """Sends `data` on a new connection (then half-closes it if shut_wr), reads `count` responses
+    and returns them (fewer if the connection ends early)."""
+    import socket
+    s = raw_connect(port, timeout)
+    try:
+        s.sendall(data)
+        if shut_wr:
+            s.shutdown(socket.SHUT_WR)
+        reader = s.makefile("rb")
+        out = []
+        for _ in range(count):
+            r = read_response(reader)
+            if r is None:
+                break
+            out.append(r)
+        return out
+    finally:
+        s.close()
+
+
+def sse_events(body):
+    """The data: payloads of a server-sent event stream, in order (the last is usually '[DONE]')."""
+    out = []
+    for line in body.decode("utf-8").split("\n"):
+        line = line.rstrip("\r")
+        if line:
+            check(line.startswith("data: "), "bad SSE line %r" % line)
+            out.append(line[len("data: "):])
+    return out
