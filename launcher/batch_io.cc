@@ -73,6 +73,8 @@ std::optional<std::string> member_name(std::string_view s, std::size_t i, std::s
   if (i >= s.size() || s[i] != '"') return std::nullopt;
   *end = skip_string(s, i);
   if (*end == npos) return std::nullopt;
+  const std::string_view raw = s.substr(i + 1, *end - i - 2);
+  if (raw.find('\\') == npos) return std::string(raw);  // no escapes: the name as it stands
   boost::system::error_code ec;
   json::value key = json::parse(s.substr(i, *end - i), ec);
   if (ec) return std::nullopt;
@@ -402,21 +404,23 @@ std::unordered_set<std::string> JsonlWriter::finished_and_repair() {
         corrupt.push_back(line.number);
         if (corrupt.size() > kReportedCorruptLines) continue;
         const std::string id = leading_id(line.text);
-        std::fprintf(stderr, "gptj batch: output %s line %llu is corrupt (%s; %s): moved to %s, its input line is redone\n",
+        std::fprintf(stderr,
+                     "gptj batch: output %s line %llu is corrupt (%s; %s): moved to %s, its input line is redone\n",
                      path_.c_str(), static_cast<unsigned long long>(line.number), why.c_str(),
                      id.empty() ? "no id" : ("id " + id).c_str(), moved.c_str());
       }
     }
   }
   if (corrupt.empty()) {
-    if (torn) GPTJ_CHECK(::ftruncate(fd_, static_cast<off_t>(keep_bytes)) == 0, "cannot cut the torn last line of {} ({})",
-                         path_, std::strerror(errno));
+    if (torn)
+      GPTJ_CHECK(::ftruncate(fd_, static_cast<off_t>(keep_bytes)) == 0, "cannot cut the torn last line of {} ({})",
+                 path_, std::strerror(errno));
     if (add_newline) write_all(fd_, "\n", path_);
     return keys;
   }
   if (corrupt.size() > kReportedCorruptLines)
-    std::fprintf(stderr, "gptj batch: output %s: %zu corrupt lines in all, moved to %s\n", path_.c_str(), corrupt.size(),
-                 moved.c_str());
+    std::fprintf(stderr, "gptj batch: output %s: %zu corrupt lines in all, moved to %s\n", path_.c_str(),
+                 corrupt.size(), moved.c_str());
   // Rewrite without the corrupt lines: a new file, locked before it takes the output's name.
   struct stat st {};
   GPTJ_CHECK(::fstat(fd_, &st) == 0, "cannot stat {} ({})", path_, std::strerror(errno));
