@@ -1,6 +1,9 @@
 // gptj batch: JSONL in, JSONL out, through the continuous-batching scheduler (rank 0), at any TP
-// size. Each result line is written and flushed as its request finishes; --resume skips ids
-// already in the output (after cutting a torn last line); SIGINT/SIGTERM stop after the current
+// size. The input is streamed: lines are read as the scheduler has room for them (at most
+// 2 x --max-batch waiting), never all at once, and a line longer than --max-line-bytes gets an error
+// line without being held. Each result line is written and flushed as its request finishes; an id
+// seen before in the input gets an error line; --resume skips ids already in the output (after
+// cutting a torn last line and moving corrupt lines aside); SIGINT/SIGTERM stop after the current
 // step with every finished line kept. Progress goes to stderr: a bar at a terminal, else a log
 // line every 10 s; a summary at the end.
 #include <unistd.h>
@@ -8,8 +11,8 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
-#include <fstream>
 #include <map>
+#include <unordered_map>
 
 #include "launcher/batch_io.h"
 #include "launcher/commands.h"
@@ -26,10 +29,11 @@ void on_stop_signal(int signal) { g_stop_signal = signal; }
 
 using Clock = std::chrono::steady_clock;
 
-// Progress on stderr: a redrawn bar at a terminal, periodic plain lines otherwise.
+// Progress on stderr: a redrawn bar at a terminal, periodic plain lines otherwise. `total` is the
+// input's non-blank line count, or -1 when it is unknown (a pipe): then lines done without an ETA.
 class Progress {
  public:
-  explicit Progress(std::size_t total) : total_(total), tty_(::isatty(2)), start_(Clock::now()), last_(start_) {}
+  explicit Progress(int64_t total) : total_(total), tty_(::isatty(2)), start_(Clock::now()), last_(start_) {}
   void update(std::size_t done, uint64_t tokens, bool force = false) {
     const auto now = Clock::now();
     const double since_last = std::chrono::duration<double>(now - last_).count();
@@ -38,13 +42,20 @@ class Progress {
     const double elapsed = std::chrono::duration<double>(now - start_).count();
     const double rate = elapsed > 0 ? tokens / elapsed : 0;
     const double lines_rate = elapsed > 0 ? done / elapsed : 0;
-    const double eta = lines_rate > 0 ? (total_ - done) / lines_rate : 0;
+    if (total_ < 0) {
+      std::fprintf(stderr, tty_ ? "\r%zu lines done | %.0f tok/s   " : "gptj batch: %zu lines done, %.0f tok/s\n", done,
+                   rate);
+      std::fflush(stderr);
+      return;
+    }
+    const std::size_t total = std::max(static_cast<std::size_t>(total_), done);  // the file may have grown
+    const double eta = lines_rate > 0 ? (total - done) / lines_rate : 0;
     if (tty_) {
-      const int width = 30, filled = total_ ? static_cast<int>(width * done / total_) : width;
+      const int width = 30, filled = total ? static_cast<int>(width * done / total) : width;
       std::fprintf(stderr, "\r[%s%s] %zu/%zu | %.0f tok/s | ETA %.0fs   ", std::string(filled, '#').c_str(),
-                   std::string(width - filled, '.').c_str(), done, total_, rate, eta);
+                   std::string(width - filled, '.').c_str(), done, total, rate, eta);
     } else {
-      std::fprintf(stderr, "gptj batch: %zu/%zu lines, %.0f tok/s, ETA %.0fs\n", done, total_, rate, eta);
+      std::fprintf(stderr, "gptj batch: %zu/%zu lines, %.0f tok/s, ETA %.0fs\n", done, total, rate, eta);
     }
     std::fflush(stderr);
   }
@@ -53,7 +64,7 @@ class Progress {
   }
 
  private:
-  std::size_t total_;
+  int64_t total_;
   bool tty_;
   Clock::time_point start_, last_;
 };
@@ -64,7 +75,7 @@ struct SampleLogprobs {
 };
 
 struct Pending {
-  json::value id;
+  std::string id;  // JSON text
   int n = 1;
   int received = 0;
   int prompt_tokens = 0;
@@ -109,6 +120,7 @@ CommandRunner register_batch(CLI::App& app) {
     std::string input, output;
     bool resume = false;
     int max_new_tokens = 64;
+    std::size_t max_line_bytes = 1 << 20;
     BatchingOptions batching;
     bool static_batching = false;
   };
@@ -119,24 +131,30 @@ CommandRunner register_batch(CLI::App& app) {
   cmd->add_option("--output", args->output, "output JSONL (lines flushed as they finish)")->required();
   cmd->add_flag("--resume", args->resume, "skip ids already in --output and append the rest");
   cmd->add_option("--max-new-tokens", args->max_new_tokens, "default for lines without one")->capture_default_str();
+  cmd->add_option("--max-line-bytes", args->max_line_bytes,
+                  "a longer input line gets an error line (and is never held in memory)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   add_batching_options(*cmd, args->batching);
   cmd->add_flag("--static-batching", args->static_batching,
                 "admit new sequences only when the whole batch has finished (for comparison)");
   return [args](World& world) {
     std::signal(SIGINT, on_stop_signal);
     std::signal(SIGTERM, on_stop_signal);
-    std::ifstream in(args->input);
-    GPTJ_CHECK(world.rank() != 0 || in.good(), "cannot open --input {}", args->input);
+    // Rank 0 opens the input (and counts its lines) before the model loads, so a bad path fails fast.
+    int64_t input_lines = -1;
+    std::optional<LineReader> reader;
+    if (world.rank() == 0)
+      reader.emplace(open_input(args->input, &input_lines), "--input " + args->input, args->max_line_bytes);
     ModelSession session(world, args->model, "batch");
     return session.run([&]() {
       std::optional<Tokenizer> tokenizer;
       if (Tokenizer::available(args->model.model_dir)) tokenizer = Tokenizer::from_model_dir(args->model.model_dir);
       const Tokenizer* tok = tokenizer ? &*tokenizer : nullptr;
-      std::vector<std::string> lines;
-      for (std::string line; std::getline(in, line);)
-        if (line.find_first_not_of(" \t\r") != std::string::npos) lines.push_back(line);
       JsonlWriter writer(args->output, args->resume);  // locks the output first
-      std::set<std::string> done_ids = args->resume ? finished_ids_and_repair(args->output) : std::set<std::string>{};
+      // Keys of the lines already done (--resume): result lines by id key, error lines as "line:N".
+      const std::unordered_set<std::string> done = args->resume ? writer.finished_and_repair()
+                                                                : std::unordered_set<std::string>{};
       SchedulerOptions options = scheduler_options_for(session, args->batching);
       options.static_batching = args->static_batching;
       Scheduler scheduler(session.runner(), options, tok);
@@ -145,56 +163,80 @@ CommandRunner register_batch(CLI::App& app) {
       std::map<uint64_t, uint64_t> owner;   // handle -> first handle
       std::map<uint64_t, SampleLogprobs> logprobs;  // by handle, for lines that asked
       uint64_t next_handle = 0, tokens_generated = 0;
-      std::size_t next_line = 0, written = 0, errors = 0, skipped = 0;
-      Progress progress(lines.size());
+      std::size_t written = 0, errors = 0, skipped = 0;
+      // Each id's first input line, so that a later line with the same id gets an error line.
+      std::unordered_map<std::string, uint64_t> first_seen;
+      Progress progress(input_lines);
       const auto start = Clock::now();
-      // A line without a usable id is keyed by its line number, so --resume does not repeat it.
-      auto error_key = [](const json::value& id, std::size_t line_no) {
-        return id.is_null() ? "line:" + std::to_string(line_no) : json::serialize(id);
-      };
-      auto write_error = [&](const json::value& id, std::size_t line_no, const std::string& message) {
-        json::object line{{"id", id}, {"error", message}};
-        if (id.is_null()) line["line"] = line_no;
-        writer.write(line);
-        done_ids.insert(error_key(id, line_no));
+      // An error line carries its line number, and --resume knows it by that ("line:N"), not by its
+      // id: the id may still run on its own line (a duplicate's error must not stand for the original).
+      auto line_key = [](uint64_t line_no) { return "line:" + std::to_string(line_no); };
+      auto reject = [&](const std::string& id, uint64_t line_no, const std::string& message) {
+        if (done.count(line_key(line_no))) {
+          ++skipped;  // its error line is already in the output (--resume)
+          return;
+        }
+        writer.write(id, json::object{{"error", fmt::format("line {}: {}", line_no, message)}, {"line", line_no}});
         ++errors;
         ++written;
       };
-      auto feed = [&]() {
-        while (next_line < lines.size() && scheduler.waiting() < 2 * args->batching.max_batch) {
-          const std::size_t line_no = ++next_line;
-          json::value id;
-          try {
-            BatchItem item = parse_batch_line(lines[line_no - 1], tok, args->max_new_tokens, id);
-            const std::string key = json::serialize(item.id);
-            if (done_ids.count(key)) {
-              ++skipped;
-              continue;
+      // Reads and submits lines while fewer than 2 x --max-batch wait (the look-ahead); waits up to
+      // wait_ms for input that has not come yet (a pipe).
+      auto feed = [&](int wait_ms) {
+        LineReader::Line input;
+        while (scheduler.waiting() < 2 * args->batching.max_batch &&
+               reader->next(input, std::exchange(wait_ms, 0)) == LineReader::Status::kLine) {
+          if (input.blank) continue;
+          const uint64_t line_no = input.number;
+          std::string id, error;
+          std::optional<BatchItem> item;
+          if (input.too_long) {
+            id = leading_id(input.text);
+            error = fmt::format("longer than --max-line-bytes {} ({} bytes)", args->max_line_bytes, input.length);
+          } else {
+            try {
+              item = parse_batch_line(input.text, tok, args->max_new_tokens, id);
+            } catch (const Error& e) {
+              error = e.what();
             }
-            // One request for the n samples: the prompt is prefilled once and its KV blocks shared;
-            // sample k gets handle first + k and seed + k.
-            const uint64_t first = next_handle;
-            GenerationRequest r = item.request;
-            r.handle = first;
-            r.n = item.n;
-            scheduler.submit(std::move(r));
-            next_handle += static_cast<uint64_t>(item.n);
-            for (int k = 0; k < item.n; ++k) owner[first + k] = first;
-            pending[first] = {item.id, item.n, 0, static_cast<int>(item.request.prompt.size()),
-                              item.request.sampling.report_logprob, item.request.score_prompt,
-                              item.request.sampling.logprobs, {}, {}};
-            done_ids.insert(key);  // a later line with the same id is skipped
-          } catch (const Error& e) {
-            if (done_ids.count(error_key(id, line_no))) {
-              ++skipped;  // its error line is already in the output (--resume)
-              continue;
-            }
-            write_error(id, line_no, fmt::format("line {}: {}", line_no, e.what()));
           }
+          input = {};  // drop the text before the prompt runs
+          if (!id.empty()) {
+            const auto [first, inserted] = first_seen.emplace(id, line_no);
+            if (!inserted) {
+              error = fmt::format("duplicate id: first seen on line {}", first->second);
+              item.reset();
+            }
+          }
+          if (!item) {
+            reject(id, line_no, error);
+            continue;
+          }
+          if (done.count(item->id)) {
+            ++skipped;
+            continue;
+          }
+          // One request for the n samples: the prompt is prefilled once and its KV blocks shared;
+          // sample k gets handle first + k and seed + k.
+          const uint64_t first = next_handle;
+          GenerationRequest& r = item->request;
+          Pending line{std::move(item->id), item->n, 0, static_cast<int>(r.prompt.size()), r.sampling.report_logprob,
+                       r.score_prompt, r.sampling.logprobs, {}, {}};
+          r.handle = first;
+          r.n = item->n;
+          try {
+            scheduler.submit(std::move(r));  // refuses a prompt that does not fit the model
+          } catch (const Error& e) {
+            reject(line.id, line_no, e.what());
+            continue;
+          }
+          next_handle += static_cast<uint64_t>(line.n);
+          for (int k = 0; k < line.n; ++k) owner[first + k] = first;
+          pending[first] = std::move(line);
         }
       };
-      while (!g_stop_signal && (next_line < lines.size() || !scheduler.idle())) {
-        feed();
+      while (!g_stop_signal && (!reader->at_end() || !scheduler.idle())) {
+        feed(scheduler.idle() ? 200 : 0);  // idle: wait a little for a slow pipe, then look at the signal
         if (scheduler.idle()) continue;
         for (const GenerationEvent& e : scheduler.step()) {
           if (e.choice.token >= 0) ++tokens_generated;
@@ -215,7 +257,7 @@ CommandRunner register_batch(CLI::App& app) {
             logprobs.erase(e.handle);
           }
           if (++p.received < p.n) continue;
-          json::object line{{"id", p.id}};
+          json::object line;
           for (const char* key : {"text", "tokens", "finish_reason"}) line[key] = p.samples[0].at(key);
           line["prompt_tokens"] = p.prompt_tokens;
           line["completion_tokens"] = p.samples[0].at("completion_tokens");
@@ -226,7 +268,7 @@ CommandRunner register_batch(CLI::App& app) {
             if (p.top_logprobs > 0) line["prompt_top_logprobs"] = std::move(p.prompt.top_logprobs);
           }
           if (p.n > 1) line["samples"] = json::value_from(p.samples);
-          writer.write(line);
+          writer.write(p.id, line);
           ++written;
           for (int k = 0; k < p.n; ++k) owner.erase(first + k);
           pending.erase(first);
