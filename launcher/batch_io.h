@@ -1,4 +1,4 @@
-// JSONL input/output of `gptj batch` (DESIGN §5), rank 0 only.
+// JSONL input/output of `gptj batch` (docs/DESIGN.md §5), rank 0 only.
 // Input line: {"id": any, "prompt": "text"} or {"id": any, "tokens": [ids]}, with optional
 // max_new_tokens, temperature, top_k, top_p, repetition_penalty, presence_penalty,
 // frequency_penalty, no_repeat_ngram_size, seed, stop (string or strings), n, logprobs (0..20),

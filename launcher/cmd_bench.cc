@@ -1,4 +1,4 @@
-// gptj bench: prints one JSON object per measurement on stdout (DESIGN §5). Runs the model steps
+// gptj bench: prints one JSON object per measurement on stdout (docs/DESIGN.md §5). Runs the model steps
 // directly (no scheduler): a prefill of one long prompt, then decode steps at each batch size.
 // Timings are medians over repeated steps; nothing here is used by tests.
 #include <sys/resource.h>

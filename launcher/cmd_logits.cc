@@ -1,4 +1,4 @@
-// gptj logits: the logits of a token sequence as float32 .npy (DESIGN §5). With --prefill N the
+// gptj logits: the logits of a token sequence as float32 .npy (docs/DESIGN.md §5). With --prefill N the
 // first N tokens are one prefill step and each later token its own decode step through the KV
 // cache, which must reproduce the one-shot logits (this is what catches decode-position bugs).
 #include "launcher/commands.h"

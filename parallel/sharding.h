@@ -1,4 +1,4 @@
-// Tensor-parallel sharding rules as pure functions (DESIGN §3): which rows/columns of each GPT-J
+// Tensor-parallel sharding rules as pure functions (docs/DESIGN.md §3): which rows/columns of each GPT-J
 // tensor a TP rank holds. No I/O, no MPI: unit-tested by reassembling every tensor from its slices.
 //   q/k/v_proj.weight [E, E]      rows  (column-parallel: n_head / tp heads each)
 //   out_proj.weight   [E, E]      cols  (row-parallel)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages gptj needs (DESIGN §6) when they are missing, then configures and
+# Installs the Debian 12 packages gptj needs (docs/DESIGN.md §6) when they are missing, then configures and
 # builds into build/. Idempotent: a second run installs nothing and only rebuilds what changed.
 # Usage: scripts/setup.sh [--no-build]
 set -euo pipefail

@@ -1,4 +1,4 @@
-// The control channel between rank 0 and the worker ranks (DESIGN §2).
+// The control channel between rank 0 and the worker ranks (docs/DESIGN.md §2).
 // Rank 0 calls step() or step_draws(): the plan is broadcast and every rank runs its shard. step()
 // gathers the vocab shards of the raw logits to rank 0. step_draws() gathers only each rank's
 // DrawSummary per draw (runtime/backend/draw.h), then the full rows of the draws whose summaries do

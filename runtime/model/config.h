@@ -30,7 +30,7 @@ GptjConfig load_config(const std::string& path);
 // Parses config JSON text; `origin` names the source in error messages.
 GptjConfig parse_config(const std::string& json_text, const std::string& origin);
 // Every tensor of a Hugging Face GPT-J checkpoint of this shape: name -> full shape
-// (nn.Linear layout [out, in]; DESIGN §3).
+// (nn.Linear layout [out, in]; docs/DESIGN.md §3).
 std::map<std::string, std::vector<int64_t>> gptj_tensor_shapes(const GptjConfig& config);
 
 // Serializes (for make-random); round-trips through parse_config.
