@@ -17,7 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "runtime/backend/draw.h"
+#include "kernels/sampling_math.h"
 
 namespace gptj::cuda {
 

@@ -1,0 +1,106 @@
+// The sampling maths shared by the host (CPU backend, sampler: runtime/backend/draw.h) and the CUDA
+// kernels (kernels/cuda/sampling.cu): plain structs with one layout on both sides and the functions
+// marked GPTJ_HOST_DEVICE, the one definition both sides use. A leaf: it includes only the standard
+// library, so kernels include it without reaching up into runtime/. What a draw is and how the
+// shards' summaries settle it: runtime/backend/draw.h.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define GPTJ_HOST_DEVICE __host__ __device__
+#else
+#define GPTJ_HOST_DEVICE
+#endif
+
+namespace gptj {
+
+// Logit processing for one context token, in Hugging Face order: repetition penalty, then
+// no_repeat_ngram ban, then the OpenAI presence/frequency subtraction.
+struct LogitEdit {
+  int32_t token = 0;
+  float repetition_penalty = 1.0f;  // logit < 0 ? logit * p : logit / p
+  float subtract = 0.0f;            // presence + frequency * count
+  int32_t ban = 0;                  // 1: the token becomes -inf
+};
+
+GPTJ_HOST_DEVICE inline float apply_logit_edit(float logit, const LogitEdit& edit) {
+  if (edit.repetition_penalty != 1.0f)
+    logit = logit < 0.0f ? logit * edit.repetition_penalty : logit / edit.repetition_penalty;
+  if (edit.ban) return -INFINITY;
+  return logit - edit.subtract;
+}
+
+constexpr int kDrawCandidates = 64;
+
+struct TokenScore {
+  float value = -INFINITY;  // processed logit (edited, masked), before temperature
+  int32_t token = -1;       // -1: padding entry
+};
+
+// One rank's reduction of one draw over its vocab shard [vocab_begin, vocab_begin + count).
+// Plain data, identical layout on host and device; gathered to rank 0 as bytes.
+struct DrawSummary {
+  float max_logit = -INFINITY;  // max processed logit of the shard
+  float noise_score = -INFINITY;  // best logit/T + G over the shard (T > 0)
+  double sum_exp = 0;           // sum expf(logit - max_logit)          (when want_log_norm)
+  double sum_exp_t = 0;         // sum expf(logit / T - max_logit / T)  (when T > 0 and top_p < 1)
+  TokenScore noise_best;        // the shard's Gumbel-max winner (T > 0)
+  int32_t count = 0;            // valid entries of top
+  int32_t score_found = 0;      // 1: score_token lies in this shard, its logit is score_value
+  float score_value = -INFINITY;
+  int32_t pad = 0;
+  TokenScore top[kDrawCandidates];  // value descending, then token ascending
+};
+static_assert(sizeof(DrawSummary) == 560, "DrawSummary is gathered as raw bytes: keep its layout fixed");
+
+// Largest value gumbel_noise() can return (u <= 1 - 2^-24 gives 16.64): an upper bound used to skip
+// ids that cannot win the race.
+constexpr float kGumbelMax = 16.7f;
+
+GPTJ_HOST_DEVICE inline uint64_t mix64(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Uniform u in (0, 1) for (key, token): (2k + 1) / 2^24 for 23 hash bits k, exact in float.
+GPTJ_HOST_DEVICE inline float gumbel_uniform(uint64_t key, int32_t token) {
+  const uint64_t h = mix64(key ^ (static_cast<uint64_t>(static_cast<uint32_t>(token)) * 0xD1B54A32D192ED03ull));
+  return static_cast<float>((h >> 41) * 2 + 1) * (1.0f / 16777216.0f);
+}
+// Gumbel(0,1) noise for (key, token): -log(-log(u)), range [-2.82, 16.64].
+GPTJ_HOST_DEVICE inline float gumbel_from_uniform(float u) { return -logf(-logf(u)); }
+GPTJ_HOST_DEVICE inline float gumbel_noise(uint64_t key, int32_t token) {
+  return gumbel_from_uniform(gumbel_uniform(key, token));
+}
+
+// The race score of a token: logit / T + noise. One formula for every path.
+GPTJ_HOST_DEVICE inline float race_score(float logit, float temperature, uint64_t key, int32_t token) {
+  return logit / temperature + gumbel_noise(key, token);
+}
+
+// True when a ranks before b in the candidate order (value descending, then token ascending).
+GPTJ_HOST_DEVICE inline bool ranks_before(const TokenScore& a, const TokenScore& b) {
+  return a.value > b.value || (a.value == b.value && a.token < b.token);
+}
+
+// Gumbel-max race over processed logits v[count] of ids vocab_begin.., entering into (best_score,
+// best): a higher score wins, an equal one goes to the lower id. Skips, exactly, the ids whose noise
+// cannot lift them to the current best (a cheap test on u before any logarithm).
+struct RaceLeader {
+  float score = -INFINITY;
+  TokenScore entry;  // token -1: none yet
+};
+GPTJ_HOST_DEVICE inline void race_enter(RaceLeader& leader, float v, float temperature, uint64_t key,
+                                        int32_t token) {
+  const float score = race_score(v, temperature, key, token);
+  if (!(score > -INFINITY)) return;  // -inf and NaN never lead
+  if (leader.entry.token < 0 || score > leader.score || (score == leader.score && token < leader.entry.token)) {
+    leader.score = score;
+    leader.entry = {v, token};
+  }
+}
+
+}  // namespace gptj
