@@ -74,10 +74,14 @@ struct DrawSummary {
   int32_t count = 0;            // valid entries of top
   int32_t score_found = 0;      // 1: score_token lies in this shard, its logit is score_value
   float score_value = -INFINITY;
-  int32_t pad = 0;
+  int32_t non_finite = 0;       // 1: a raw logit of the shard's row is NaN or ±inf (a failed forward pass)
   TokenScore top[kDrawCandidates];  // value descending, then token ascending
 };
 static_assert(sizeof(DrawSummary) == 560, "DrawSummary is gathered as raw bytes: keep its layout fixed");
+
+// True when a float's exponent bits are all ones: NaN, +inf or -inf. Bitwise, so it holds under any
+// floating-point flags and vectorizes as an integer test.
+GPTJ_HOST_DEVICE inline bool non_finite_bits(uint32_t bits) { return (bits & 0x7f800000u) == 0x7f800000u; }
 
 // Largest value gumbel_noise() can return (u <= 1 - 2^-24 gives 16.64): an upper bound used to skip
 // ids that cannot win the race.
@@ -112,7 +116,9 @@ GPTJ_HOST_DEVICE inline bool ranks_before(const TokenScore& a, const TokenScore&
 }
 
 // CPU reduction of one draw: logits_shard [count] holds raw logits of ids vocab_begin..; `scratch`
-// is reused between calls. This is the reference the CUDA kernels are tested against.
+// is reused between calls. This is the reference the CUDA kernels are tested against. Raw logits
+// that are NaN or ±inf set out.non_finite (the rest of the summary is then meaningless: rank 0
+// fails the step, runtime/generate/model_runner.h).
 void summarize_draw(const float* logits_shard, int64_t vocab_begin, int64_t count, const DrawPlan& plan,
                     DrawSummary& out, std::vector<float>& scratch);
 
