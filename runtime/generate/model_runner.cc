@@ -37,7 +37,7 @@ const std::vector<float>& ModelRunner::step(const StepBatch& plan) {
 }
 
 namespace {
-// "sequence i of the step (T new tokens at positions a..b), logit row r at position p".
+// "logit row r: position p of sequence i of the step, which fed positions a..b".
 std::string describe_row(const StepBatch& batch, int row) {
   int first = 0;
   for (std::size_t i = 0; i < batch.seqs.size(); ++i) {

@@ -67,7 +67,7 @@ class ModelRunner {
   std::vector<float> shard_, gathered_, logits_;
   std::vector<DrawSummary> local_summaries_, gathered_summaries_;
   std::vector<int32_t> fetch_rows_;
-  int non_finite_draw_ = -1;  // rank 0: the first draw of the step whose summaries flag NaN/inf logits
+  int non_finite_draw_ = -1;  // rank 0: a draw of the step whose summaries flag NaN/inf logits, or -1
   DrawResults draw_results_;
 };
 
