@@ -49,10 +49,14 @@ struct DrawSummary {
   int32_t count = 0;            // valid entries of top
   int32_t score_found = 0;      // 1: score_token lies in this shard, its logit is score_value
   float score_value = -INFINITY;
-  int32_t pad = 0;
+  int32_t non_finite = 0;       // 1: a raw logit of the shard's row is NaN or ±inf (a failed forward pass)
   TokenScore top[kDrawCandidates];  // value descending, then token ascending
 };
 static_assert(sizeof(DrawSummary) == 560, "DrawSummary is gathered as raw bytes: keep its layout fixed");
+
+// True when a float's exponent bits are all ones: NaN, +inf or -inf. Bitwise, so it holds under any
+// floating-point flags and vectorizes as an integer test.
+GPTJ_HOST_DEVICE inline bool non_finite_bits(uint32_t bits) { return (bits & 0x7f800000u) == 0x7f800000u; }
 
 // Largest value gumbel_noise() can return (u <= 1 - 2^-24 gives 16.64): an upper bound used to skip
 // ids that cannot win the race.

@@ -115,7 +115,11 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
     int ready = 1;
     world.communicator().broadcast(&ready, sizeof(ready));  // the others wait for the file
   }
-  if (!(random && options_.backend == "cuda")) checkpoint_ = std::make_unique<Checkpoint>(options_.model_dir);
+  if (!(random && options_.backend == "cuda")) {
+    checkpoint_ = std::make_unique<Checkpoint>(options_.model_dir);
+    // Before the backend allocates anything from the config's sizes.
+    check_checkpoint_matches(config_, *checkpoint_, (std::filesystem::path(options_.model_dir) / "config.json").string());
+  }
   if (options_.backend == "cpu") {
     backend_ = make_cpu_backend(config_, *checkpoint_, backend_options, world.communicator());
   } else {

@@ -3,7 +3,8 @@
 // the CPU reference summarize_draw() (tests/gpu compares them):
 //   1. prepare: keys[d][j] = logit of id vocab_begin + j in draw d's row, -inf past allowed_vocab
 //   2. edits:   the draw's penalty edits applied to the keys of this shard's ids (apply_logit_edit)
-//   3. stats:   one block per draw: max, sum exp (double), sum exp at temperature T, Gumbel-max winner
+//   3. stats:   one block per draw: non-finite raw logits, max, sum exp (double), sum exp at
+//               temperature T, Gumbel-max winner
 //   4. sort:    cub segmented radix sort of (key, id) per draw, descending and stable, so equal keys
 //               keep ascending ids: the candidate order of ranks_before()
 //   5. top:     the first kDrawCandidates of each sorted segment into the summary
@@ -69,7 +70,7 @@ struct BestOp {  // the candidate order: higher value, then lower id; an empty e
   }
 };
 
-__global__ void draw_stats_kernel(const float* keys, int vocab_rows, int64_t vocab_begin,
+__global__ void draw_stats_kernel(const float* logits, const float* keys, int vocab_rows, int64_t vocab_begin,
                                   const DeviceDrawParams* params, DrawSummary* out) {
   using BestReduce = cub::BlockReduce<TokenScore, kThreads>;
   using DoubleReduce = cub::BlockReduce<double, kThreads>;
@@ -84,18 +85,24 @@ __global__ void draw_stats_kernel(const float* keys, int vocab_rows, int64_t voc
   const DeviceDrawParams p = params[d];
   const float* k = keys + static_cast<size_t>(d) * vocab_rows;
 
-  // The shard's best entry (its max and argmax), ids visited in ascending order per thread.
+  // The shard's best entry (its max and argmax), ids visited in ascending order per thread; and
+  // whether any raw logit of the row is NaN or ±inf (as summarize_draw: before padding and edits).
+  const float* raw = logits + static_cast<size_t>(p.logit_row) * vocab_rows;
   TokenScore best_entry{-INFINITY, -1};
+  int non_finite = 0;
   for (int j = threadIdx.x; j < vocab_rows; j += blockDim.x) {
     const TokenScore e{k[j], static_cast<int32_t>(vocab_begin + j)};
     if (best_entry.token < 0 || ranks_before(e, best_entry)) best_entry = e;
+    non_finite |= non_finite_bits(__float_as_uint(raw[j])) ? 1 : 0;
   }
+  non_finite = __syncthreads_or(non_finite);
   best_entry = BestReduce(temp.f).Reduce(best_entry, BestOp());
   if (threadIdx.x == 0) shared_best = best_entry;
   __syncthreads();
   const float m = shared_best.value;
   DrawSummary& s = out[d];
   if (threadIdx.x == 0) {
+    s.non_finite = non_finite ? 1 : 0;
     s.max_logit = m;
     if (p.candidates <= 1) {  // plain greedy: the argmax is the whole list (no sort)
       s.count = vocab_rows > 0 ? 1 : 0;
@@ -159,10 +166,7 @@ __global__ void write_top_kernel(const float* sorted_keys, const int32_t* sorted
     const size_t at = static_cast<size_t>(d) * vocab_rows + i;
     s.top[i] = i < count ? TokenScore{sorted_keys[at], sorted_ids[at]} : TokenScore{};
   }
-  if (threadIdx.x == 0) {
-    s.count = count;
-    s.pad = 0;  // score_found / score_value were written by draw_stats_kernel
-  }
+  if (threadIdx.x == 0) s.count = count;  // score_found, score_value, non_finite: draw_stats_kernel
 }
 
 }  // namespace
@@ -188,7 +192,7 @@ void summarize_draws(const float* logits, int vocab_rows, int64_t vocab_begin, c
   check_launch("prepare_keys_kernel");
   apply_edits_kernel<<<n_draws, kThreads, 0, stream>>>(params, edits, vocab_rows, vocab_begin, scratch.keys);
   check_launch("apply_edits_kernel");
-  draw_stats_kernel<<<n_draws, kThreads, 0, stream>>>(scratch.keys, vocab_rows, vocab_begin, params, out);
+  draw_stats_kernel<<<n_draws, kThreads, 0, stream>>>(logits, scratch.keys, vocab_rows, vocab_begin, params, out);
   check_launch("draw_stats_kernel");
   if (!any_sort) return;  // every draw is plain greedy: draw_stats_kernel wrote the argmax
   std::size_t bytes = scratch.sort_bytes;

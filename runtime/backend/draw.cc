@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 namespace gptj {
 
@@ -82,12 +83,26 @@ void race_over(const float* v, int64_t vocab_begin, int64_t count, float tempera
   }
 }
 
+namespace {
+// 1 when any of v[0, count) is NaN or ±inf: one branch-free pass over the raw row.
+int32_t any_non_finite(const float* v, int64_t count) {
+  uint32_t any = 0;
+  for (int64_t j = 0; j < count; ++j) {
+    uint32_t bits;
+    std::memcpy(&bits, v + j, sizeof(bits));
+    any |= non_finite_bits(bits) ? 1u : 0u;
+  }
+  return static_cast<int32_t>(any);
+}
+}  // namespace
+
 void summarize_draw(const float* logits_shard, int64_t vocab_begin, int64_t count, const DrawPlan& plan,
                     DrawSummary& out, std::vector<float>& scratch) {
   scratch.assign(logits_shard, logits_shard + count);
   float* v = scratch.data();
-  process_row(v, vocab_begin, count, plan);
   out = DrawSummary{};
+  out.non_finite = any_non_finite(v, count);  // before processing: padding and bans are -inf by design
+  process_row(v, vocab_begin, count, plan);
   collect_top(v, vocab_begin, count, std::clamp(plan.candidates, 1, kDrawCandidates), out);
   const float m = out.count > 0 ? out.top[0].value : -INFINITY;
   out.max_logit = m;

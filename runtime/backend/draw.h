@@ -37,7 +37,9 @@ struct DrawPlan {
 };
 
 // CPU reduction of one draw: logits_shard [count] holds raw logits of ids vocab_begin..; `scratch`
-// is reused between calls. This is the reference the CUDA kernels are tested against.
+// is reused between calls. This is the reference the CUDA kernels are tested against. Raw logits
+// that are NaN or ±inf set out.non_finite (the rest of the summary is then meaningless: rank 0
+// fails the step, runtime/generate/model_runner.h).
 void summarize_draw(const float* logits_shard, int64_t vocab_begin, int64_t count, const DrawPlan& plan,
                     DrawSummary& out, std::vector<float>& scratch);
 

@@ -1,7 +1,8 @@
 #include "runtime/generate/model_runner.h"
 
-#include <cstdlib>
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -29,7 +30,35 @@ const std::vector<float>& ModelRunner::step(const StepBatch& plan) {
   run_step(batch, nullptr);
   if (watchdog_) watchdog_->end_step();
   assemble_rows(batch.logit_rows(), logits_);
+  const auto bad = std::find_if(logits_.begin(), logits_.end(), [](float v) { return !std::isfinite(v); });
+  if (bad != logits_.end())
+    fail_non_finite(batch, static_cast<int>((bad - logits_.begin()) / vocab_size_), "");
   return logits_;
+}
+
+namespace {
+// "logit row r: position p of sequence i of the step, which fed positions a..b".
+std::string describe_row(const StepBatch& batch, int row) {
+  int first = 0;
+  for (std::size_t i = 0; i < batch.seqs.size(); ++i) {
+    const SequenceStep& s = batch.seqs[i];
+    const int n = static_cast<int>(s.tokens.size());
+    const int rows = s.all_logits ? n : 1;
+    if (row < first + rows) {
+      const int position = s.start_pos + (s.all_logits ? row - first : n - 1);
+      return fmt::format("logit row {}: position {} of sequence {} of the step, which fed positions {}..{}",
+                         row, position, i, s.start_pos, s.start_pos + n - 1);
+    }
+    first += rows;
+  }
+  return fmt::format("logit row {}", row);
+}
+}  // namespace
+
+void ModelRunner::fail_non_finite(const StepBatch& batch, int row, const std::string& ranks) const {
+  fail("step {}: the forward pass produced NaN or infinite logits ({}){}; the checkpoint's weights "
+       "or activations are not finite, so no token can be drawn",
+       steps_, describe_row(batch, row), ranks);
 }
 
 const ModelRunner::DrawResults& ModelRunner::step_draws(const StepBatch& batch, const NeedsRow& needs_row) {
@@ -37,6 +66,16 @@ const ModelRunner::DrawResults& ModelRunner::step_draws(const StepBatch& batch, 
   begin_timing(batch);
   run_step(batch, &needs_row);
   if (watchdog_) watchdog_->end_step();
+  if (non_finite_draw_ >= 0) {  // every rank has finished the step: failing here leaves none waiting
+    const std::size_t draws = batch.draws.size();
+    std::string ranks;
+    int flagged = 0;
+    for (int r = 0; r < comm_.size(); ++r)
+      if (gathered_summaries_[static_cast<std::size_t>(r) * draws + non_finite_draw_].non_finite)
+        ranks += (flagged++ ? ", " : "") + std::to_string(r);
+    fail_non_finite(batch, batch.draws[non_finite_draw_].logit_row,
+                    fmt::format(" in the vocab shard{} of rank{} {}", flagged > 1 ? "s" : "", flagged > 1 ? "s" : "", ranks));
+  }
   DrawResults& out = draw_results_;
   out.row_of_draw.assign(batch.draws.size(), -1);
   for (std::size_t d = 0; d < batch.draws.size(); ++d)
@@ -83,6 +122,7 @@ void ModelRunner::run_step(const StepBatch& batch, const NeedsRow* needs_row) {
   maybe_inject_fault();
   backend_.forward(batch);
   fetch_rows_.clear();
+  non_finite_draw_ = -1;
   if (batch.raw_logits) {
     for (int r = 0; r < batch.logit_rows(); ++r) fetch_rows_.push_back(r);
     gather_rows(fetch_rows_);
@@ -101,6 +141,12 @@ void ModelRunner::run_step(const StepBatch& batch, const NeedsRow* needs_row) {
   // Round 2: rank 0 names the rows it needs in full (usually none); every rank sends its shards.
   int32_t n_fetch = 0;
   if (comm_.rank() == 0) {
+    // A summary flagging non-finite logits means nothing: no draw is settled and no row fetched;
+    // step_draws() fails the step once every rank has finished it.
+    for (std::size_t i = 0; i < draws * ranks && non_finite_draw_ < 0; ++i)
+      if (gathered_summaries_[i].non_finite) non_finite_draw_ = static_cast<int>(i % draws);
+  }
+  if (comm_.rank() == 0 && non_finite_draw_ < 0) {
     std::vector<DrawSummary> per_rank(ranks);
     for (std::size_t d = 0; d < draws; ++d) {
       for (std::size_t r = 0; r < ranks; ++r) per_rank[r] = gathered_summaries_[r * draws + d];

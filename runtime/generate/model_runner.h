@@ -3,10 +3,15 @@
 // gathers the vocab shards of the raw logits to rank 0. step_draws() gathers only each rank's
 // DrawSummary per draw (runtime/backend/draw.h), then the full rows of the draws whose summaries do
 // not settle the token (a second, usually empty, round: rank 0 broadcasts the row list).
+// Logits that are NaN or ±inf (the draw summaries flag them; step() checks the rows it returns) make
+// rank 0's call throw, once every rank has finished the step, an Error naming the step, the logit row
+// and its sequence and position: the caller's job fails (launcher/main.cc ends every rank), since
+// non-finite logits mean broken weights or activations, not one bad request.
 // Ranks > 0 sit in run_worker_loop() until rank 0 calls shutdown().
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "parallel/watchdog.h"
@@ -50,6 +55,8 @@ class ModelRunner {
   void assemble_rows(int n, std::vector<float>& out) const;
   void begin_timing(const StepBatch& batch);
   void maybe_inject_fault() const;
+  // Throws the one-line error of a step whose logits are not finite, naming the step and the row.
+  [[noreturn]] void fail_non_finite(const StepBatch& batch, int row, const std::string& ranks) const;
 
   Backend& backend_;
   Communicator& comm_;
@@ -60,6 +67,7 @@ class ModelRunner {
   std::vector<float> shard_, gathered_, logits_;
   std::vector<DrawSummary> local_summaries_, gathered_summaries_;
   std::vector<int32_t> fetch_rows_;
+  int non_finite_draw_ = -1;  // rank 0: a draw of the step whose summaries flag NaN/inf logits, or -1
   DrawResults draw_results_;
 };
 

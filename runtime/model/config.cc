@@ -2,11 +2,14 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
+#include <charconv>
 #include <climits>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
 #include "runtime/core/error.h"
+#include "runtime/model/safetensors.h"
 
 namespace gptj {
 namespace json = boost::json;
@@ -22,6 +25,19 @@ int read_int(const json::object& obj, const char* field, const std::string& orig
                                       : value->as_uint64() <= INT32_MAX;
   GPTJ_CHECK(fits, "{}: field '{}' = {} is out of range", origin, field, json::serialize(*value));
   return static_cast<int>(value->to_number<int64_t>());
+}
+
+// Upper limits of the size fields (see parse_config).
+constexpr int kMaxVocab = 1 << 20;
+constexpr int kMaxPositions = 1 << 20;
+constexpr int kMaxEmbd = 1 << 16;
+constexpr int kMaxLayers = 1024;
+constexpr int kMaxInner = 1 << 20;
+constexpr int kNoToken = -1;  // bos/eos absent or null
+
+void check_range(int value, const char* field, int max, const std::string& origin) {
+  GPTJ_CHECK(value > 0 && value <= max, "{}: field '{}' = {} is out of range (1..{})", origin, field,
+             value, max);
 }
 
 }  // namespace
@@ -52,10 +68,15 @@ GptjConfig parse_config(const std::string& json_text, const std::string& origin)
   const json::value* rotary = obj.if_contains("rotary_dim");
   c.rotary_dim = (rotary && rotary->is_null()) ? c.n_embd / std::max(1, c.n_head) : read_int(obj, "rotary_dim", origin);
   auto* n_inner = obj.if_contains("n_inner");
-  c.n_inner = (n_inner == nullptr || n_inner->is_null()) ? 4 * c.n_embd : read_int(obj, "n_inner", origin);
+  c.n_inner = (n_inner == nullptr || n_inner->is_null())
+                  ? static_cast<int>(std::min<int64_t>(4 * int64_t{c.n_embd}, INT32_MAX))  // n_embd is checked below
+                  : read_int(obj, "n_inner", origin);
   if (auto* eps = obj.if_contains("layer_norm_epsilon")) {
     GPTJ_CHECK(eps->is_number(), "{}: field 'layer_norm_epsilon' must be a number", origin);
-    c.layer_norm_epsilon = static_cast<float>(eps->to_number<double>());
+    const double value = eps->to_number<double>();
+    GPTJ_CHECK(std::isfinite(value) && value > 0 && value <= 1,
+               "{}: field 'layer_norm_epsilon' = {} must be a finite number in (0, 1]", origin, value);
+    c.layer_norm_epsilon = static_cast<float>(value);
   }
   if (obj.contains("bos_token_id") && !obj.at("bos_token_id").is_null())
     c.bos_token_id = read_int(obj, "bos_token_id", origin);
@@ -69,23 +90,30 @@ GptjConfig parse_config(const std::string& json_text, const std::string& origin)
   if (auto* dtype = obj.if_contains("torch_dtype"); dtype && dtype->is_string())
     c.torch_dtype = std::string(dtype->as_string());
 
-  GPTJ_CHECK(c.vocab_size > 0, "{}: field 'vocab_size' must be positive", origin);
-  GPTJ_CHECK(c.n_positions > 0, "{}: field 'n_positions' must be positive", origin);
-  GPTJ_CHECK(c.n_embd > 0, "{}: field 'n_embd' must be positive", origin);
-  GPTJ_CHECK(c.n_layer > 0, "{}: field 'n_layer' must be positive", origin);
-  GPTJ_CHECK(c.n_head > 0, "{}: field 'n_head' must be positive", origin);
-  GPTJ_CHECK(c.n_inner > 0, "{}: field 'n_inner' must be positive", origin);
+  // Bounds, each naming the field and its value: positive and below sane upper limits (GPT-J-6B
+  // is 50400 / 2048 / 4096 / 28 / 16 / 16384; the limits leave room for any real GPT-J-shaped
+  // model, while a corrupt value fails here, before anything is sized from it).
+  check_range(c.vocab_size, "vocab_size", kMaxVocab, origin);
+  check_range(c.n_positions, "n_positions", kMaxPositions, origin);
+  check_range(c.n_embd, "n_embd", kMaxEmbd, origin);
+  check_range(c.n_layer, "n_layer", kMaxLayers, origin);
+  check_range(c.n_head, "n_head", kMaxEmbd, origin);
+  check_range(c.n_inner, "n_inner", kMaxInner, origin);
   GPTJ_CHECK(c.n_embd % c.n_head == 0, "{}: field 'n_embd' ({}) is not divisible by 'n_head' ({})",
              origin, c.n_embd, c.n_head);
   GPTJ_CHECK(c.rotary_dim > 0 && c.rotary_dim <= c.head_dim() && c.rotary_dim % 2 == 0,
              "{}: field 'rotary_dim' ({}) must be even and within 1..head_dim ({})", origin,
              c.rotary_dim, c.head_dim());
-  GPTJ_CHECK(c.layer_norm_epsilon > 0, "{}: field 'layer_norm_epsilon' must be positive", origin);
+  GPTJ_CHECK(std::isfinite(c.layer_norm_epsilon) && c.layer_norm_epsilon > 0 && c.layer_norm_epsilon <= 1,
+             "{}: field 'layer_norm_epsilon' = {} must be a finite number in (0, 1] (as a float32)",
+             origin, c.layer_norm_epsilon);
   GPTJ_CHECK(c.activation_function == "gelu_new",
              "{}: field 'activation_function' is '{}' but GPT-J uses 'gelu_new'", origin,
              c.activation_function);
-  GPTJ_CHECK(c.eos_token_id < c.vocab_size && c.bos_token_id < c.vocab_size,
-             "{}: field 'eos_token_id'/'bos_token_id' is outside the vocabulary", origin);
+  for (const auto& [field, id] : {std::pair{"bos_token_id", c.bos_token_id}, std::pair{"eos_token_id", c.eos_token_id}})
+    GPTJ_CHECK(id == kNoToken || (id >= 0 && id < c.vocab_size),
+               "{}: field '{}' = {} is outside the vocabulary (0..{}; null or absent for none)", origin,
+               field, id, c.vocab_size - 1);
   return c;
 }
 
@@ -118,6 +146,33 @@ std::map<std::string, std::vector<int64_t>> gptj_tensor_shapes(const GptjConfig&
   return shapes;
 }
 
+void check_checkpoint_matches(const GptjConfig& c, const Checkpoint& checkpoint, const std::string& origin) {
+  // Layers the checkpoint holds: one past the highest N of a "transformer.h.N." tensor.
+  const std::string prefix = "transformer.h.";
+  int64_t layers = 0;
+  for (const auto& [name, info] : checkpoint.tensors()) {
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    const char* first = name.data() + prefix.size();
+    const char* last = name.data() + name.size();
+    int64_t index = 0;
+    const auto [end, err] = std::from_chars(first, last, index);
+    if (end == first || end == last || *end != '.') continue;  // not a layer tensor
+    layers = std::max(layers, err == std::errc() ? index + 1 : INT64_MAX);
+  }
+  GPTJ_CHECK(layers == c.n_layer,
+             "{}: field 'n_layer' = {} but the checkpoint in {} holds {} layers (tensors transformer.h.N.*)",
+             origin, c.n_layer, checkpoint.dir(), layers);
+  for (const auto& [name, shape] : gptj_tensor_shapes(c)) {
+    auto it = checkpoint.tensors().find(name);
+    GPTJ_CHECK(it != checkpoint.tensors().end(), "{}: the checkpoint in {} has no tensor '{}', which this config needs",
+               origin, checkpoint.dir(), name);
+    const TensorInfo& info = *it->second;
+    GPTJ_CHECK(info.shape == shape,
+               "{}: tensor '{}' in {} has shape {} but fields vocab_size {}, n_embd {}, n_inner {} need {}",
+               origin, name, info.file, shape_text(info.shape), c.vocab_size, c.n_embd, c.n_inner,
+               shape_text(shape));
+  }
+}
 
 std::string config_to_json(const GptjConfig& c) {
   json::object obj;
@@ -131,8 +186,9 @@ std::string config_to_json(const GptjConfig& c) {
   obj["rotary_dim"] = c.rotary_dim;
   obj["n_inner"] = c.n_inner;
   obj["layer_norm_epsilon"] = c.layer_norm_epsilon;
-  obj["bos_token_id"] = c.bos_token_id;
-  obj["eos_token_id"] = c.eos_token_id;
+  // No token (-1) is written as null, as Hugging Face writes it.
+  obj["bos_token_id"] = c.bos_token_id >= 0 ? json::value(c.bos_token_id) : json::value(nullptr);
+  obj["eos_token_id"] = c.eos_token_id >= 0 ? json::value(c.eos_token_id) : json::value(nullptr);
   obj["activation_function"] = c.activation_function;
   obj["tie_word_embeddings"] = false;
   if (!c.torch_dtype.empty()) obj["torch_dtype"] = c.torch_dtype;

@@ -33,6 +33,12 @@ GptjConfig parse_config(const std::string& json_text, const std::string& origin)
 // (nn.Linear layout [out, in]; docs/DESIGN.md §3).
 std::map<std::string, std::vector<int64_t>> gptj_tensor_shapes(const GptjConfig& config);
 
+class Checkpoint;
+// Checks the checkpoint against the config before anything is sized from it: every tensor of
+// gptj_tensor_shapes(config) present with that shape, and exactly n_layer layers
+// (transformer.h.0 .. n_layer-1). Errors name `origin` (the config file), the field and the tensor.
+void check_checkpoint_matches(const GptjConfig& config, const Checkpoint& checkpoint, const std::string& origin);
+
 // Serializes (for make-random); round-trips through parse_config.
 std::string config_to_json(const GptjConfig& config);
 

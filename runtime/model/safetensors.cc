@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cstring>
 #include <filesystem>
@@ -33,19 +34,26 @@ DType parse_file_dtype(const std::string& text, const std::string& where) {
   fail("{}: dtype '{}' is not supported (F32, F16, BF16)", where, text);
 }
 
+// The reference implementation's limit: a larger header is refused before it is parsed.
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+
+}  // namespace
+
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::string out = "[";
   for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
   return out + "]";
 }
 
-}  // namespace
-
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY);
   GPTJ_CHECK(fd >= 0, "{}: cannot open ({})", path, std::strerror(errno));
   struct stat st {};
-  ::fstat(fd, &st);
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    fail("{}: cannot stat ({})", path, std::strerror(err));
+  }
   size_ = static_cast<std::size_t>(st.st_size);
   if (size_ < 8) {
     ::close(fd);
@@ -56,20 +64,31 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   GPTJ_CHECK(mapping_ != MAP_FAILED, "{}: mmap failed ({})", path, std::strerror(errno));
   const auto* bytes = static_cast<const uint8_t*>(mapping_);
 
-  uint64_t header_len = 0;
+  uint64_t header_len = 0;  // little-endian on disk; every supported host is little-endian
   std::memcpy(&header_len, bytes, 8);
   GPTJ_CHECK(header_len <= size_ - 8, "{}: header length {} runs past the end of the file ({} bytes)",
              path, header_len, size_);
+  GPTJ_CHECK(header_len <= kMaxHeaderBytes, "{}: header length {} exceeds the format's limit of {} bytes",
+             path, header_len, kMaxHeaderBytes);
+  const std::string_view header_text(reinterpret_cast<const char*>(bytes + 8), header_len);
+  GPTJ_CHECK(!header_text.empty() && header_text.front() == '{',
+             "{}: corrupt header, the {}-byte JSON header does not start with '{{'", path, header_len);
   json::value header;
   try {
-    header = json::parse(std::string_view(reinterpret_cast<const char*>(bytes + 8), header_len));
+    header = json::parse(header_text);
   } catch (const std::exception& e) {
-    fail("{}: corrupt header, not valid JSON ({})", path, e.what());
+    fail("{}: corrupt header, not valid JSON ({}); is the header length {} right?", path, e.what(),
+         header_len);
   }
   GPTJ_CHECK(header.is_object(), "{}: corrupt header, not a JSON object", path);
   const uint8_t* data_start = bytes + 8 + header_len;
   const std::size_t data_size = size_ - 8 - header_len;
 
+  struct Span {
+    uint64_t begin, end;
+    const std::string* name;
+  };
+  std::vector<Span> spans;
   for (const auto& [key, value] : header.as_object()) {
     if (key == "__metadata__") continue;
     std::string name(key);
@@ -86,10 +105,19 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     info.name = name;
     info.file = path;
     info.dtype = parse_file_dtype(std::string(dtype->as_string()), where);
+    // The byte count is computed without overflow: a dimension no larger than the data section
+    // and a running product that stays within it (else the entry cannot fit anyway).
+    uint64_t expected = dtype_size(info.dtype);
+    bool fits = true;
     for (const auto& d : shape->as_array()) {
       GPTJ_CHECK(d.is_int64() && d.as_int64() >= 0, "{}: shape has a non-integer entry", where);
       info.shape.push_back(d.as_int64());
+      const auto dim = static_cast<uint64_t>(d.as_int64());
+      if (dim != 0 && expected > data_size / dim) fits = false;
+      expected = fits ? expected * dim : 0;
     }
+    GPTJ_CHECK(fits, "{}: shape {} x {} needs more bytes than the file's {}-byte data section", where,
+               shape_text(info.shape), dtype_name(info.dtype), data_size);
     const auto& off = offsets->as_array();
     auto non_negative_int = [](const json::value& v) {
       return v.is_uint64() || (v.is_int64() && v.as_int64() >= 0);
@@ -100,12 +128,34 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     GPTJ_CHECK(begin <= end && end <= data_size,
                "{}: data_offsets [{}, {}] run past the end of the data ({} bytes)", where, begin, end,
                data_size);
-    uint64_t expected = static_cast<uint64_t>(info.numel()) * dtype_size(info.dtype);
     GPTJ_CHECK(end - begin == expected, "{}: shape {} x {} needs {} bytes but data_offsets span {}",
                where, shape_text(info.shape), dtype_name(info.dtype), expected, end - begin);
     info.data = data_start + begin;
-    tensors_.emplace(name, std::move(info));
+    auto placed = tensors_.emplace(name, std::move(info));
+    GPTJ_CHECK(placed.second, "{}: the header lists this tensor twice", where);
+    spans.push_back({begin, end, &placed.first->first});
   }
+  // As the format requires: the tensors tile the data section from its first byte to the file's
+  // end, in offset order, with no overlap and no hole. A header length off by some bytes moves the
+  // data section's start, so the tensors no longer cover it exactly and the file is refused here.
+  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  uint64_t covered = 0;
+  const std::string* previous = nullptr;
+  for (const Span& s : spans) {
+    GPTJ_CHECK(s.begin >= covered, "{}: tensor '{}' (data_offsets [{}, {}]) overlaps tensor '{}', which ends at {}",
+               path, *s.name, s.begin, s.end, previous ? *previous : std::string(), covered);
+    GPTJ_CHECK(s.begin == covered,
+               "{}: bytes [{}, {}) of the data section belong to no tensor (a hole before tensor '{}')",
+               path, covered, s.begin, *s.name);
+    covered = s.end;
+    previous = s.name;
+  }
+  GPTJ_CHECK(covered == data_size,
+             "{}: the tensors cover {} bytes but the data section after the {}-byte header holds {} "
+             "(header length or file size is wrong)",
+             path, covered, header_len, data_size);
 }
 
 void SafetensorsFile::release_pages() const {

@@ -1,6 +1,9 @@
 // Memory-mapped safetensors checkpoints: one `model.safetensors` or a
-// `model.safetensors.index.json` with shards. Every header is validated on open (length, JSON,
-// dtype, shape x dtype = bytes, offsets inside the file); errors name the file and the tensor.
+// `model.safetensors.index.json` with shards. Every header is validated on open as the format
+// requires: length (at most 100 MB, inside the file), a JSON object text starting with '{' (trailing
+// spaces allowed), supported dtype, shape x dtype = bytes (no overflow), and tensors that tile the
+// data section exactly (offsets from its start, no overlap, no hole, ending at the end of the file),
+// so a header length off by a byte is refused. Errors name the file and the tensor.
 // Tensors are read as float32 slices, so each rank copies only its own rows/columns.
 #pragma once
 #include <cstdint>
@@ -23,6 +26,9 @@ struct TensorInfo {
 
   int64_t numel() const;
 };
+
+// "[2, 3]": a shape as error messages write it.
+std::string shape_text(const std::vector<int64_t>& shape);
 
 // One mapped .safetensors file. Owns the mapping (unmapped on destruction).
 class SafetensorsFile {
@@ -67,6 +73,8 @@ class Checkpoint {
   HostMatrix read_matrix(const std::string& name, const std::vector<int64_t>& expected_shape,
                          const Slice& slice = {}) const;
   const std::string& dir() const { return dir_; }
+  // Every tensor of every file, by name.
+  const std::map<std::string, const TensorInfo*>& tensors() const { return index_; }
   void release_pages() const;  // see SafetensorsFile::release_pages
 
  private:

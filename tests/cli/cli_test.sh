@@ -25,6 +25,34 @@ python3 -c "import json; d = json.load(open('$WORK/gen.json')); assert d['comple
 grep -q "needs vocab.json and merges.txt" "$WORK/err" || fail "no-tokenizer message: $(cat "$WORK/err")"
 echo "ok generate"
 
+# Broken checkpoints and configs end in one line naming what is wrong, never in output: a header
+# length off by one (2431 for the fixture's 2432), n_layer 1e9 or more layers than the checkpoint
+# holds, and NaN weights (ln_f.weight[0]: every logit is NaN), which fail at step 1.
+broken() {  # broken NAME PYTHON: a copy of tiny-gptj-a in $WORK/NAME, edited by PYTHON (cwd there)
+  mkdir -p "$WORK/$1" && cp "$a"/* "$WORK/$1"/ && (cd "$WORK/$1" && python3 -c "$2") || fail "making $1"
+}
+expect_refusal() {  # expect_refusal MODEL NEEDLE: generate fails and its one line names NEEDLE
+  "$GPTJ" generate --model "$WORK/$1" --prompt "Hello" --max-new-tokens 4 > "$WORK/$1.out" 2> "$WORK/$1.err" &&
+    fail "$1 accepted: $(cat "$WORK/$1.out")"
+  grep -qF "$2" "$WORK/$1.err" || fail "$1 message: $(cat "$WORK/$1.err")"
+  [ ! -s "$WORK/$1.out" ] || fail "$1 printed output: $(cat "$WORK/$1.out")"
+}
+broken header2431 "
+import struct; b = bytearray(open('model.safetensors', 'rb').read()); b[:8] = struct.pack('<Q', 2431)
+open('model.safetensors', 'wb').write(b)"
+expect_refusal header2431 "model.safetensors: the tensors cover"
+for layers in 1000000000 3; do
+  broken "layers$layers" "
+import json; c = json.load(open('config.json')); c['n_layer'] = $layers; json.dump(c, open('config.json', 'w'))"
+  expect_refusal "layers$layers" "config.json: field 'n_layer' = $layers"
+done
+broken nan_weights "
+import json, struct; b = bytearray(open('model.safetensors', 'rb').read()); n = struct.unpack('<Q', b[:8])[0]
+at = 8 + n + json.loads(b[8:8 + n])['transformer.ln_f.weight']['data_offsets'][0]
+b[at:at + 4] = struct.pack('<f', float('nan')); open('model.safetensors', 'wb').write(b)"
+expect_refusal nan_weights "step 1: the forward pass produced NaN or infinite logits"
+echo "ok broken checkpoints and configs refused"
+
 # batch with logprobs: the greedy first token's logprob and the top 3 equal log-softmax of Hugging
 # Face's last-position logits over the ids the tokenizer can produce (50257 of the 50400 rows).
 python3 -c "

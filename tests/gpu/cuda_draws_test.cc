@@ -82,6 +82,7 @@ TEST(CudaDraws, SummariesMatchTheCpuReference) {
     EXPECT_EQ(gpu[d].noise_best.value, cpu.noise_best.value);
     EXPECT_EQ(gpu[d].score_found, cpu.score_found);
     EXPECT_EQ(gpu[d].score_value, cpu.score_value);
+    EXPECT_EQ(gpu[d].non_finite, cpu.non_finite);
   }
   // Reading a row after summarizing still gives the raw logits (the summaries work on a copy).
   std::vector<float> row(static_cast<std::size_t>(vocab));

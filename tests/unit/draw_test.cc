@@ -2,7 +2,8 @@
 // sampling from the full row (Sampler::choose_from_row): for random rows, every control (greedy,
 // temperature, top_k, top_p, penalties, no_repeat_ngram, logprobs) and TP 1/2/3/4 shards, the
 // summaries either give exactly the full row's token (and its logprob, and the top-N list) or ask for
-// the row. Also: the summary of a shard, and how often the summaries suffice.
+// the row. Also: the summary of a shard (and its flag for NaN/inf raw logits), and how often the
+// summaries suffice.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -186,6 +187,35 @@ TEST(Draw, ShardSummaryHoldsTheTopCandidatesInOrder) {
   for (float v : processed) sum += std::exp(static_cast<double>(v - want[0].value));
   EXPECT_NEAR(s.sum_exp, sum, 1e-6 * sum);  // float exps, double sum
   EXPECT_EQ(s.noise_best.token, -1);  // greedy: no race
+  EXPECT_EQ(s.non_finite, 0);  // padding and a ban are -inf by design, not a failed forward pass
+}
+
+// One NaN or ±inf among the raw logits flags the summary, whatever the plan, and even where the
+// id is padding or banned; a greedy argmax alone would pass over it.
+TEST(Draw, NonFiniteRawLogitsFlagTheSummary) {
+  for (const float bad : {NAN, INFINITY, -INFINITY}) {
+    for (const int at : {0, 17, 299}) {
+      std::vector<float> logits(300);
+      for (int i = 0; i < 300; ++i) logits[i] = static_cast<float>(i % 13) - 6.0f;
+      logits[at] = bad;
+      DrawPlan greedy;
+      greedy.allowed_vocab = 1000 + 290;  // id 1299 is padding
+      greedy.candidates = 1;
+      greedy.edits = {{1000 + 17, 1.0f, 0.0f, 1}};  // id 1017 is banned
+      DrawPlan sampled = greedy;
+      sampled.candidates = kDrawCandidates;
+      sampled.temperature = 0.8f;
+      sampled.top_p = 0.9f;
+      sampled.want_log_norm = 1;
+      for (const DrawPlan& plan : {greedy, sampled}) {
+        SCOPED_TRACE(::testing::Message() << "value " << bad << " at " << at << ", T " << plan.temperature);
+        DrawSummary s;
+        std::vector<float> scratch;
+        summarize_draw(logits.data(), 1000, 300, plan, s, scratch);
+        EXPECT_EQ(s.non_finite, 1);
+      }
+    }
+  }
 }
 
 TEST(Draw, GumbelNoiseIsStandardGumbel) {

@@ -1,6 +1,8 @@
 // Unit tests for runtime/model/safetensors.h: files written by write_safetensors read back exactly
 // (F32, F16, BF16, mixed), sharded checkpoints via model.safetensors.index.json, slices with vocab
-// padding, and every validation error on byte-wise corrupted files (each naming file and tensor).
+// padding, and every validation error on byte-wise corrupted files (each naming file and tensor):
+// header length and limit, a header that is not a JSON object text, and tensors that do not tile
+// the data section exactly (overlap, hole, trailing bytes, a header length off by one).
 #include "runtime/model/safetensors.h"
 
 #include <gtest/gtest.h>
@@ -286,19 +288,77 @@ TEST(Safetensors, TruncatedFiles) {
   expect_error([&] { SafetensorsFile f(path); }, {path, "header"});
 }
 
+void set_header_len(std::vector<uint8_t>& file, uint64_t len) { std::memcpy(file.data(), &len, 8); }
+
 TEST(Safetensors, HeaderLengthPastTheEnd) {
   TempDir dir;
   const std::string path = dir.file("model.safetensors");
   write_safetensors(path, small_tensors());
   auto bytes = read_bytes(path);
-  const uint64_t huge = bytes.size();  // 8 + huge > size
-  std::memcpy(bytes.data(), &huge, 8);
+  set_header_len(bytes, bytes.size());  // 8 + length > size
   write_bytes(path, bytes);
   expect_error([&] { SafetensorsFile f(path); }, {path, "header length"});
-  const uint64_t enormous = ~uint64_t{0};
-  std::memcpy(bytes.data(), &enormous, 8);
+  set_header_len(bytes, ~uint64_t{0});
   write_bytes(path, bytes);
   expect_error([&] { SafetensorsFile f(path); }, {path, "header length"});
+}
+
+// The issue's case: the fixture's header is 2432 bytes (its JSON ends in a padding space), so a
+// length of 2431 still parses, and the data section then starts one byte early. It must be refused.
+TEST(Safetensors, HeaderLengthOffByOneOnTheFixture) {
+  TempDir dir;
+  const std::string path = dir.file("model.safetensors");
+  auto bytes = read_bytes(std::string(GPTJ_TEST_DATA_DIR) + "/tiny-gptj-a/model/model.safetensors");
+  ASSERT_GT(bytes.size(), 8u);
+  uint64_t len = 0;
+  std::memcpy(&len, bytes.data(), 8);
+  ASSERT_EQ(bytes[8 + len - 1], ' ') << "the fixture's header should end in a padding space";
+  write_bytes(path, bytes);
+  EXPECT_NO_THROW(SafetensorsFile f(path));
+  set_header_len(bytes, len - 1);
+  write_bytes(path, bytes);
+  expect_error([&] { SafetensorsFile f(path); },
+               {path, "cover", std::to_string(len - 1) + "-byte header"});
+  set_header_len(bytes, len + 1);  // the header would swallow the first data byte
+  write_bytes(path, bytes);
+  expect_error([&] { SafetensorsFile f(path); }, {path, "header"});
+}
+
+TEST(Safetensors, DataSectionLongerThanTheTensors) {
+  TempDir dir;
+  const std::string path = dir.file("model.safetensors");
+  write_safetensors(path, small_tensors());
+  auto bytes = read_bytes(path);
+  bytes.insert(bytes.end(), 4, 0);  // 4 bytes after the last tensor: no tensor owns them
+  write_bytes(path, bytes);
+  expect_error([&] { SafetensorsFile f(path); }, {path, "cover 40 bytes", "holds 44"});
+}
+
+TEST(Safetensors, HeaderMustBeAJsonObjectText) {
+  TempDir dir;
+  const std::string path = dir.file("model.safetensors");
+  write_safetensors(path, small_tensors());
+  const auto good = read_bytes(path);
+  // Leading whitespace is valid JSON but not what the format allows: the header starts with '{'.
+  write_bytes(path, with_header(good, "  " + header_of(good)));
+  expect_error([&] { SafetensorsFile f(path); }, {path, "start with '{'"});
+  auto empty = good;  // a zero-length header
+  set_header_len(empty, 0);
+  write_bytes(path, empty);
+  expect_error([&] { SafetensorsFile f(path); }, {path, "header"});
+}
+
+TEST(Safetensors, HeaderLargerThanTheFormatsLimit) {
+  TempDir dir;
+  const std::string path = dir.file("model.safetensors");
+  const uint64_t len = 100'000'001;
+  {
+    std::ofstream out(path, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(&len), 8);
+    out.put('{');
+  }
+  fs::resize_file(path, 8 + len + 8);  // sparse: costs no disk
+  expect_error([&] { SafetensorsFile f(path); }, {path, "100000001", "limit"});
 }
 
 TEST(Safetensors, CorruptHeaderJson) {
@@ -378,6 +438,28 @@ TEST_F(CorruptEntry, MalformedEntries) {
   expect(R"("shape":[4])", R"("shape":[-4])", {"'b.bias'", "shape"});
   expect(R"("shape":[4])", R"("shape":["4"])", {"'b.bias'", "shape"});
   expect(R"("data_offsets":[24,40])", R"("data_offsets":[24])", {"'b.bias'", "data_offsets"});
+}
+
+TEST_F(CorruptEntry, OverlappingTensors) {
+  // b.bias moved 4 bytes back: it overlaps a.weight (and leaves 4 bytes at the end unowned).
+  expect("[24,40]", "[20,36]", {"'b.bias'", "overlaps", "'a.weight'"});
+}
+
+TEST_F(CorruptEntry, HoleBetweenTensors) {
+  // a.weight moved 4 bytes on: bytes [0, 4) belong to no tensor, and it overlaps b.bias.
+  expect("[0,24]", "[4,28]", {"[0, 4)", "no tensor"});
+}
+
+TEST_F(CorruptEntry, TensorListedTwice) {
+  // Whatever the JSON parser keeps of a duplicated key, the file is refused naming the tensor.
+  expect(R"("b.bias":{"dtype":"F32","shape":[4],"data_offsets":[24,40]})",
+         R"("a.weight":{"dtype":"F32","shape":[4],"data_offsets":[24,40]})", {"'a.weight'"});
+}
+
+TEST_F(CorruptEntry, ShapeWhoseByteCountOverflows) {
+  // 2^62 x 4 elements x 4 bytes overflows 64 bits: refused, not wrapped into a small count.
+  expect(R"("shape":[4])", R"("shape":[4611686018427387904,4])", {"'b.bias'", "more bytes"});
+  expect(R"("shape":[4])", R"("shape":[4,4611686018427387904])", {"'b.bias'", "more bytes"});
 }
 
 }  // namespace
