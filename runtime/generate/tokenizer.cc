@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "runtime/core/error.h"
+#include "runtime/generate/bpe.h"
 #include "runtime/generate/utf8_stream.h"
 
 namespace gptj {
@@ -156,23 +157,14 @@ MergeList read_json_merges(const json::value& value, const std::string& origin) 
   return merges;
 }
 
-uint64_t pair_key(int32_t left, int32_t right) {
-  return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
-}
-
 }  // namespace
 
 struct Tokenizer::Impl {
-  struct Merge {
-    int32_t rank;
-    int32_t result;  // id of the merged symbol
-  };
-
   std::string origin;                      // where the files came from, for messages
   std::vector<std::string> bytes_by_id;    // raw bytes of each token
   std::vector<bool> present;               // whether an id is in the vocab at all
   std::array<int32_t, 256> byte_token{};   // id of each single-byte symbol, -1 when missing
-  std::unordered_map<uint64_t, Merge> merges;  // pair_key(left, right) -> merge
+  BpeMergeTable merges;
   int32_t eos = -1;
 
   mutable std::mutex cache_mutex;
@@ -205,13 +197,12 @@ Tokenizer::Impl::Impl(const Vocab& vocab, const MergeList& merge_list, std::stri
     const auto& [left, right] = merge_list[rank];
     const auto l = vocab.find(left), r = vocab.find(right), m = vocab.find(left + right);
     if (l == vocab.end() || r == vocab.end() || m == vocab.end()) continue;
-    merges.emplace(pair_key(l->second, r->second), Merge{static_cast<int32_t>(rank), m->second});
+    merges.add(l->second, r->second, BpeMerge{static_cast<int32_t>(rank), m->second});
   }
   if (const auto it = vocab.find(std::string(kEndOfText)); it != vocab.end()) eos = it->second;
 }
 
-// BPE of one pre-token, exactly as GPT-2's encoder.py: repeatedly take the adjacent pair with the
-// lowest merge rank and merge every non-overlapping occurrence of it, left to right.
+// BPE of one pre-token, exactly as GPT-2's encoder.py (see bpe.h).
 std::vector<int32_t> Tokenizer::Impl::bpe(std::string_view piece) const {
   std::vector<int32_t> word;
   word.reserve(piece.size());
@@ -221,31 +212,7 @@ std::vector<int32_t> Tokenizer::Impl::bpe(std::string_view piece) const {
                static_cast<unsigned>(static_cast<unsigned char>(c)));
     word.push_back(id);
   }
-  std::vector<int32_t> next;
-  while (word.size() > 1) {
-    const Merge* best = nullptr;
-    int32_t best_left = 0, best_right = 0;
-    for (size_t i = 0; i + 1 < word.size(); ++i) {
-      const auto it = merges.find(pair_key(word[i], word[i + 1]));
-      if (it != merges.end() && (best == nullptr || it->second.rank < best->rank)) {
-        best = &it->second;
-        best_left = word[i];
-        best_right = word[i + 1];
-      }
-    }
-    if (best == nullptr) break;
-    next.clear();
-    for (size_t i = 0; i < word.size();) {
-      if (i + 1 < word.size() && word[i] == best_left && word[i + 1] == best_right) {
-        next.push_back(best->result);
-        i += 2;
-      } else {
-        next.push_back(word[i]);
-        ++i;
-      }
-    }
-    word.swap(next);
-  }
+  bpe_merge(word, merges);
   return word;
 }
 

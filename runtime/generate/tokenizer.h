@@ -5,7 +5,7 @@
 //      's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 //    (implemented by hand over UTF-8 code points; \s is Unicode White_Space as in Python's `regex`);
 //  - each pre-token's bytes are mapped to vocab symbols by the byte-to-unicode table, then merged
-//    pair by pair, lowest merge rank first;
+//    pair by pair, lowest merge rank first (bpe.h: O(n log n) in the pre-token's length);
 //  - "<|endoftext|>" anywhere in the text is split out first and becomes its special id (50256).
 // Decoding concatenates each token's raw bytes; the result need not be valid UTF-8 for a partial
 // sequence of ids (see StreamDecoder for safe incremental output).
