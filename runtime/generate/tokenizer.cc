@@ -24,6 +24,8 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::string_view kEndOfText = "<|endoftext|>";
+// The pre-token cap (see tokenizer.h).
+constexpr size_t kMaxPieceBytes = Tokenizer::kMaxPieceBytes;
 // Pieces longer than this are not cached (rare; long runs of one character and the like).
 constexpr size_t kMaxCachedPieceBytes = 256;
 // The cache is cleared when it reaches this many entries, which bounds its memory.
@@ -202,7 +204,7 @@ Tokenizer::Impl::Impl(const Vocab& vocab, const MergeList& merge_list, std::stri
   if (const auto it = vocab.find(std::string(kEndOfText)); it != vocab.end()) eos = it->second;
 }
 
-// BPE of one pre-token, exactly as GPT-2's encoder.py (see bpe.h).
+// BPE of one pre-token (at most kMaxPieceBytes), exactly as GPT-2's encoder.py (see bpe.h).
 std::vector<int32_t> Tokenizer::Impl::bpe(std::string_view piece) const {
   std::vector<int32_t> word;
   word.reserve(piece.size());
@@ -217,6 +219,16 @@ std::vector<int32_t> Tokenizer::Impl::bpe(std::string_view piece) const {
 }
 
 void Tokenizer::Impl::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
+  // The cap (tokenizer.h): a longer pre-token is BPE'd in chunks of at most kMaxPieceBytes, each
+  // ending on a UTF-8 character boundary where one lies in its last 3 bytes.
+  while (piece.size() > kMaxPieceBytes) {
+    size_t cut = kMaxPieceBytes;
+    while (cut > kMaxPieceBytes - 3 && (static_cast<unsigned char>(piece[cut]) & 0xC0) == 0x80) --cut;
+    if ((static_cast<unsigned char>(piece[cut]) & 0xC0) == 0x80) cut = kMaxPieceBytes;
+    const auto ids = bpe(piece.substr(0, cut));
+    out.insert(out.end(), ids.begin(), ids.end());
+    piece.remove_prefix(cut);
+  }
   if (piece.size() == 1) {  // one byte is always one token; no cache needed
     const auto ids = bpe(piece);
     out.insert(out.end(), ids.begin(), ids.end());

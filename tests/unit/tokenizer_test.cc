@@ -354,14 +354,39 @@ TEST(Bpe, DuplicatePairKeepsTheFirstMerge) {
   EXPECT_EQ(word, (std::vector<int32_t>{2, 2, 1}));
 }
 
-// Through the Tokenizer: a single long pre-token is merged exactly as the reference.
+// Through the Tokenizer: a single pre-token below the cap is merged exactly as the reference.
 TEST(Tokenizer, LongWordMatchesReference) {
   std::mt19937 rng(3);
   std::string letters(30000, 'a');
   for (char& c : letters) c = static_cast<char>('a' + rng() % 26);
   for (const std::string& word : {std::string(20000, 'a'), letters, std::string(30000, '-')}) {
+    ASSERT_LT(word.size(), Tokenizer::kMaxPieceBytes);
     EXPECT_EQ(gpt2().encode(word), reference_bpe(byte_ids(word), gpt2_table().merges)) << word.substr(0, 8);
   }
+}
+
+// A pre-token over the cap is merged in chunks of kMaxPieceBytes that end on character boundaries.
+TEST(Tokenizer, CapsOnePreToken) {
+  constexpr size_t cap = Tokenizer::kMaxPieceBytes;
+  auto joined = [](std::vector<int32_t> a, const std::vector<int32_t>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+  const std::string a(cap, 'a');
+  EXPECT_EQ(gpt2().encode(a + "aaa"), joined(gpt2().encode(a), gpt2().encode("aaa")));
+  EXPECT_EQ(gpt2().encode(a + a + "b"), joined(joined(gpt2().encode(a), gpt2().encode(a)), gpt2().encode("b")));
+  // "€" is 3 bytes: the first cut falls inside a character and moves back to its start.
+  std::string euros;
+  while (euros.size() < cap + 300) euros += "\xe2\x82\xac";
+  const size_t cut = cap - cap % 3;
+  const auto ids = gpt2().encode(euros);
+  EXPECT_EQ(ids, joined(gpt2().encode(euros.substr(0, cut)), gpt2().encode(euros.substr(cut))));
+  EXPECT_EQ(gpt2().decode(ids), euros);
+  // Several megabytes of one "word" (letters; random bytes in runs) still round-trip.
+  std::mt19937 rng(9);
+  std::string big(3 * cap + 12345, 'x');
+  for (char& c : big) c = static_cast<char>(rng());
+  EXPECT_EQ(gpt2().decode(gpt2().encode(big)), big);
 }
 
 TEST(Utf8, IncompleteTail) {
