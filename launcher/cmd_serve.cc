@@ -2,16 +2,27 @@
 // Rank 0 starts the HTTP server first (so /health answers 503 while the model loads), then loads
 // its shard and runs the coordinator loop on its main thread; ranks > 0 load theirs and serve steps.
 // This file wires the pieces and routes URLs; the work is in runtime/serve/.
+//
+// Threads: the HTTP I/O threads only route and answer what is cheap (/health, /metrics, errors);
+// a completion's body is parsed, tokenized and submitted on a request worker (as many as
+// --http-threads), so a slow request (a multi-megabyte prompt) never holds an I/O thread and
+// /health keeps answering. GPTJ_SERVE_PREPARE_DELAY_MS=N (tests) makes each preparation sleep N ms.
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
 #include <cctype>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <optional>
+#include <thread>
 
 #include "launcher/commands.h"
 #include "runtime/core/error.h"
@@ -67,11 +78,54 @@ std::optional<std::string_view> bearer_token(std::string_view header) {
   return header;
 }
 
-// Routes requests (I/O threads). Model facts are published once, before `ready` turns true.
+// Links a client's disconnect to its job, which exists only once a request worker has prepared it:
+// a client gone before then cancels the job as it is attached (or its preparation is skipped).
+class DisconnectLink {
+ public:
+  explicit DisconnectLink(Coordinator& coordinator) : coordinator_(coordinator) {}
+  void client_gone() {  // I/O thread
+    std::lock_guard lock(mu_);
+    gone_ = true;
+    if (auto job = job_.lock()) cancel(*job);
+  }
+  void attach(const std::shared_ptr<Job>& job) {  // request worker, after submit
+    std::lock_guard lock(mu_);
+    job_ = job;
+    if (gone_) cancel(*job);
+  }
+  bool gone() {
+    std::lock_guard lock(mu_);
+    return gone_;
+  }
+
+ private:
+  void cancel(Job& job) {
+    job.cancelled = true;
+    coordinator_.wake();
+  }
+  Coordinator& coordinator_;
+  std::mutex mu_;
+  bool gone_ = false;
+  std::weak_ptr<Job> job_;
+};
+
+// The test hook's delay (see the top of this file); 0 when unset.
+std::chrono::milliseconds prepare_delay_from_env() {
+  const char* value = std::getenv("GPTJ_SERVE_PREPARE_DELAY_MS");
+  return std::chrono::milliseconds(value ? std::max(0L, std::strtol(value, nullptr, 10)) : 0L);
+}
+
+// Routes requests (I/O threads) and prepares completions (request workers). Model facts are
+// published once, before `ready` turns true.
 class Router {
  public:
   Router(const ServeArgs& args, std::string api_key, Coordinator& coordinator, ServerMetrics& metrics)
-      : args_(args), api_key_(std::move(api_key)), coordinator_(coordinator), metrics_(metrics) {}
+      : args_(args), api_key_(std::move(api_key)), coordinator_(coordinator), metrics_(metrics),
+        workers_(static_cast<std::size_t>(std::max(1, args.http_threads))), prepare_delay_(prepare_delay_from_env()) {}
+
+  // Waits for the requests being prepared. Call once the HTTP server has stopped (so no new ones
+  // come) and before it is destroyed (their answers go through it).
+  void join_workers() { workers_.join(); }
 
   void set_model(const ModelInfo& info) {
     model_ = info;
@@ -109,7 +163,10 @@ class Router {
     }
     if (!ready) return respond(reply, 503, error_body("the model is still loading", "server_not_ready"));
     if (models) return list_models(target, reply);
-    complete(request.body(), chat, reply);
+    // A client that goes away cancels its sequences; the coordinator frees their KV blocks.
+    auto link = std::make_shared<DisconnectLink>(coordinator_);
+    reply->on_disconnect([link] { link->client_gone(); });
+    boost::asio::post(workers_, [this, body = request.body(), chat, reply, link] { complete(body, chat, reply, *link); });
   }
 
  private:
@@ -135,7 +192,10 @@ class Router {
     respond(reply, 200, json_text(entry));
   }
 
-  void complete(const std::string& body, bool chat, const std::shared_ptr<HttpReply>& reply) {
+  // On a request worker.
+  void complete(const std::string& body, bool chat, const std::shared_ptr<HttpReply>& reply, DisconnectLink& link) {
+    if (prepare_delay_.count() > 0) std::this_thread::sleep_for(prepare_delay_);
+    if (link.gone()) return;  // nobody to answer
     std::shared_ptr<Job> job;
     try {
       CompletionRequest request = parse_completion_request(body, model_, chat);
@@ -154,15 +214,7 @@ class Router {
       case SubmitResult::kShuttingDown:
         return respond(reply, 503, error_body("the server is shutting down", "server_shutting_down"));
     }
-    // A client that goes away cancels its sequences; the coordinator frees their KV blocks.
-    std::weak_ptr<Job> weak = job;
-    Coordinator* coordinator = &coordinator_;
-    reply->on_disconnect([weak, coordinator] {
-      if (auto j = weak.lock()) {
-        j->cancelled = true;
-        coordinator->wake();
-      }
-    });
+    link.attach(job);
   }
 
   const ServeArgs& args_;
@@ -171,6 +223,8 @@ class Router {
   ServerMetrics& metrics_;
   ModelInfo model_;
   std::atomic<bool> ready_{false};
+  boost::asio::thread_pool workers_;
+  const std::chrono::milliseconds prepare_delay_;
 };
 
 int serve_rank0(World& world, const ServeArgs& args) {
@@ -194,6 +248,16 @@ int serve_rank0(World& world, const ServeArgs& args) {
     server.stop_accepting();
     coordinator.request_stop();
   });
+  // However this function ends: the I/O threads stop before the request workers are joined, and
+  // both before the server (which their answers go through) is destroyed.
+  struct StopInOrder {
+    HttpServer& server;
+    Router& router;
+    ~StopInOrder() {
+      server.stop(std::chrono::milliseconds(0));
+      router.join_workers();
+    }
+  } stop_in_order{server, router};
   server.start();
   const bool v6 = args.host.find(':') != std::string::npos;
   std::fprintf(stderr, "gptj serve: listening on http://%s%s%s:%u\n", v6 ? "[" : "", args.host.c_str(),

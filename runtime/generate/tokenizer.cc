@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "runtime/core/error.h"
+#include "runtime/generate/bpe.h"
 #include "runtime/generate/utf8_stream.h"
 
 namespace gptj {
@@ -23,6 +24,8 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::string_view kEndOfText = "<|endoftext|>";
+// The pre-token cap (see tokenizer.h).
+constexpr size_t kMaxPieceBytes = Tokenizer::kMaxPieceBytes;
 // Pieces longer than this are not cached (rare; long runs of one character and the like).
 constexpr size_t kMaxCachedPieceBytes = 256;
 // The cache is cleared when it reaches this many entries, which bounds its memory.
@@ -156,23 +159,14 @@ MergeList read_json_merges(const json::value& value, const std::string& origin) 
   return merges;
 }
 
-uint64_t pair_key(int32_t left, int32_t right) {
-  return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
-}
-
 }  // namespace
 
 struct Tokenizer::Impl {
-  struct Merge {
-    int32_t rank;
-    int32_t result;  // id of the merged symbol
-  };
-
   std::string origin;                      // where the files came from, for messages
   std::vector<std::string> bytes_by_id;    // raw bytes of each token
   std::vector<bool> present;               // whether an id is in the vocab at all
   std::array<int32_t, 256> byte_token{};   // id of each single-byte symbol, -1 when missing
-  std::unordered_map<uint64_t, Merge> merges;  // pair_key(left, right) -> merge
+  BpeMergeTable merges;
   int32_t eos = -1;
 
   mutable std::mutex cache_mutex;
@@ -205,13 +199,12 @@ Tokenizer::Impl::Impl(const Vocab& vocab, const MergeList& merge_list, std::stri
     const auto& [left, right] = merge_list[rank];
     const auto l = vocab.find(left), r = vocab.find(right), m = vocab.find(left + right);
     if (l == vocab.end() || r == vocab.end() || m == vocab.end()) continue;
-    merges.emplace(pair_key(l->second, r->second), Merge{static_cast<int32_t>(rank), m->second});
+    merges.add(l->second, r->second, BpeMerge{static_cast<int32_t>(rank), m->second});
   }
   if (const auto it = vocab.find(std::string(kEndOfText)); it != vocab.end()) eos = it->second;
 }
 
-// BPE of one pre-token, exactly as GPT-2's encoder.py: repeatedly take the adjacent pair with the
-// lowest merge rank and merge every non-overlapping occurrence of it, left to right.
+// BPE of one pre-token (at most kMaxPieceBytes), exactly as GPT-2's encoder.py (see bpe.h).
 std::vector<int32_t> Tokenizer::Impl::bpe(std::string_view piece) const {
   std::vector<int32_t> word;
   word.reserve(piece.size());
@@ -221,35 +214,21 @@ std::vector<int32_t> Tokenizer::Impl::bpe(std::string_view piece) const {
                static_cast<unsigned>(static_cast<unsigned char>(c)));
     word.push_back(id);
   }
-  std::vector<int32_t> next;
-  while (word.size() > 1) {
-    const Merge* best = nullptr;
-    int32_t best_left = 0, best_right = 0;
-    for (size_t i = 0; i + 1 < word.size(); ++i) {
-      const auto it = merges.find(pair_key(word[i], word[i + 1]));
-      if (it != merges.end() && (best == nullptr || it->second.rank < best->rank)) {
-        best = &it->second;
-        best_left = word[i];
-        best_right = word[i + 1];
-      }
-    }
-    if (best == nullptr) break;
-    next.clear();
-    for (size_t i = 0; i < word.size();) {
-      if (i + 1 < word.size() && word[i] == best_left && word[i + 1] == best_right) {
-        next.push_back(best->result);
-        i += 2;
-      } else {
-        next.push_back(word[i]);
-        ++i;
-      }
-    }
-    word.swap(next);
-  }
+  bpe_merge(word, merges);
   return word;
 }
 
 void Tokenizer::Impl::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
+  // The cap (tokenizer.h): a longer pre-token is BPE'd in chunks of at most kMaxPieceBytes, each
+  // ending on a UTF-8 character boundary where one lies in its last 3 bytes.
+  while (piece.size() > kMaxPieceBytes) {
+    size_t cut = kMaxPieceBytes;
+    while (cut > kMaxPieceBytes - 3 && (static_cast<unsigned char>(piece[cut]) & 0xC0) == 0x80) --cut;
+    if ((static_cast<unsigned char>(piece[cut]) & 0xC0) == 0x80) cut = kMaxPieceBytes;
+    const auto ids = bpe(piece.substr(0, cut));
+    out.insert(out.end(), ids.begin(), ids.end());
+    piece.remove_prefix(cut);
+  }
   if (piece.size() == 1) {  // one byte is always one token; no cache needed
     const auto ids = bpe(piece);
     out.insert(out.end(), ids.begin(), ids.end());

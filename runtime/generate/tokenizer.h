@@ -5,7 +5,14 @@
 //      's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 //    (implemented by hand over UTF-8 code points; \s is Unicode White_Space as in Python's `regex`);
 //  - each pre-token's bytes are mapped to vocab symbols by the byte-to-unicode table, then merged
-//    pair by pair, lowest merge rank first;
+//    pair by pair, lowest merge rank first (bpe.h: O(n log n) in the pre-token's length);
+//  - a pre-token longer than kMaxPieceBytes (64 KiB) — never a real word, but a run of one letter
+//    class or of whitespace can be that long — is cut into chunks of at most that many bytes
+//    (ending on a UTF-8 character boundary when one lies in the last 3 bytes), and each chunk is
+//    merged on its own: no token spans a cut. Below the cap the ids are Hugging Face's exactly;
+//    above it they can differ from Hugging Face's near each cut (which has no hard cap, and whose
+//    own cost for such a piece grows with it). The cap bounds the scratch memory and time of one
+//    piece, so a multi-megabyte "word" costs the same per byte as ordinary text;
 //  - "<|endoftext|>" anywhere in the text is split out first and becomes its special id (50256).
 // Decoding concatenates each token's raw bytes; the result need not be valid UTF-8 for a partial
 // sequence of ids (see StreamDecoder for safe incremental output).
@@ -13,6 +20,7 @@
 // A Tokenizer is immutable after loading except for an internal, mutex-protected merge cache; it is
 // cheap to copy (shared state) and safe to use from several threads at once.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -23,6 +31,8 @@ namespace gptj {
 
 class Tokenizer {
  public:
+  static constexpr std::size_t kMaxPieceBytes = 64 * 1024;  // the pre-token cap (above)
+
   // Loads vocab.json + merges.txt from model_dir; when those are missing but tokenizer.json exists,
   // reads model.vocab and model.merges from it (merges as "a b" strings or ["a", "b"] pairs).
   // Throws gptj::Error naming the directory when no tokenizer files exist, or naming the file (and

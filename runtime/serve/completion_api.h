@@ -1,6 +1,6 @@
 // The OpenAI completions and chat completions APIs (rank 0): request JSON → validated CompletionRequest → GenerationRequests,
-// and the answer in OpenAI's shape, whole or as server-sent events. Parsing runs on an HTTP I/O
-// thread; a CompletionJob's callbacks run on the coordinator thread and answer through HttpReply.
+// and the answer in OpenAI's shape, whole or as server-sent events. Parsing runs on a request
+// worker (launcher/cmd_serve.cc), never an HTTP I/O thread; a CompletionJob's callbacks run on the coordinator thread and answer through HttpReply.
 //
 // Extension (not in OpenAI's API): each choice, and each stream chunk's choice, carries "token_ids",
 // the ids of the generated tokens it covers (the prompt's ids too when echo is set).

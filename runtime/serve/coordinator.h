@@ -1,5 +1,5 @@
 // The coordinator: rank 0's main thread loop between the HTTP threads and the scheduler.
-// HTTP I/O threads hand it jobs (submit, cancel, request_stop: thread-safe, never block on the
+// HTTP threads hand it jobs (submit, cancel, request_stop: thread-safe, never block on the
 // model); the main thread runs run(), the only caller of the Scheduler and therefore of MPI
 // (MPI_THREAD_FUNNELED). While requests are in flight it steps the scheduler continuously; when
 // nothing is in flight it sleeps on a condition variable, so an idle rank 0 uses no CPU.
@@ -23,7 +23,7 @@ namespace gptj {
 
 using SteadyClock = std::chrono::steady_clock;
 
-// One HTTP request's work: one GenerationRequest per choice. Created by an I/O thread; after
+// One HTTP request's work: one GenerationRequest per choice. Created by a request worker; after
 // submit() its callbacks run on the coordinator thread only. `cancelled` may be set by any thread.
 class Job {
  public:

@@ -1,6 +1,6 @@
 // Server metrics in Prometheus text format (rank 0 only).
 // Written by the coordinator thread (tokens, latencies, gauges after each step) and by the HTTP I/O
-// threads (request counts by status); read by an I/O thread for GET /metrics. All methods are
+// threads and request workers (request counts by status); read by an I/O thread for GET /metrics. All methods are
 // thread-safe (one mutex: updates are a few per step, far from contended).
 #pragma once
 #include <cstdint>
@@ -40,7 +40,7 @@ class ServerMetrics {
  public:
   ServerMetrics();
 
-  void count_request(int http_status);         // I/O threads and coordinator
+  void count_request(int http_status);         // any thread
   void add_prompt_tokens(uint64_t n);          // coordinator
   void add_generated_tokens(uint64_t n);       // coordinator
   void observe_time_to_first_token(double seconds);
