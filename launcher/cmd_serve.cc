@@ -3,13 +3,13 @@
 // its shard and runs the coordinator loop on its main thread; ranks > 0 load theirs and serve steps.
 // This file wires the pieces and routes URLs; the work is in runtime/serve/.
 #include <boost/json.hpp>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 
 #include "launcher/commands.h"
+#include "launcher/stop_signals.h"
 #include "runtime/core/error.h"
 #include "runtime/generate/tokenizer.h"
 #include "runtime/serve/completion_api.h"
@@ -173,7 +173,11 @@ int serve_rank0(World& world, const ServeArgs& args) {
   HttpServer server(http_options, [&router](const HttpRequest& request, std::shared_ptr<HttpReply> reply) {
     router.handle(request, reply);
   });
-  server.on_signal([&] {
+  // Until the drain is over: the first SIGTERM/SIGINT stops accepting and drains; later ones are
+  // ignored (launcher/stop_signals.h), so a repeated signal cannot kill the server mid-drain.
+  OnStopSignal on_stop([&](int signal) {
+    std::fprintf(stderr, "gptj serve: signal %d: draining in-flight requests, then exiting\n", signal);
+    std::fflush(stderr);
     server.stop_accepting();
     coordinator.request_stop();
   });
@@ -225,10 +229,11 @@ CommandRunner register_serve(CLI::App& app) {
   cmd->add_option("--request-timeout", args->request_timeout_s, "seconds a completion may take (0: none)")->capture_default_str();
   cmd->add_option("--drain-timeout", args->drain_timeout_s, "seconds in-flight requests get at SIGTERM")->capture_default_str();
   return [args](World& world) {
+    // Every rank catches SIGTERM/SIGINT for the rest of its life: mpirun (after its kill delay),
+    // Slurm and systemd signal every rank, not only rank 0. Rank 0 drains; the workers take no
+    // action of their own and serve steps until rank 0's shutdown plan arrives.
+    install_stop_signal_handler("gptj serve");
     if (world.rank() == 0) return serve_rank0(world, *args);
-    // Workers leave on rank 0's shutdown plan; a signal is rank 0's to handle (mpirun forwards it).
-    std::signal(SIGTERM, SIG_IGN);
-    std::signal(SIGINT, SIG_IGN);
     ModelSession session(world, args->model, "serve");
     return session.run([] { return 0; });
   };
