@@ -3,7 +3,9 @@
 // its shard and runs the coordinator loop on its main thread; ranks > 0 load theirs and serve steps.
 // This file wires the pieces and routes URLs; the work is in runtime/serve/.
 #include <boost/json.hpp>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -156,7 +158,29 @@ class Router {
   std::atomic<bool> ready_{false};
 };
 
+// OpenMPI's mpirun (4.1), when it is sent SIGTERM or SIGINT, sends the ranks SIGCONT at once,
+// SIGTERM odls_base_sigkill_timeout seconds later (1 by default) and SIGKILL as long again after
+// that: the drain gets that timeout, minus the time the ranks need to shut down. Said once at
+// start-up when the environment shows a timeout too short for --drain-timeout (mpirun --mca and
+// OMPI_MCA_ variables reach the ranks' environment; a setting in an MCA parameter file does not).
+constexpr double kShutdownMarginS = 5;
+
+void warn_if_mpirun_cuts_the_drain(const World& world, double drain_timeout_s) {
+  if (world.launcher() != "mpirun") return;
+  const char* env = std::getenv("OMPI_MCA_odls_base_sigkill_timeout");
+  const double timeout_s = env ? std::atof(env) : 1.0;
+  if (timeout_s >= drain_timeout_s + kShutdownMarginS) return;
+  std::fprintf(stderr,
+               "gptj serve: warning: mpirun kills the ranks %g s after passing on a SIGTERM "
+               "(odls_base_sigkill_timeout%s), less than --drain-timeout %g s + %g s: stopping mpirun "
+               "would cut in-flight requests. Start it with OMPI_MCA_odls_base_sigkill_timeout=%d "
+               "(README.md, \"Stopping\").\n",
+               timeout_s, env ? "" : ", OpenMPI's default", drain_timeout_s, kShutdownMarginS,
+               static_cast<int>(std::ceil(drain_timeout_s + kShutdownMarginS)));
+}
+
 int serve_rank0(World& world, const ServeArgs& args) {
+  warn_if_mpirun_cuts_the_drain(world, args.drain_timeout_s);
   const std::string api_key = args.api_key_file.empty() ? "" : read_api_key(args.api_key_file);
   GPTJ_CHECK(args.port >= 0 && args.port <= 65535, "--port {} is not a TCP port", args.port);
   ServerMetrics metrics;
