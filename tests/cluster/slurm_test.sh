@@ -5,8 +5,10 @@
 # Then the repository's cluster/slurm/batch-cpu.sbatch is submitted with `sbatch --wait` (2 tasks =
 # TP 2, tiny-gptj-a, the 4 golden prompts, 32 new tokens) and its output must equal the golden greedy
 # tokens. The daemons are stopped by PID in an EXIT trap, on success and on failure.
-# Skips (exit 0, "SKIP: reason") when not root or Slurm/munge are not installed; scripts/setup.sh
-# installs slurm-wlm and munge so CI really runs it.
+# Skips (exit 77, "SKIP: reason"; ctest reports it as skipped) when not root, when Slurm/munge are
+# not installed (scripts/setup.sh installs slurm-wlm and munge so CI really runs it), or where
+# slurmd cannot run at all: no cgroup filesystem mounted under /sys/fs/cgroup (a container or
+# chroot; slurmd refuses to start without one, whatever the proctrack/task plugins).
 set -uo pipefail
 source "$(dirname "$0")/../tools/common.sh" "$1" "$2"
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -14,13 +16,16 @@ SBATCH_SCRIPT=$REPO/cluster/slurm/batch-cpu.sbatch
 MODEL=$DATA/tiny-gptj-a/model
 GOLDEN=$DATA/tiny-gptj-a/expected/greedy.json
 
-skip() { echo "SKIP: $*"; exit 0; }
+skip() { echo "SKIP: $*"; exit 77; }
 [ "$(id -u)" -eq 0 ] || skip "needs root to run slurmctld/slurmd (SlurmUser=root)"
 export PATH=$PATH:/usr/sbin:/sbin  # the daemons live in sbin, which a non-login PATH may lack
 for b in munged munge unmunge slurmctld slurmd sbatch sinfo squeue scancel srun ss; do
   command -v "$b" >/dev/null || skip "$b not found (apt-get install slurm-wlm munge iproute2; scripts/setup.sh does)"
 done
 id munge >/dev/null 2>&1 || skip "no munge user (munge package not installed properly)"
+# slurmd needs a cgroup v2 filesystem at /sys/fs/cgroup, or cgroup v1 hierarchies below it.
+awk '$2 ~ "^/sys/fs/cgroup(/|$)" && $3 ~ "^cgroup2?$" { found = 1 } END { exit !found }' /proc/mounts ||
+  skip "no cgroup filesystem mounted on /sys/fs/cgroup (slurmd cannot start: a container or chroot without cgroups)"
 
 T=$WORK/slurm
 mkdir -p "$T"/{munge,ctld,spool,log,run,tmp,job}
