@@ -4,7 +4,9 @@
 # munge key and socket, so nothing in /etc or /run is touched and a system Slurm/munge is left alone).
 # Then the repository's cluster/slurm/batch-cpu.sbatch is submitted with `sbatch --wait` (2 tasks =
 # TP 2, tiny-gptj-a, the 4 golden prompts, 32 new tokens) and its output must equal the golden greedy
-# tokens. The daemons are stopped by PID in an EXIT trap, on success and on failure.
+# tokens. Then cluster/slurm/serve.sbatch (CPU, TP 2) is stopped with scancel while a plain and a
+# streamed request run: both finish, rank 0 drains, srun exits 0.
+# The daemons are stopped by PID in an EXIT trap, on success and on failure.
 # Skips (exit 77, "SKIP: reason"; ctest reports it as skipped) when not root, when Slurm/munge are
 # not installed (scripts/setup.sh installs slurm-wlm and munge so CI really runs it), or where
 # slurmd cannot run at all: no cgroup filesystem mounted under /sys/fs/cgroup (a container or
@@ -159,4 +161,44 @@ cat "$T"/job/slurm-*.out
 grep -q "2 tasks (TP 2)" "$T"/job/slurm-*.out || fail "the job did not run 2 tasks"
 grep -q "exit 0" "$T"/job/slurm-*.out || fail "srun did not exit 0"
 check greedy "$T/job/out.jsonl" "$GOLDEN" || fail "output differs from the golden greedy tokens"
+
+# ---- 2. cluster/slurm/serve.sbatch stopped with scancel (KillWait=5 here, so DRAIN_TIMEOUT=2):
+# every task gets SIGTERM; requests in flight finish (200; the stream ends with [DONE]) ----
+SERVE_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+MODEL=$MODEL GPTJ=$GPTJ BACKEND=cpu HOST=127.0.0.1 PORT=$SERVE_PORT DRAIN_TIMEOUT=2 \
+  sbatch --parsable --ntasks=2 --cpus-per-task=1 --gpus-per-task=0 --time=5 --chdir="$T/job" \
+  --output="$T/job/serve-%j.out" "$REPO/cluster/slurm/serve.sbatch" > "$T/job/serve.id" 2>&1 ||
+  fail "sbatch serve.sbatch: $(cat "$T/job/serve.id")"
+SERVE_JOB=$(cut -d';' -f1 "$T/job/serve.id")
+for _ in $(seq 120); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$SERVE_PORT/health")" = 200 ] && break
+  sleep 0.5
+done
+[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$SERVE_PORT/health")" = 200 ] ||
+  fail "serve.sbatch job $SERVE_JOB did not answer /health within 60 s"
+PYTHONPATH=$REPO/tests/server python3 - "$SERVE_PORT" "$SERVE_JOB" <<'PY' || fail "requests in flight at scancel"
+import subprocess, sys, threading, time
+from serverlib import check, complete, metrics, stream
+port, job = int(sys.argv[1]), sys.argv[2]
+out = {}
+threads = [threading.Thread(target=lambda: out.update(plain=complete(port, {"prompt": "hello", "max_tokens": 150, "temperature": 0}))),
+           threading.Thread(target=lambda: out.update(stream=stream(port, {"prompt": "world", "max_tokens": 150, "temperature": 0})))]
+for t in threads: t.start()
+deadline = time.time() + 30
+while metrics(port)["gptj_running_sequences"] < 2:
+    check(time.time() < deadline, "the two requests never ran together")
+    time.sleep(0.01)
+subprocess.run(["scancel", job], check=True)
+for t in threads: t.join(60)
+status, r = out["plain"]
+check(status == 200 and len(r["choices"][0]["token_ids"]) == 150, "plain request at scancel: %d %r" % (status, str(r)[:200]))
+chunks, done = out["stream"]
+check(done and sum(len(c["choices"][0]["token_ids"]) for c in chunks) == 150, "stream at scancel ended with [DONE]")
+print("scancel: the requests in flight finished")
+PY
+for _ in $(seq 60); do [ -z "$(timeout 2 squeue -h -j "$SERVE_JOB" 2>/dev/null)" ] && break; sleep 0.5; done
+echo "---- serve job log"
+cat "$T"/job/serve-*.out
+grep -q "gptj serve: stopped" "$T"/job/serve-*.out || fail "rank 0 did not finish its drain after scancel"
+grep -q "gptj serve: exit 0" "$T"/job/serve-*.out || fail "srun did not exit 0 after scancel"
 echo PASS
