@@ -177,23 +177,12 @@ done
 [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$SERVE_PORT/health")" = 200 ] ||
   fail "serve.sbatch job $SERVE_JOB did not answer /health within 60 s"
 PYTHONPATH=$REPO/tests/server python3 - "$SERVE_PORT" "$SERVE_JOB" <<'PY' || fail "requests in flight at scancel"
-import subprocess, sys, threading, time
-from serverlib import check, complete, metrics, stream
+import subprocess, sys
+from serverlib import start_plain_and_stream
 port, job = int(sys.argv[1]), sys.argv[2]
-out = {}
-threads = [threading.Thread(target=lambda: out.update(plain=complete(port, {"prompt": "hello", "max_tokens": 150, "temperature": 0}))),
-           threading.Thread(target=lambda: out.update(stream=stream(port, {"prompt": "world", "max_tokens": 150, "temperature": 0})))]
-for t in threads: t.start()
-deadline = time.time() + 30
-while metrics(port)["gptj_running_sequences"] < 2:
-    check(time.time() < deadline, "the two requests never ran together")
-    time.sleep(0.01)
+finish = start_plain_and_stream(port, 150)
 subprocess.run(["scancel", job], check=True)
-for t in threads: t.join(60)
-status, r = out["plain"]
-check(status == 200 and len(r["choices"][0]["token_ids"]) == 150, "plain request at scancel: %d %r" % (status, str(r)[:200]))
-chunks, done = out["stream"]
-check(done and sum(len(c["choices"][0]["token_ids"]) for c in chunks) == 150, "stream at scancel ended with [DONE]")
+finish("in flight at scancel", join_s=60)
 print("scancel: the requests in flight finished")
 PY
 for _ in $(seq 60); do [ -z "$(timeout 2 squeue -h -j "$SERVE_JOB" 2>/dev/null)" ] && break; sleep 0.5; done

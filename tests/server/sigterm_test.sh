@@ -6,20 +6,10 @@
 source "$(dirname "$0")/common.sh" "$@"
 start_server "$GPTJ" serve --model "$MODEL" --port 0
 python3 - "$PORT" "$SERVER_PID" <<'PY'
-import os, signal, socket, sys, threading, time
-from serverlib import *
+import os, signal, socket, sys, time
+from serverlib import check, start_plain_and_stream
 port, pid = int(sys.argv[1]), int(sys.argv[2])
-out = {}
-def plain():
-    out["plain"] = complete(port, {"prompt": "hello", "max_tokens": 400, "temperature": 0})
-def streamed():
-    out["stream"] = stream(port, {"prompt": "world", "max_tokens": 400, "temperature": 0})
-threads = [threading.Thread(target=plain), threading.Thread(target=streamed)]
-for t in threads: t.start()
-deadline = time.time() + 20
-while metrics(port)["gptj_running_sequences"] < 2:
-    check(time.time() < deadline, "the two requests never ran together")
-    time.sleep(0.01)
+finish = start_plain_and_stream(port, 400)
 os.kill(pid, signal.SIGTERM)
 deadline = time.time() + 10
 while True:  # the listening socket closes soon after the signal
@@ -29,11 +19,7 @@ while True:  # the listening socket closes soon after the signal
         break
     check(time.time() < deadline, "still accepting connections 10 s after SIGTERM")
     time.sleep(0.02)
-for t in threads: t.join(120)
-status, r = out["plain"]
-check(status == 200 and len(r["choices"][0]["token_ids"]) == 400, "in-flight plain request: %d %r" % (status, str(r)[:200]))
-chunks, done = out["stream"]
-check(done and sum(len(c["choices"][0]["token_ids"]) for c in chunks) == 400, "in-flight stream finished")
+finish("in flight at SIGTERM")
 print("in-flight requests finished after SIGTERM")
 PY
 wait_server_exit 60
