@@ -7,20 +7,12 @@ set -uo pipefail
 source "$(dirname "$0")/../tools/common.sh" "$1" "$2"
 model=$DATA/tiny-gptj-a/model
 N=400
-python3 - "$DATA" $N > "$WORK/in.jsonl" <<'PY'
-import json, sys
-prompts = json.load(open(sys.argv[1] + "/gptj_prompts.json"))["models"]["tiny-gptj-a"]["prompts"]
-for i in range(int(sys.argv[2])):
-    print(json.dumps({"id": i, "tokens": prompts[i % 4], "max_new_tokens": 64}))
-PY
+prompts_jsonl tiny-gptj-a 64 $N > "$WORK/in.jsonl"
 out=$WORK/out.jsonl
 OMPI_MCA_odls_base_sigkill_timeout=5 mpirun --oversubscribe -np 2 "$GPTJ" batch --model "$model" \
   --input "$WORK/in.jsonl" --output "$out" --max-batch 2 2> "$WORK/run.err" &
 pid=$!
-for _ in $(seq 600); do
-  [ -f "$out" ] && [ "$(wc -l < "$out")" -ge 5 ] && break
-  sleep 0.05
-done
+wait_for_lines "$out" 5 || fail "no 5 lines written within 30 s"
 kill -TERM $pid
 for _ in $(seq 600); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done  # 2 x 5 s expected
 kill -0 $pid 2>/dev/null && { kill -9 $pid; fail "mpirun still running 60 s after SIGTERM"; }
