@@ -5,7 +5,8 @@
 # Then the repository's cluster/slurm/batch-cpu.sbatch is submitted with `sbatch --wait` (2 tasks =
 # TP 2, tiny-gptj-a, the 4 golden prompts, 32 new tokens) and its output must equal the golden greedy
 # tokens. Then cluster/slurm/serve.sbatch (CPU, TP 2) is stopped with scancel while a plain and a
-# streamed request run: both finish, rank 0 drains, srun exits 0.
+# streamed request run: both finish, rank 0 drains, srun exits 0. And `srun --mpi=none -n 2 gptj`
+# (no PMI) is refused instead of running as two unrelated single-rank jobs.
 # The daemons are stopped by PID in an EXIT trap, on success and on failure.
 # Skips (exit 77, "SKIP: reason"; ctest reports it as skipped) when not root, when Slurm/munge are
 # not installed (scripts/setup.sh installs slurm-wlm and munge so CI really runs it), or where
@@ -161,6 +162,12 @@ cat "$T"/job/slurm-*.out
 grep -q "2 tasks (TP 2)" "$T"/job/slurm-*.out || fail "the job did not run 2 tasks"
 grep -q "exit 0" "$T"/job/slurm-*.out || fail "srun did not exit 0"
 check greedy "$T/job/out.jsonl" "$GOLDEN" || fail "output differs from the golden greedy tokens"
+
+# ---- srun without a PMI starts 2 unrelated processes: gptj refuses, naming --mpi=pmix ----
+timeout -k 5 60 srun --mpi=none -n 2 "$GPTJ" tokenize --model "$MODEL" --text hi > "$T/job/nopmi.out" 2>&1 &&
+  fail "srun --mpi=none -n 2 gptj: exit 0 (want a refusal): $(cat "$T/job/nopmi.out")"
+grep -q "srun started 2 tasks without a PMI.*--mpi=pmix" "$T/job/nopmi.out" ||
+  fail "srun --mpi=none -n 2 gptj: no clear refusal: $(cat "$T/job/nopmi.out")"
 
 # ---- 2. cluster/slurm/serve.sbatch stopped with scancel (KillWait=5 here, so DRAIN_TIMEOUT=2):
 # every task gets SIGTERM; requests in flight finish (200; the stream ends with [DONE]) ----
