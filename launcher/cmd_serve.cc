@@ -14,6 +14,7 @@
 
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -25,6 +26,7 @@
 #include <thread>
 
 #include "launcher/commands.h"
+#include "launcher/stop_signals.h"
 #include "runtime/core/error.h"
 #include "runtime/generate/tokenizer.h"
 #include "runtime/serve/completion_api.h"
@@ -227,7 +229,29 @@ class Router {
   const std::chrono::milliseconds prepare_delay_;
 };
 
+// OpenMPI's mpirun (4.1), when it is sent SIGTERM or SIGINT, sends the ranks SIGCONT at once,
+// SIGTERM odls_base_sigkill_timeout seconds later (1 by default) and SIGKILL as long again after
+// that: the drain gets that timeout, minus the time the ranks need to shut down. Said once at
+// start-up when the environment shows a timeout too short for --drain-timeout (mpirun --mca and
+// OMPI_MCA_ variables reach the ranks' environment; a setting in an MCA parameter file does not).
+constexpr double kShutdownMarginS = 5;
+
+void warn_if_mpirun_cuts_the_drain(const World& world, double drain_timeout_s) {
+  if (world.launcher() != "mpirun") return;
+  const char* env = std::getenv("OMPI_MCA_odls_base_sigkill_timeout");
+  const double timeout_s = env ? std::atof(env) : 1.0;
+  if (timeout_s >= drain_timeout_s + kShutdownMarginS) return;
+  std::fprintf(stderr,
+               "gptj serve: warning: mpirun kills the ranks %g s after passing on a SIGTERM "
+               "(odls_base_sigkill_timeout%s), less than --drain-timeout %g s + %g s: stopping mpirun "
+               "would cut in-flight requests. Start it with OMPI_MCA_odls_base_sigkill_timeout=%d "
+               "(README.md, \"Stopping\").\n",
+               timeout_s, env ? "" : ", OpenMPI's default", drain_timeout_s, kShutdownMarginS,
+               static_cast<int>(std::ceil(drain_timeout_s + kShutdownMarginS)));
+}
+
 int serve_rank0(World& world, const ServeArgs& args) {
+  warn_if_mpirun_cuts_the_drain(world, args.drain_timeout_s);
   const std::string api_key = args.api_key_file.empty() ? "" : read_api_key(args.api_key_file);
   GPTJ_CHECK(args.port >= 0 && args.port <= 65535, "--port {} is not a TCP port", args.port);
   ServerMetrics metrics;
@@ -244,7 +268,11 @@ int serve_rank0(World& world, const ServeArgs& args) {
   HttpServer server(http_options, [&router](const HttpRequest& request, std::shared_ptr<HttpReply> reply) {
     router.handle(request, reply);
   });
-  server.on_signal([&] {
+  // Until the drain is over: the first SIGTERM/SIGINT stops accepting and drains; later ones are
+  // ignored (launcher/stop_signals.h), so a repeated signal cannot kill the server mid-drain.
+  OnStopSignal on_stop([&](int signal) {
+    std::fprintf(stderr, "gptj serve: signal %d: draining in-flight requests, then exiting\n", signal);
+    std::fflush(stderr);
     server.stop_accepting();
     coordinator.request_stop();
   });
@@ -309,10 +337,11 @@ CommandRunner register_serve(CLI::App& app) {
   cmd->add_option("--request-timeout", args->request_timeout_s, "seconds a completion may take (0: none)")->capture_default_str();
   cmd->add_option("--drain-timeout", args->drain_timeout_s, "seconds in-flight requests get at SIGTERM")->capture_default_str();
   return [args](World& world) {
+    // Every rank catches SIGTERM/SIGINT for the rest of its life: mpirun (after its kill delay),
+    // Slurm and systemd signal every rank, not only rank 0. Rank 0 drains; the workers take no
+    // action of their own and serve steps until rank 0's shutdown plan arrives.
+    install_stop_signal_handler("gptj serve");
     if (world.rank() == 0) return serve_rank0(world, *args);
-    // Workers leave on rank 0's shutdown plan; a signal is rank 0's to handle (mpirun forwards it).
-    std::signal(SIGTERM, SIG_IGN);
-    std::signal(SIGINT, SIG_IGN);
     ModelSession session(world, args->model, "serve");
     return session.run([] { return 0; });
   };

@@ -20,11 +20,38 @@
 namespace gptj {
 
 namespace {
-std::string detect_launcher() {
-  if (std::getenv("OMPI_COMM_WORLD_SIZE")) return "mpirun";
-  if (std::getenv("SLURM_PROCID") || std::getenv("PMIX_RANK")) return "srun";
-  return "single";
+
+// What a launcher that starts MPI ranks puts in their environment: mpirun (OpenMPI's
+// OMPI_COMM_WORLD_*, PMIx's PMIX_RANK), srun --mpi=pmix (PMIX_RANK), srun --mpi=pmi2 and MPICH's
+// hydra (PMI_RANK, PMI_SIZE, PMI_FD).
+bool started_by_mpi_launcher() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "PMI_FD"})
+    if (std::getenv(name)) return true;
+  return false;
 }
+
+std::string detect_launcher() {
+  if (!started_by_mpi_launcher()) return "single";
+  return std::getenv("OMPI_COMM_WORLD_SIZE") ? "mpirun" : "srun";
+}
+
+int env_int(const char* name, int fallback) {
+  const char* value = std::getenv(name);
+  return value && *value ? std::atoi(value) : fallback;
+}
+
+#ifdef GPTJ_WITH_MPI
+// Ranks that all run on one host talk through shared memory; without the TCP transport they open
+// no listening socket (OpenMPI's tcp BTL listens on every interface). Set before MPI_Init; an
+// OMPI_MCA_btl the user set wins.
+void prefer_shared_memory_on_one_host() {
+  const int size = env_int("OMPI_COMM_WORLD_SIZE", 0);
+  const bool one_host = (size > 0 && env_int("OMPI_COMM_WORLD_LOCAL_SIZE", 0) == size) ||
+                        env_int("SLURM_STEP_NUM_NODES", 0) == 1;
+  if (one_host) ::setenv("OMPI_MCA_btl", "self,vader", /*overwrite=*/0);
+}
+#endif
+
 }  // namespace
 
 World::World(int* argc, char*** argv) {
@@ -32,16 +59,24 @@ World::World(int* argc, char*** argv) {
   ::gethostname(name, sizeof(name) - 1);
   host_ = name;
   launcher_ = detect_launcher();
+  // srun without a PMI would start N unrelated single-rank copies of the job.
+  const int slurm_tasks = env_int("SLURM_STEP_NUM_TASKS", 1);
+  GPTJ_CHECK(launcher_ != "single" || !std::getenv("SLURM_STEP_ID") || slurm_tasks <= 1,
+             "srun started {} tasks without a PMI, so they cannot form one job: use srun --mpi=pmix", slurm_tasks);
   // A rank dies with its launcher (mpirun/orted/slurmstepd): a killed job leaves no orphan rank
   // running on, still writing output.
   if (launcher_ != "single") ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // A process no launcher started is the whole job (TP 1): it does not start MPI, whose singleton
+  // start-up would spawn an orted and open listening sockets on every interface.
+  comm_ = std::make_unique<SingleCommunicator>();
 #ifndef GPTJ_WITH_MPI
   // Built without MPI: one process, TP = 1.
   GPTJ_CHECK(launcher_ == "single", "this gptj was built without MPI (GPTJ_MPI=OFF): run it without mpirun/srun");
   (void)argc;
   (void)argv;
-  comm_ = std::make_unique<SingleCommunicator>();
 #else
+  if (launcher_ == "single") return;
+  prefer_shared_memory_on_one_host();
   int provided = 0;
   if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
     fail("MPI_Init_thread failed on {}", host_);
@@ -55,10 +90,7 @@ World::World(int* argc, char*** argv) {
   MPI_Comm_rank(local, &local_rank_);
   MPI_Comm_size(local, &local_size_);
   MPI_Comm_free(&local);
-  if (size_ > 1)
-    comm_ = std::make_unique<MpiCommunicator>(MPI_COMM_WORLD);
-  else
-    comm_ = std::make_unique<SingleCommunicator>();
+  if (size_ > 1) comm_ = std::make_unique<MpiCommunicator>(MPI_COMM_WORLD);
 #endif
 }
 

@@ -1,5 +1,8 @@
 // The MPI world of this process: one rank per device, all ranks one tensor-parallel group.
 // Created first thing in main() on every rank; only the main thread calls MPI (FUNNELED).
+// MPI is started only in a process that mpirun or srun launched (their variables in the
+// environment); any other process is a world of one rank that never calls MPI, so a plain
+// `gptj serve` opens no socket but its HTTP port.
 #pragma once
 #include <memory>
 #include <string>
@@ -20,7 +23,7 @@ class World {
   int local_rank() const { return local_rank_; }  // rank among the ranks on this host
   int local_size() const { return local_size_; }
   const std::string& host() const { return host_; }
-  // How the ranks were launched: "mpirun", "srun" or "single".
+  // How the ranks were launched: "mpirun", "srun" (or another PMI launcher) or "single" (no MPI).
   const std::string& launcher() const { return launcher_; }
 
   // Host-memory communicator over all ranks (MPI when size > 1).

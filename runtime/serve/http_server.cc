@@ -8,7 +8,6 @@
 #include <boost/beast/core.hpp>
 #include <boost/json.hpp>
 #include <cerrno>
-#include <csignal>
 #include <cstdio>
 #include <deque>
 #include <optional>
@@ -45,14 +44,13 @@ struct HttpServer::Impl {
   net::io_context ioc;
   net::executor_work_guard<net::io_context::executor_type> work;
   tcp::acceptor acceptor;
-  net::signal_set signals;
   std::vector<std::thread> threads;
   std::atomic<int> pending{0};
   std::atomic<bool> stopped{false};
 
   Impl(const HttpServerOptions& o, HttpHandler h)
       : options(o), handler(std::move(h)), ioc(std::max(1, o.io_threads)), work(ioc.get_executor()),
-        acceptor(net::make_strand(ioc)), signals(ioc) {}
+        acceptor(net::make_strand(ioc)) {}
   void do_accept();
 };
 
@@ -390,21 +388,6 @@ void HttpServer::start() {
   impl_->do_accept();
   for (int i = 0; i < std::max(1, impl_->options.io_threads); ++i)
     impl_->threads.emplace_back([this] { impl_->ioc.run(); });
-}
-
-void HttpServer::on_signal(std::function<void()> callback) {
-  impl_->signals.add(SIGINT);
-  impl_->signals.add(SIGTERM);
-  auto shared = std::make_shared<std::function<void()>>(std::move(callback));
-  impl_->signals.async_wait([this, shared](beast::error_code ec, int signal) {
-    if (ec) return;
-    std::fprintf(stderr, "gptj serve: signal %d: draining in-flight requests, then exiting\n", signal);
-    (*shared)();
-    // A second signal ends the process at once.
-    impl_->signals.async_wait([](beast::error_code e, int) {
-      if (!e) std::_Exit(130);
-    });
-  });
 }
 
 void HttpServer::stop_accepting() {

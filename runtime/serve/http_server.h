@@ -60,8 +60,6 @@ class HttpServer {
 
   uint16_t port() const;
   void start();
-  // Runs `callback` on an I/O thread at SIGTERM or SIGINT.
-  void on_signal(std::function<void()> callback);
   void stop_accepting();
   // Answers still being written; stop() waits (bounded) for them to reach 0.
   int pending_answers() const;

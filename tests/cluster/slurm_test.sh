@@ -4,9 +4,14 @@
 # munge key and socket, so nothing in /etc or /run is touched and a system Slurm/munge is left alone).
 # Then the repository's cluster/slurm/batch-cpu.sbatch is submitted with `sbatch --wait` (2 tasks =
 # TP 2, tiny-gptj-a, the 4 golden prompts, 32 new tokens) and its output must equal the golden greedy
-# tokens. The daemons are stopped by PID in an EXIT trap, on success and on failure.
-# Skips (exit 0, "SKIP: reason") when not root or Slurm/munge are not installed; scripts/setup.sh
-# installs slurm-wlm and munge so CI really runs it.
+# tokens. Then cluster/slurm/serve.sbatch (CPU, TP 2) is stopped with scancel while a plain and a
+# streamed request run: both finish, rank 0 drains, srun exits 0. And `srun --mpi=none -n 2 gptj`
+# (no PMI) is refused instead of running as two unrelated single-rank jobs.
+# The daemons are stopped by PID in an EXIT trap, on success and on failure.
+# Skips (exit 77, "SKIP: reason"; ctest reports it as skipped) when not root, when Slurm/munge are
+# not installed (scripts/setup.sh installs slurm-wlm and munge so CI really runs it), or where
+# slurmd cannot run at all: no cgroup filesystem mounted under /sys/fs/cgroup (a container or
+# chroot; slurmd refuses to start without one, whatever the proctrack/task plugins).
 set -uo pipefail
 source "$(dirname "$0")/../tools/common.sh" "$1" "$2"
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -14,13 +19,16 @@ SBATCH_SCRIPT=$REPO/cluster/slurm/batch-cpu.sbatch
 MODEL=$DATA/tiny-gptj-a/model
 GOLDEN=$DATA/tiny-gptj-a/expected/greedy.json
 
-skip() { echo "SKIP: $*"; exit 0; }
+skip() { echo "SKIP: $*"; exit 77; }
 [ "$(id -u)" -eq 0 ] || skip "needs root to run slurmctld/slurmd (SlurmUser=root)"
 export PATH=$PATH:/usr/sbin:/sbin  # the daemons live in sbin, which a non-login PATH may lack
 for b in munged munge unmunge slurmctld slurmd sbatch sinfo squeue scancel srun ss; do
   command -v "$b" >/dev/null || skip "$b not found (apt-get install slurm-wlm munge iproute2; scripts/setup.sh does)"
 done
 id munge >/dev/null 2>&1 || skip "no munge user (munge package not installed properly)"
+# slurmd needs a cgroup v2 filesystem at /sys/fs/cgroup, or cgroup v1 hierarchies below it.
+awk '$2 ~ "^/sys/fs/cgroup(/|$)" && $3 ~ "^cgroup2?$" { found = 1 } END { exit !found }' /proc/mounts ||
+  skip "no cgroup filesystem mounted on /sys/fs/cgroup (slurmd cannot start: a container or chroot without cgroups)"
 
 T=$WORK/slurm
 mkdir -p "$T"/{munge,ctld,spool,log,run,tmp,job}
@@ -154,4 +162,39 @@ cat "$T"/job/slurm-*.out
 grep -q "2 tasks (TP 2)" "$T"/job/slurm-*.out || fail "the job did not run 2 tasks"
 grep -q "exit 0" "$T"/job/slurm-*.out || fail "srun did not exit 0"
 check greedy "$T/job/out.jsonl" "$GOLDEN" || fail "output differs from the golden greedy tokens"
+
+# ---- srun without a PMI starts 2 unrelated processes: gptj refuses, naming --mpi=pmix ----
+timeout -k 5 60 srun --mpi=none -n 2 "$GPTJ" tokenize --model "$MODEL" --text hi > "$T/job/nopmi.out" 2>&1 &&
+  fail "srun --mpi=none -n 2 gptj: exit 0 (want a refusal): $(cat "$T/job/nopmi.out")"
+grep -q "srun started 2 tasks without a PMI.*--mpi=pmix" "$T/job/nopmi.out" ||
+  fail "srun --mpi=none -n 2 gptj: no clear refusal: $(cat "$T/job/nopmi.out")"
+
+# ---- 2. cluster/slurm/serve.sbatch stopped with scancel (KillWait=5 here, so DRAIN_TIMEOUT=2):
+# every task gets SIGTERM; requests in flight finish (200; the stream ends with [DONE]) ----
+SERVE_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+MODEL=$MODEL GPTJ=$GPTJ BACKEND=cpu HOST=127.0.0.1 PORT=$SERVE_PORT DRAIN_TIMEOUT=2 \
+  sbatch --parsable --ntasks=2 --cpus-per-task=1 --gpus-per-task=0 --time=5 --chdir="$T/job" \
+  --output="$T/job/serve-%j.out" "$REPO/cluster/slurm/serve.sbatch" > "$T/job/serve.id" 2>&1 ||
+  fail "sbatch serve.sbatch: $(cat "$T/job/serve.id")"
+SERVE_JOB=$(cut -d';' -f1 "$T/job/serve.id")
+for _ in $(seq 120); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$SERVE_PORT/health")" = 200 ] && break
+  sleep 0.5
+done
+[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$SERVE_PORT/health")" = 200 ] ||
+  fail "serve.sbatch job $SERVE_JOB did not answer /health within 60 s"
+PYTHONPATH=$REPO/tests/server python3 - "$SERVE_PORT" "$SERVE_JOB" <<'PY' || fail "requests in flight at scancel"
+import subprocess, sys
+from serverlib import start_plain_and_stream
+port, job = int(sys.argv[1]), sys.argv[2]
+finish = start_plain_and_stream(port, 150)
+subprocess.run(["scancel", job], check=True)
+finish("in flight at scancel", join_s=60)
+print("scancel: the requests in flight finished")
+PY
+for _ in $(seq 60); do [ -z "$(timeout 2 squeue -h -j "$SERVE_JOB" 2>/dev/null)" ] && break; sleep 0.5; done
+echo "---- serve job log"
+cat "$T"/job/serve-*.out
+grep -q "gptj serve: stopped" "$T"/job/serve-*.out || fail "rank 0 did not finish its drain after scancel"
+grep -q "gptj serve: exit 0" "$T"/job/serve-*.out || fail "srun did not exit 0 after scancel"
 echo PASS

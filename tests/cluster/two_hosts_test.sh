@@ -11,7 +11,10 @@
 #     (mpirun's own OOB keepalive, tuned in two_hosts, or gptj's step watchdog ends it.)
 #  4. fault c: SIGSTOP the remote rank → only gptj's step watchdog (--step-timeout 10) can end the job
 #     within 30 s (nothing else notices a live but stopped process); then --resume.
-# Needs python3 (as the other tests). Skips (exit 0, "SKIP: reason") where namespaces cannot be made (not root, no `ip`, no CAP_SYS_ADMIN).
+# Needs python3 (as the other tests). Skips (exit 77, "SKIP: reason"; ctest reports it as skipped)
+# where namespaces cannot be made or entered: not root, no `ip`, no CAP_SYS_ADMIN, or no mount
+# propagation (`ip netns exec` makes / a recursive slave in a new mount namespace and mounts /sys:
+# a container or chroot may refuse either).
 set -uo pipefail
 source "$(dirname "$0")/../tools/common.sh" "$1" "$2"
 MODEL=$DATA/tiny-gptj-a/model
@@ -19,7 +22,7 @@ GOLDEN=$DATA/tiny-gptj-a/expected/greedy.json
 N=200            # lines in the fault-test job: long enough to inject a fault mid-job
 FAULT_LIMIT=30   # seconds a job may take to end after a fault (issue 7)
 
-skip() { echo "SKIP: $*"; exit 0; }
+skip() { echo "SKIP: $*"; exit 77; }
 export PATH=$PATH:/usr/sbin:/sbin
 [ "$(id -u)" -eq 0 ] || skip "needs root for ip netns"
 command -v ip >/dev/null || skip "no ip command (apt-get install iproute2)"
@@ -57,6 +60,10 @@ kill_ns_procs() {  # SIGKILL every process left in our two namespaces (all start
 trap cleanup EXIT
 
 ip netns add "$NSA" 2>/dev/null || skip "cannot create a network namespace (needs CAP_SYS_ADMIN)"
+# What every later step does: run a command inside a namespace.
+if ! err=$(ip netns exec "$NSA" true 2>&1); then
+  skip "cannot run a command in a network namespace (ip netns exec: ${err:-failed}): a container or chroot without mount propagation"
+fi
 ip netns add "$NSB" || fail "second namespace"
 ip link add "$VA" netns "$NSA" type veth peer name "$VB" netns "$NSB" || skip "cannot create a veth pair"
 ip -n "$NSA" addr add $HA/24 dev "$VA"

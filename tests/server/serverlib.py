@@ -4,6 +4,8 @@ import json
 import os
 import re
 import sys
+import threading
+import time
 
 DATA = os.environ.get("GPTJ_TEST_DATA", "")
 
@@ -101,6 +103,33 @@ def wait_for_metrics(port, predicate, what, seconds=20):
             return m
         time.sleep(0.02)
     fail("timed out waiting for %s: %r" % (what, {k: v for k, v in metrics(port).items() if "kv" in k or "running" in k}))
+
+
+def start_plain_and_stream(port, max_tokens, within=30):
+    """Starts a plain and a streamed greedy completion of `max_tokens` tokens each and returns once
+    both run (the stop tests signal the server then). Returns finish(what): it waits for both and
+    checks that each ended whole (200 with every token; the stream with data: [DONE])."""
+    out = {}
+    payload = {"max_tokens": max_tokens, "temperature": 0}
+    threads = [threading.Thread(target=lambda: out.update(plain=complete(port, dict(payload, prompt="hello")))),
+               threading.Thread(target=lambda: out.update(stream=stream(port, dict(payload, prompt="world"))))]
+    for t in threads:
+        t.start()
+    deadline = time.time() + within
+    while metrics(port)["gptj_running_sequences"] < 2:
+        check(time.time() < deadline, "the two requests never ran together")
+        time.sleep(0.01)
+
+    def finish(what, join_s=120):
+        for t in threads:
+            t.join(join_s)
+        status, r = out.get("plain", (0, {}))
+        check(status == 200 and len(r["choices"][0]["token_ids"]) == max_tokens,
+              "plain request %s: %d %r" % (what, status, str(r)[:200]))
+        chunks, done = out.get("stream", ([], False))
+        check(done and sum(len(c["choices"][0]["token_ids"]) for c in chunks) == max_tokens,
+              "stream %s: %d chunks, [DONE] %s" % (what, len(chunks), done))
+    return finish
 
 
 def golden(data_dir, count=16):

@@ -18,11 +18,21 @@ prompt() {  # prompt MODEL INDEX -> comma-separated ids
   python3 -c "import json,sys; print(','.join(map(str, json.load(open('$DATA/gptj_prompts.json'))['models']['$1']['prompts'][$2])))"
 }
 
-prompts_jsonl() {  # prompts_jsonl MODEL MAX_NEW > file: the 4 golden prompts as batch input
+prompts_jsonl() {  # prompts_jsonl MODEL MAX_NEW [COUNT] > file: the 4 golden prompts as batch input
+  # (COUNT lines, ids 0..COUNT-1, going round the golden prompts; default: each once)
   python3 -c "
 import json
-for i, p in enumerate(json.load(open('$DATA/gptj_prompts.json'))['models']['$1']['prompts']):
-    print(json.dumps({'id': i, 'tokens': p, 'max_new_tokens': $2}))"
+prompts = json.load(open('$DATA/gptj_prompts.json'))['models']['$1']['prompts']
+for i in range(${3:-0} or len(prompts)):
+    print(json.dumps({'id': i, 'tokens': prompts[i % len(prompts)], 'max_new_tokens': $2}))"
+}
+
+wait_for_lines() {  # wait_for_lines FILE N: until FILE has N lines (at most 30 s)
+  for _ in $(seq 600); do
+    [ -f "$1" ] && [ "$(wc -l < "$1")" -ge "$2" ] && return 0
+    sleep 0.05
+  done
+  return 1
 }
 
 check() { python3 "$TOOLS/check.py" "$@"; }
