@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # `kill -TERM <mpirun>` on `mpirun -np 2 gptj batch`: OpenMPI's mpirun passes SIGTERM to the ranks
-# after odls_base_sigkill_timeout seconds (5 here) and SIGKILLs them as long after that. Rank 0 stops
+# after odls_base_sigkill_timeout seconds (2 here) and SIGKILLs them as long after that. Rank 0 stops
 # after the current step ("stopped by signal 15"), every line written is whole, mpirun exits 1
 # (OpenMPI 4.1 for a job it was asked to end; 0 accepted too), and --resume writes each id once.
 set -uo pipefail
 source "$(dirname "$0")/../tools/common.sh" "$1" "$2"
 model=$DATA/tiny-gptj-a/model
-N=400
+N=600  # at --max-batch 1, ~15 s of work here: far more than the 2 s before the ranks get SIGTERM
 prompts_jsonl tiny-gptj-a 64 $N > "$WORK/in.jsonl"
 out=$WORK/out.jsonl
-OMPI_MCA_odls_base_sigkill_timeout=5 mpirun --oversubscribe -np 2 "$GPTJ" batch --model "$model" \
-  --input "$WORK/in.jsonl" --output "$out" --max-batch 2 2> "$WORK/run.err" &
+OMPI_MCA_odls_base_sigkill_timeout=2 mpirun --oversubscribe -np 2 "$GPTJ" batch --model "$model" \
+  --input "$WORK/in.jsonl" --output "$out" --max-batch 1 2> "$WORK/run.err" &
 pid=$!
 wait_for_lines "$out" 5 || fail "no 5 lines written within 30 s"
 kill -TERM $pid
-for _ in $(seq 600); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done  # 2 x 5 s expected
+for _ in $(seq 600); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done  # 2 x 2 s expected
 kill -0 $pid 2>/dev/null && { kill -9 $pid; fail "mpirun still running 60 s after SIGTERM"; }
 wait $pid
 code=$?
