@@ -186,6 +186,7 @@ CommandRunner register_batch(CLI::App& app) {
         LineReader::Line input;
         while (scheduler.waiting() < 2 * args->batching.max_batch &&
                reader->next(input, std::exchange(wait_ms, 0)) == LineReader::Status::kLine) {
+          session.runner().keepalive_if_due();  // parsing many long lines takes a while
           if (input.blank) continue;
           const uint64_t line_no = input.number;
           std::string id, error;
@@ -236,6 +237,7 @@ CommandRunner register_batch(CLI::App& app) {
         }
       };
       while (!g_stop_signal && (!reader->at_end() || !scheduler.idle())) {
+        session.runner().keepalive_if_due();  // the workers time rank 0's silence, also while idle
         feed(scheduler.idle() ? 200 : 0);  // idle: wait a little for a slow pipe, then look at the signal
         if (scheduler.idle()) continue;
         for (const GenerationEvent& e : scheduler.step()) {

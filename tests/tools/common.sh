@@ -18,11 +18,13 @@ prompt() {  # prompt MODEL INDEX -> comma-separated ids
   python3 -c "import json,sys; print(','.join(map(str, json.load(open('$DATA/gptj_prompts.json'))['models']['$1']['prompts'][$2])))"
 }
 
-prompts_jsonl() {  # prompts_jsonl MODEL MAX_NEW > file: the 4 golden prompts as batch input
+prompts_jsonl() {  # prompts_jsonl MODEL MAX_NEW [COUNT] > file: the 4 golden prompts as batch input
+  # (COUNT lines, ids 0..COUNT-1, cycling through the prompts; default: each prompt once)
   python3 -c "
 import json
-for i, p in enumerate(json.load(open('$DATA/gptj_prompts.json'))['models']['$1']['prompts']):
-    print(json.dumps({'id': i, 'tokens': p, 'max_new_tokens': $2}))"
+prompts = json.load(open('$DATA/gptj_prompts.json'))['models']['$1']['prompts']
+for i in range(${3:-len(prompts)}):
+    print(json.dumps({'id': i, 'tokens': prompts[i % len(prompts)], 'max_new_tokens': $2}))"
 }
 
 check() { python3 "$TOOLS/check.py" "$@"; }
