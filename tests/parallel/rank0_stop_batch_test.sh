@@ -3,6 +3,7 @@
 # the first lines are done rank 0 waits for more input (no step in flight) and is SIGSTOPped there.
 # With default flags the worker, which hears from rank 0 at least every 4 s (keepalives), ends the
 # job within 30 s naming rank 0; the finished lines are kept and --resume completes the output.
+# Then: --resume reads the output before the model loads (its scan is no silence of rank 0).
 set -uo pipefail
 source "$(dirname "$0")/../tools/common.sh" "$1" "$2"
 model=$DATA/tiny-gptj-a/model
@@ -38,4 +39,16 @@ kept=$(wc -l < "$WORK/out.jsonl")
 echo "ok: exit $code ${took}s after SIGSTOP, $kept lines kept: $(grep -Em1 "$pattern" "$WORK/run.err")"
 mpi 2 batch --model "$model" --input "$WORK/all.jsonl" --output "$WORK/out.jsonl" --resume 2>/dev/null || fail "resume"
 check ids-once "$WORK/out.jsonl" 40
+
+# --resume reads (and repairs) the output before the model loads, so the scan of a long output is not
+# taken for rank 0's silence by workers that have loaded; seen here as a locked output failing before
+# any model is looked at (the model path is bad too).
+exec 4>>"$WORK/out.jsonl"
+flock -n 4 || fail "could not lock the output"
+mpi 2 batch --model "$WORK/nomodel" --input "$WORK/all.jsonl" --output "$WORK/out.jsonl" --resume 2> "$WORK/locked.err"
+code=$?
+exec 4>&-
+[ $code -ne 0 ] && [ $code -ne 124 ] && [ $code -ne 137 ] || { cat "$WORK/locked.err"; fail "locked output: exit $code"; }
+grep -q "is locked by another running gptj batch" "$WORK/locked.err" || { cat "$WORK/locked.err"; fail "--resume did not check the output before the model"; }
+echo "ok: --resume checks the output before the model loads"
 echo PASS
