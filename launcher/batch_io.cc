@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -278,9 +279,17 @@ bool LineReader::fill(int wait_ms) {
 }
 
 LineReader::Status LineReader::next(Line& line, int wait_ms) {
+  // wait_ms is for the whole call, not for each read: a line trickling in returns kNotReady (its
+  // start is kept) once the time is up.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max(wait_ms, 0));
+  auto wait_left_ms = [&]() -> int {
+    if (wait_ms < 0) return -1;
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    return static_cast<int>(std::max<int64_t>(left.count(), 0));
+  };
   while (true) {
     if (begin_ == end_) {
-      if (!eof_ && !fill(wait_ms)) return Status::kNotReady;
+      if (!eof_ && !fill(wait_left_ms())) return Status::kNotReady;
       if (begin_ == end_) {  // end of input
         if (!partial_) return Status::kEnd;
         partial_ = false;

@@ -64,8 +64,9 @@ class LineReader {
   ~LineReader();
   LineReader(const LineReader&) = delete;
   LineReader& operator=(const LineReader&) = delete;
-  // The next line; waits for input at most wait_ms (-1: as long as it takes) and returns kNotReady
-  // when none came (a pipe whose writer is slow). Throws on a read error.
+  // The next line; waits for input at most wait_ms in all (-1: as long as it takes) and returns
+  // kNotReady when no whole line came by then (a pipe whose writer is slow: a partial line is kept
+  // for the next call). Throws on a read error.
   Status next(Line& line, int wait_ms = -1);
   bool at_end() const { return eof_ && begin_ == end_ && !partial_; }
 

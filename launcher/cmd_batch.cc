@@ -146,15 +146,24 @@ CommandRunner register_batch(CLI::App& app) {
     std::optional<LineReader> reader;
     if (world.rank() == 0)
       reader.emplace(open_input(args->input, &input_lines), "--input " + args->input, args->max_line_bytes);
+    // The output is locked first. Keys of the lines already done (--resume): result lines by id key,
+    // error lines as "line:N". A resumed output is read and repaired before the model loads too:
+    // reading a long one takes a while (~80 MB/s), which must not count against the workers' wait
+    // for rank 0's word once they have loaded (model_runner.h). A fresh output is only truncated once
+    // the model loaded, so a bad --model leaves the previous one alone.
+    std::optional<JsonlWriter> writer;
+    std::unordered_set<std::string> done;
+    auto open_output = [&] {
+      writer.emplace(args->output, args->resume);
+      if (args->resume) done = writer->finished_and_repair();
+    };
+    if (world.rank() == 0 && args->resume) open_output();
     ModelSession session(world, args->model, "batch");
     return session.run([&]() {
       std::optional<Tokenizer> tokenizer;
       if (Tokenizer::available(args->model.model_dir)) tokenizer = Tokenizer::from_model_dir(args->model.model_dir);
       const Tokenizer* tok = tokenizer ? &*tokenizer : nullptr;
-      JsonlWriter writer(args->output, args->resume);  // locks the output first
-      // Keys of the lines already done (--resume): result lines by id key, error lines as "line:N".
-      const std::unordered_set<std::string> done = args->resume ? writer.finished_and_repair()
-                                                                : std::unordered_set<std::string>{};
+      if (!writer) open_output();
       SchedulerOptions options = scheduler_options_for(session, args->batching);
       options.static_batching = args->static_batching;
       Scheduler scheduler(session.runner(), options, tok);
@@ -176,7 +185,7 @@ CommandRunner register_batch(CLI::App& app) {
           ++skipped;  // its error line is already in the output (--resume)
           return;
         }
-        writer.write(id, json::object{{"error", fmt::format("line {}: {}", line_no, message)}, {"line", line_no}});
+        writer->write(id, json::object{{"error", fmt::format("line {}: {}", line_no, message)}, {"line", line_no}});
         ++errors;
         ++written;
       };
@@ -186,6 +195,7 @@ CommandRunner register_batch(CLI::App& app) {
         LineReader::Line input;
         while (scheduler.waiting() < 2 * args->batching.max_batch &&
                reader->next(input, std::exchange(wait_ms, 0)) == LineReader::Status::kLine) {
+          session.runner().keepalive_if_due();  // parsing many long lines takes a while
           if (input.blank) continue;
           const uint64_t line_no = input.number;
           std::string id, error;
@@ -236,6 +246,7 @@ CommandRunner register_batch(CLI::App& app) {
         }
       };
       while (!g_stop_signal && (!reader->at_end() || !scheduler.idle())) {
+        session.runner().keepalive_if_due();  // the workers time rank 0's silence, also while idle
         feed(scheduler.idle() ? 200 : 0);  // idle: wait a little for a slow pipe, then look at the signal
         if (scheduler.idle()) continue;
         for (const GenerationEvent& e : scheduler.step()) {
@@ -268,7 +279,7 @@ CommandRunner register_batch(CLI::App& app) {
             if (p.top_logprobs > 0) line["prompt_top_logprobs"] = std::move(p.prompt.top_logprobs);
           }
           if (p.n > 1) line["samples"] = json::value_from(p.samples);
-          writer.write(p.id, line);
+          writer->write(p.id, line);
           ++written;
           for (int k = 0; k < p.n; ++k) owner.erase(first + k);
           pending.erase(first);

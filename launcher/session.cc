@@ -8,6 +8,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <thread>
 
@@ -69,15 +70,17 @@ std::string resolve_backend(const std::string& requested) {
 
 ModelSession::ModelSession(World& world, const ModelOptions& options, const std::string& command)
     : world_(world), options_(options) {
+  const auto started = std::chrono::steady_clock::now();
   options_.backend = resolve_backend(options.backend);
   if (options_.dtype == "auto") options_.dtype = options_.backend == "cuda" ? "float16" : "float32";
   options_.dtype = std::string(dtype_name(parse_dtype(options_.dtype)));
   const std::string source = options.random_config.empty()
                                  ? std::filesystem::absolute(options.model_dir).string()
                                  : "random:" + options.random_config;
-  world.check_same_arguments(fmt::format("{} --model {} --backend {} --dtype {} --kv-blocks {}",
+  // --step-timeout too: ranks that disagree on it would disagree on keepalives (model_runner.h).
+  world.check_same_arguments(fmt::format("{} --model {} --backend {} --dtype {} --kv-blocks {} --step-timeout {}",
                                          command, source, options_.backend, options_.dtype,
-                                         options.kv_blocks));
+                                         options.kv_blocks, options.step_timeout_s));
   const bool random = !options.random_config.empty();
   GPTJ_CHECK(random || std::filesystem::exists(std::filesystem::path(options.model_dir) / "config.json"),
              "--model {}: no config.json there (expected a Hugging Face GPT-J checkpoint directory)",
@@ -135,7 +138,9 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
                                                fmt::format("rank {} on {}", world.rank(), world.host()),
                                                prior_seconds_per_token(config_, world.size(), backend_->name()));
     watchdog_->set_health_probe([backend = backend_.get()] { return backend->async_error(); });
-    runner_->set_watchdog(watchdog_.get());
+    const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    runner_->set_watchdog(watchdog_.get(),
+                          watchdog_->startup_wait_limit(load_s, static_cast<double>(backend_->weight_bytes())));
   }
   spdlog::debug("{} backend ready: {:.1f} MB of weights, {} KV blocks of {}", backend_->name(),
                 backend_->weight_bytes() / 1e6, kv_blocks_, options.block_size);
@@ -145,6 +150,7 @@ ModelSession::~ModelSession() = default;
 
 int ModelSession::run(const std::function<int()>& body) {
   if (world_.rank() != 0) return runner_->run_worker_loop();
+  runner_->keepalive_if_due();  // the first word: rank 0 has loaded (the workers' start-up wait ends)
   const int code = body();
   runner_->shutdown(code);
   return code;

@@ -26,7 +26,8 @@ struct ModelOptions {
   double kv_memory_gb = 0;       // KV cache per rank; 0: 1 GiB on cpu, 24 GiB on cuda
   int block_size = 16;
   // A step slower than this base plus an allowance for its tokens (parallel/watchdog.h) ends the
-  // job: a peer is stopped or hung. 0: off.
+  // job: a peer is stopped or hung; so does rank 0's silence between steps for this base + 8 s
+  // (it sends keepalives: model_runner.h). 0: both off. Every rank must have the same value.
   double step_timeout_s = 15;
 };
 
@@ -37,8 +38,9 @@ class ModelSession {
   ModelSession(World& world, const ModelOptions& options, const std::string& command);
   ~ModelSession();
 
-  // Rank 0 runs `body` (its return value is the exit code), then shuts the workers down; ranks > 0
-  // run the worker loop. Every rank returns rank 0's exit code.
+  // Rank 0 sends the workers its first keepalive (it has loaded), runs `body` (its return value is
+  // the exit code; where it waits or works between steps it calls runner().keepalive_if_due()),
+  // then shuts the workers down; ranks > 0 run the worker loop. Every rank returns rank 0's exit code.
   int run(const std::function<int()>& body);
 
   World& world() { return world_; }

@@ -41,6 +41,7 @@ double StepWatchdog::limit_for(int tokens) const {
 }
 
 void StepWatchdog::begin_step(uint64_t step, int tokens) {
+  wait_started_ns_ = 0;
   step_ = step;
   step_tokens_ = tokens;
   limit_s_ = limit_for(tokens);
@@ -53,6 +54,19 @@ void StepWatchdog::end_step() {
   const double measured = (now_ns() - started) / 1e9 / std::max(step_tokens_.load(), 1);
   cost_per_token_s_ = std::max(measured, kCostDecay * cost_per_token_s_.load());
 }
+
+double StepWatchdog::startup_wait_limit(double load_seconds, double shard_bytes) const {
+  return rank0_silence_limit() +
+         std::max(kAllowanceFactor * std::max(load_seconds, 0.0), std::max(shard_bytes, 0.0) / kSlowReadBytesPerS);
+}
+
+void StepWatchdog::begin_wait(Wait kind, double limit_s) {
+  wait_kind_ = kind;
+  wait_limit_s_ = limit_s;
+  wait_started_ns_ = now_ns();
+}
+
+void StepWatchdog::end_wait() { wait_started_ns_ = 0; }
 
 void StepWatchdog::end_job(const std::string& why) {
   std::fprintf(stderr, "%s: %s; ending the job\n", who_.c_str(), why.c_str());
@@ -70,6 +84,7 @@ void StepWatchdog::watch() {
       const std::string failure = probe_();
       if (!failure.empty()) end_job(failure);
     }
+    check_wait();
     const int64_t started = step_started_ns_;
     const double limit = limit_s_;
     if (started == 0 || (now_ns() - started) / 1e9 < limit) continue;
@@ -81,6 +96,29 @@ void StepWatchdog::watch() {
                   kAllowanceFactor);
     end_job(why);
   }
+}
+
+void StepWatchdog::check_wait() {
+  const int64_t started = wait_started_ns_;
+  const double limit = wait_limit_s_;
+  if (started == 0 || (now_ns() - started) / 1e9 < limit) return;
+  const char* format = "";
+  switch (wait_kind_.load()) {
+    case Wait::kRank0:
+      format = "no word from rank 0 for %.0f s (stopped, hung or unreachable)";
+      break;
+    case Wait::kRank0Startup:
+      format = "no word from rank 0 for %.0f s after this rank loaded its shard (rank 0 stopped, hung or "
+               "unreachable while loading)";
+      break;
+    case Wait::kKeepaliveSent:
+      format = "a keepalive to the other ranks did not complete within %.0f s: another rank is stopped, hung or "
+               "unreachable";
+      break;
+  }
+  char why[320];
+  std::snprintf(why, sizeof(why), format, limit);
+  end_job(why);
 }
 
 }  // namespace gptj

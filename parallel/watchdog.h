@@ -10,6 +10,15 @@
 // slowly), or, before any step completed, a conservative prior from the model's size. So with the
 // default base of 15 s a stopped rank is found within ~15 s of decode steps, while a 4096-token CPU
 // prefill of GPT-J-6B (minutes) is never taken for a hang.
+//
+// Between steps a rank may also be in a timed *wait* (begin_wait .. end_wait), which is not a step
+// (no step number, no cost measured). Ranks > 0 wait for rank 0's next plan; rank 0 promises one at
+// least every kKeepaliveIntervalS seconds (ModelRunner::keepalive_if_due sends an empty keepalive
+// plan when it has sent nothing for that long), so silence for rank0_silence_limit() =
+// base + 2 x kKeepaliveIntervalS seconds means rank 0 is stopped, hung or unreachable: the job ends
+// even when rank 0 stops while no step is in flight (an idle server, a batch job between steps).
+// The first wait, while rank 0 may still be loading its shard, gets a longer limit
+// (startup_wait_limit). Rank 0 times the sending of a keepalive the same way.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -34,9 +43,31 @@ class StepWatchdog {
   // fatal asynchronous failure and ends the process with that message. Set before the first step.
   void set_health_probe(std::function<std::string()> probe);
 
-  // Main thread, before the step's collectives.
+  // Main thread, before the step's collectives (ends a wait in progress).
   void begin_step(uint64_t step, int tokens);
   void end_step();  // main thread, after them: the step's cost per token enters the estimate
+
+  // What a rank waits for outside a step (each names itself in the message when its limit passes).
+  enum class Wait {
+    kRank0,            // ranks > 0: rank 0's next plan or keepalive
+    kRank0Startup,     // ranks > 0: rank 0's first word after this rank loaded its shard
+    kKeepaliveSent,    // rank 0: a keepalive plan to the other ranks to complete
+  };
+  // Main thread: a wait of `kind` starts now and ends the process when it lasts limit_s seconds;
+  // end_wait() or begin_step() ends it.
+  void begin_wait(Wait kind, double limit_s);
+  void end_wait();
+
+  // Rank 0 sends something at least this often (seconds) while the watchdog is on.
+  static constexpr double kKeepaliveIntervalS = 4.0;
+  // The longest ranks > 0 wait for rank 0's next word between steps: base + 2 x the interval.
+  double rank0_silence_limit() const { return base_s_ + 2 * kKeepaliveIntervalS; }
+  // The longest they wait for its first word after loading: rank 0 may still be reading its shard.
+  // `load_seconds`: how long this rank took to load; `shard_bytes`: the bytes of its weights. The
+  // silence limit plus the larger of kAllowanceFactor x load_seconds and a read of shard_bytes at
+  // kSlowReadBytesPerS (a deliberately slow disk or network file system).
+  double startup_wait_limit(double load_seconds, double shard_bytes) const;
+  static constexpr double kSlowReadBytesPerS = 10e6;
 
   // The limit a step of `tokens` tokens gets now (seconds).
   double limit_for(int tokens) const;
@@ -46,6 +77,7 @@ class StepWatchdog {
 
  private:
   void watch();
+  void check_wait();  // watchdog thread: ends the process when the wait in progress is past its limit
   [[noreturn]] void end_job(const std::string& why);
 
   double base_s_;
@@ -55,6 +87,9 @@ class StepWatchdog {
   std::atomic<uint64_t> step_{0};
   std::atomic<int> step_tokens_{0};
   std::atomic<double> limit_s_{0};  // of the step in progress
+  std::atomic<int64_t> wait_started_ns_{0};  // 0: no wait in progress
+  std::atomic<Wait> wait_kind_{Wait::kRank0};
+  std::atomic<double> wait_limit_s_{0};
   std::function<std::string()> probe_;
   std::mutex mutex_;
   std::condition_variable stop_cv_;

@@ -14,11 +14,12 @@ ModelRunner::ModelRunner(Backend& backend, Communicator& comm, int vocab_size)
     : backend_(backend), comm_(comm), vocab_size_(vocab_size) {}
 
 namespace {
+// A plan of length 0 is a keepalive: only its length travels.
 void broadcast_plan(Communicator& comm, std::vector<uint8_t>& bytes) {
   uint64_t length = bytes.size();
   comm.broadcast_idle_wait(&length, sizeof(length));  // workers may wait long here: don't spin
   bytes.resize(length);
-  comm.broadcast(bytes.data(), length);
+  if (length > 0) comm.broadcast(bytes.data(), length);
 }
 }  // namespace
 
@@ -90,8 +91,28 @@ void ModelRunner::begin_timing(const StepBatch& batch) {
   if (watchdog_) watchdog_->begin_step(steps_ + 1, batch.total_tokens());
   if (comm_.size() > 1) {
     std::vector<uint8_t> plan = serialize_step(batch, false);
-    broadcast_plan(comm_, plan);
+    send_plan(plan);
   }
+}
+
+void ModelRunner::send_plan(std::vector<uint8_t>& plan) {
+  broadcast_plan(comm_, plan);
+  last_sent_ = std::chrono::steady_clock::now();
+}
+
+std::chrono::steady_clock::time_point ModelRunner::keepalive_due() const {
+  if (!watchdog_ || comm_.size() == 1 || shut_down_) return std::chrono::steady_clock::time_point::max();
+  return last_sent_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                          std::chrono::duration<double>(StepWatchdog::kKeepaliveIntervalS));
+}
+
+void ModelRunner::keepalive_if_due() {
+  if (std::chrono::steady_clock::now() < keepalive_due()) return;
+  GPTJ_CHECK(comm_.rank() == 0, "keepalives are rank 0's");
+  std::vector<uint8_t> empty;
+  watchdog_->begin_wait(StepWatchdog::Wait::kKeepaliveSent, watchdog_->rank0_silence_limit());
+  send_plan(empty);
+  watchdog_->end_wait();
 }
 
 void ModelRunner::assemble_rows(int n, std::vector<float>& out) const {
@@ -173,15 +194,21 @@ void ModelRunner::shutdown(int exit_code) {
     plan.resize(plan.size() + sizeof(int32_t));
     const int32_t code = exit_code;
     std::memcpy(plan.data() + plan.size() - sizeof(code), &code, sizeof(code));
-    broadcast_plan(comm_, plan);
+    send_plan(plan);
   }
 }
 
 int ModelRunner::run_worker_loop() {
   StepBatch batch;
   std::vector<uint8_t> plan;
-  for (;;) {
+  for (bool first = true;; first = false) {
+    // Rank 0 sends at least every kKeepaliveIntervalS s; the first word may wait for its load.
+    if (watchdog_)
+      watchdog_->begin_wait(first ? StepWatchdog::Wait::kRank0Startup : StepWatchdog::Wait::kRank0,
+                            first ? startup_wait_s_ : watchdog_->rank0_silence_limit());
     broadcast_plan(comm_, plan);
+    if (watchdog_) watchdog_->end_wait();
+    if (plan.empty()) continue;  // a keepalive: no step
     if (!deserialize_step(plan, batch)) {
       int32_t code = 0;  // rank 0 appends its exit code to the shutdown plan
       if (plan.size() >= 12) std::memcpy(&code, plan.data() + plan.size() - sizeof(code), sizeof(code));

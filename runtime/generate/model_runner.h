@@ -8,7 +8,14 @@
 // and its sequence and position: the caller's job fails (launcher/main.cc ends every rank), since
 // non-finite logits mean broken weights or activations, not one bad request.
 // Ranks > 0 sit in run_worker_loop() until rank 0 calls shutdown().
+// With a watchdog (a multi-rank job, --step-timeout > 0) rank 0 also promises the workers a word at
+// least every StepWatchdog::kKeepaliveIntervalS seconds: wherever it waits or works between steps it
+// calls keepalive_if_due(), which broadcasts an empty *keepalive plan* when nothing was sent for that
+// long. Workers recognise it (a zero-length plan; the shutdown plan is never empty), run nothing and
+// count no step, and time their wait for the next plan (parallel/watchdog.h), so a stopped or hung
+// rank 0 ends the job even when no step is in flight.
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -38,15 +45,28 @@ class ModelRunner {
   const DrawResults& step_draws(const StepBatch& batch, const NeedsRow& needs_row);
   // Rank 0 only: ends the worker loops, handing them rank 0's exit code. Safe to call twice.
   void shutdown(int exit_code = 0);
+  // Rank 0, main thread, between steps: sends a keepalive plan when nothing was sent for
+  // StepWatchdog::kKeepaliveIntervalS seconds (only a clock read otherwise). A no-op without a
+  // watchdog, at TP 1 and after shutdown. The first call after the model loaded sends at once: the
+  // workers' word that rank 0 is up.
+  void keepalive_if_due();
+  // When keepalive_if_due() will next send (time_point::max() when it never will): how long rank 0
+  // may sleep between steps.
+  std::chrono::steady_clock::time_point keepalive_due() const;
   // Ranks > 0: serve steps until shutdown; returns rank 0's exit code. A fault can be injected for tests with the environment
   // variable GPTJ_FAULT_INJECT="rank=R,step=S" (that rank throws at its S-th step).
   int run_worker_loop();
 
-  // Every step of this rank is timed by `watchdog` (not owned; may be null).
-  void set_watchdog(StepWatchdog* watchdog) { watchdog_ = watchdog; }
+  // Every step of this rank is timed by `watchdog` (not owned; may be null), and so is a worker's
+  // wait for rank 0's next plan: at most watchdog->rank0_silence_limit() s between plans, and
+  // startup_wait_s for the first one (rank 0 may still be loading; StepWatchdog::startup_wait_limit).
+  void set_watchdog(StepWatchdog* watchdog, double startup_wait_s) {
+    watchdog_ = watchdog;
+    startup_wait_s_ = startup_wait_s;
+  }
 
   int vocab_size() const { return vocab_size_; }
-  uint64_t steps() const { return steps_; }
+  uint64_t steps() const { return steps_; }  // model steps run (keepalives are not steps)
 
  private:
   void run_step(const StepBatch& batch, const NeedsRow* needs_row);  // every rank
@@ -54,6 +74,7 @@ class ModelRunner {
   // Reorders gathered_ [tp][n][shard] into out [n][vocab_size], dropping the padding.
   void assemble_rows(int n, std::vector<float>& out) const;
   void begin_timing(const StepBatch& batch);
+  void send_plan(std::vector<uint8_t>& plan);  // rank 0: broadcast_plan, noting when
   void maybe_inject_fault() const;
   // Throws the one-line error of a step whose logits are not finite, naming the step and the row.
   [[noreturn]] void fail_non_finite(const StepBatch& batch, int row, const std::string& ranks) const;
@@ -63,6 +84,8 @@ class ModelRunner {
   int vocab_size_;
   uint64_t steps_ = 0;
   StepWatchdog* watchdog_ = nullptr;
+  double startup_wait_s_ = 0;
+  std::chrono::steady_clock::time_point last_sent_{};  // rank 0: the last plan broadcast (epoch: none yet)
   bool shut_down_ = false;
   std::vector<float> shard_, gathered_, logits_;
   std::vector<DrawSummary> local_summaries_, gathered_summaries_;

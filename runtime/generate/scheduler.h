@@ -83,6 +83,8 @@ class Scheduler {
   // Prompt tokens whose keys/values came from the prefix cache instead of being computed.
   uint64_t prefix_hit_tokens() const { return prefix_hit_tokens_; }
   int peak_used_blocks() const { return peak_used_blocks_; }
+  // The runner it steps (its callers send keepalives through it while idle: model_runner.h).
+  ModelRunner& runner() { return runner_; }
 
  private:
   struct Sequence;

@@ -147,13 +147,20 @@ void Coordinator::run(Scheduler& scheduler) {
     {
       std::unique_lock lock(mu_);
       if (active_.empty() && scheduler.idle()) {
-        // Nothing in flight: sleep until a job, a stop request or a wake-up arrives.
-        cv_.wait(lock, [&] { return !inbox_.empty() || wake_ || stop_requested_.load(); });
+        // Nothing in flight: sleep until a job, a stop request or a wake-up arrives, or until the
+        // workers are due a keepalive (they take rank 0's silence for a hang).
+        const auto woken = [&] { return !inbox_.empty() || wake_ || stop_requested_.load(); };
+        const SteadyClock::time_point due = scheduler.runner().keepalive_due();
+        if (due == SteadyClock::time_point::max())
+          cv_.wait(lock, woken);
+        else
+          cv_.wait_until(lock, due, woken);
       }
       wake_ = false;
       incoming.assign(inbox_.begin(), inbox_.end());
       inbox_.clear();
     }
+    scheduler.runner().keepalive_if_due();
     admit(scheduler, incoming);
     if (stop_requested_ && !drain_deadline) drain_deadline = SteadyClock::now() + options_.drain_timeout;
     if (drain_deadline && SteadyClock::now() >= *drain_deadline) {

@@ -2,7 +2,8 @@
 // HTTP threads hand it jobs (submit, cancel, request_stop: thread-safe, never block on the
 // model); the main thread runs run(), the only caller of the Scheduler and therefore of MPI
 // (MPI_THREAD_FUNNELED). While requests are in flight it steps the scheduler continuously; when
-// nothing is in flight it sleeps on a condition variable, so an idle rank 0 uses no CPU.
+// nothing is in flight it sleeps on a condition variable, so an idle rank 0 uses no CPU, waking
+// every few seconds only to send the worker ranks a keepalive (ModelRunner::keepalive_if_due).
 #pragma once
 #include <atomic>
 #include <chrono>

@@ -7,11 +7,13 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "runtime/core/error.h"
 
@@ -95,6 +97,34 @@ TEST(LineReader, ReadsAPipeLineByLine) {
   EXPECT_FALSE(line.terminated);
   EXPECT_EQ(reader.next(line), LineReader::Status::kEnd);
   EXPECT_TRUE(reader.at_end());
+}
+
+// wait_ms bounds the whole call: a line trickling in through a pipe (a byte every 50 ms for 3 s)
+// must not hold the caller — rank 0's main thread, which owes the workers keepalives — until it ends.
+TEST(LineReader, TheWaitBoundsTheWholeCallWhileALineTricklesIn) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  LineReader reader(fds[0], "test pipe", 1 << 10);
+  std::thread writer([fd = fds[1]] {
+    for (int i = 0; i < 60; ++i) {
+      if (::write(fd, "x", 1) != 1) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    (void)!::write(fd, "\n", 1);
+    ::close(fd);
+  });
+  LineReader::Line line;
+  const auto start = std::chrono::steady_clock::now();
+  const LineReader::Status first = reader.next(line, 200);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(first, LineReader::Status::kNotReady);
+  EXPECT_LT(took, 2.0);  // the line takes 3 s to arrive; the wait was 0.2 s
+  LineReader::Status status = first;
+  while (status == LineReader::Status::kNotReady) status = reader.next(line, 200);
+  writer.join();
+  ASSERT_EQ(status, LineReader::Status::kLine);  // the pieces make one line
+  EXPECT_EQ(line.text, std::string(60, 'x'));
+  EXPECT_EQ(line.number, 1u);
 }
 
 class Repair : public ::testing::Test {
