@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <boost/json.hpp>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -289,7 +290,9 @@ TEST_F(ParserFuzz, ConfigJson) {
           edited.erase(field);
           what += std::string(" ") + field + " erased";
         } else if (kind == 3 && edited.contains(field) && edited[field].is_int64()) {  // near the value
-          edited[field] = edited[field].as_int64() + static_cast<int64_t>(rng() % 5) - 2;
+          const int64_t value = edited[field].as_int64(), delta = static_cast<int64_t>(rng() % 5) - 2;
+          const bool overflows = (delta > 0 && value > INT64_MAX - delta) || (delta < 0 && value < INT64_MIN - delta);
+          edited[field] = overflows ? value : value + delta;  // no signed overflow (UBSan)
           what += std::string(" ") + field + " nudged";
         } else {
           edited[field] = odd_value(rng);
