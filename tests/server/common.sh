@@ -37,6 +37,9 @@ start_server() {
 # launch_server CMD...: start_server's first half: returns once the server listens (the model may
 # still be loading). Sets SERVER_PID and PORT.
 launch_server() {
+  # Emptied here, not only by the background job's redirection, which may come after the first
+  # read below: the read would fail (no file) or find an earlier server's listening line.
+  : >"$WORK/server.log"
   "$@" >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   PORT=

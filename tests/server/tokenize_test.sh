@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # vLLM's POST /tokenize and POST /detokenize, and max_model_len in /v1/models, on tiny-gptj-a.
-# Server 1 (--api-key-file, one I/O thread, GPTJ_SERVE_PREPARE_DELAY_MS=2000) reads its config.json
+# Server 1 (--api-key-file, one I/O thread, GPTJ_SERVE_PREPARE_DELAY_MS=3000) reads its config.json
 # from a FIFO, so it is held loading until the test writes the file: both endpoints answer 503 then
 # (401 without the key); once ready they need the key, and a /tokenize waits out the preparation
 # delay on a request worker while /health answers at once (it is not tokenized on the I/O thread).
@@ -11,7 +11,7 @@ mkdir "$WORK/model"
 for f in "$(cd "$MODEL" && pwd)"/*; do [ "$(basename "$f")" = config.json ] || ln -s "$f" "$WORK/model/"; done
 mkfifo "$WORK/model/config.json"
 echo "tokenize-key" >"$WORK/key"
-GPTJ_SERVE_PREPARE_DELAY_MS=2000 launch_server "$GPTJ" serve --model "$WORK/model" --port 0 --http-threads 1 \
+GPTJ_SERVE_PREPARE_DELAY_MS=3000 launch_server "$GPTJ" serve --model "$WORK/model" --port 0 --http-threads 1 \
   --api-key-file "$WORK/key"
 python3 - "$PORT" "$WORK/model/config.json" "$MODEL/config.json" <<'PY'
 import sys, threading, time
@@ -50,13 +50,13 @@ while t.is_alive():
     start = time.monotonic()
     check(request(port, "GET", "/health")[0] == 200, "/health while a /tokenize is prepared")
     took = time.monotonic() - start
-    check(took < 1.0, "/health took %.2f s while a /tokenize was prepared" % took)
+    check(took < 1.5, "/health took %.2f s while a /tokenize was prepared" % took)
     probes += 1
     time.sleep(0.1)
 t.join()
 status, r = out["r"]
 check(status == 200 and r["tokens"] == [15496, 995], "/tokenize with the key: %d %r" % (status, r))
-check(out["took"] >= 1.8, "/tokenize answered in %.2f s: the preparation delay did not apply" % out["took"])
+check(out["took"] >= 2.8, "/tokenize answered in %.2f s: the preparation delay did not apply" % out["took"])
 check(probes >= 3, "only %d /health probes while the /tokenize was pending" % probes)
 status, r = post_json(port, "/detokenize", {"tokens": [15496, 995]}, auth)
 check(status == 200 and r == {"prompt": "Hello world"}, "/detokenize with the key: %d %r" % (status, r))
