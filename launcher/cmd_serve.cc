@@ -5,8 +5,9 @@
 //
 // Threads: the HTTP I/O threads only route and answer what is cheap (/health, /metrics, errors);
 // a completion's body is parsed, tokenized and submitted on a request worker (as many as
-// --http-threads), so a slow request (a multi-megabyte prompt) never holds an I/O thread and
-// /health keeps answering. GPTJ_SERVE_PREPARE_DELAY_MS=N (tests) makes each preparation sleep N ms.
+// --http-threads), and so is a /tokenize or /detokenize body answered, so a slow request (a
+// multi-megabyte prompt) never holds an I/O thread and /health keeps answering.
+// GPTJ_SERVE_PREPARE_DELAY_MS=N (tests) makes each preparation sleep N ms.
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/json.hpp>
@@ -117,8 +118,20 @@ std::chrono::milliseconds prepare_delay_from_env() {
   return std::chrono::milliseconds(value ? std::max(0L, std::strtol(value, nullptr, 10)) : 0L);
 }
 
-// Routes requests (I/O threads) and prepares completions (request workers). Model facts are
-// published once, before `ready` turns true.
+// The URLs the router serves past /health and /metrics.
+enum class Endpoint { kCompletions, kChat, kModels, kTokenize, kDetokenize };
+
+std::optional<Endpoint> endpoint_for(std::string_view target) {
+  if (target == "/v1/completions") return Endpoint::kCompletions;
+  if (target == "/v1/chat/completions") return Endpoint::kChat;
+  if (target == "/v1/models" || target.starts_with("/v1/models/")) return Endpoint::kModels;
+  if (target == "/tokenize") return Endpoint::kTokenize;
+  if (target == "/detokenize") return Endpoint::kDetokenize;
+  return std::nullopt;
+}
+
+// Routes requests (I/O threads) and prepares completions and answers /tokenize and /detokenize
+// (request workers). Model facts are published once, before `ready` turns true.
 class Router {
  public:
   Router(const ServeArgs& args, std::string api_key, Coordinator& coordinator, ServerMetrics& metrics)
@@ -151,10 +164,10 @@ class Router {
       if (method != http::verb::get) return not_allowed(reply, "GET");
       return respond(reply, 200, metrics_.render(), "text/plain; version=0.0.4");
     }
-    const bool models = target == "/v1/models" || target.starts_with("/v1/models/");
-    const bool chat = target == "/v1/chat/completions";
-    if (!models && !chat && target != "/v1/completions")
+    const std::optional<Endpoint> endpoint = endpoint_for(target);
+    if (!endpoint)
       return respond(reply, 404, error_body("no such endpoint: " + std::string(target), "invalid_request_error"));
+    const bool models = *endpoint == Endpoint::kModels;
     if (models && method != http::verb::get) return not_allowed(reply, "GET");
     if (!models && method != http::verb::post) return not_allowed(reply, "POST");
     if (!api_key_.empty()) {
@@ -168,7 +181,9 @@ class Router {
     // A client that goes away cancels its sequences; the coordinator frees their KV blocks.
     auto link = std::make_shared<DisconnectLink>(coordinator_);
     reply->on_disconnect([link] { link->client_gone(); });
-    boost::asio::post(workers_, [this, body = request.body(), chat, reply, link] { complete(body, chat, reply, *link); });
+    boost::asio::post(workers_, [this, body = request.body(), endpoint = *endpoint, reply, link] {
+      prepare(body, endpoint, reply, *link);
+    });
   }
 
  private:
@@ -186,7 +201,8 @@ class Router {
   }
 
   void list_models(std::string_view target, const std::shared_ptr<HttpReply>& reply) {
-    boost::json::object entry{{"id", model_.name}, {"object", "model"}, {"created", model_.created}, {"owned_by", "gptj"}};
+    boost::json::object entry{{"id", model_.name}, {"object", "model"}, {"created", model_.created},
+                              {"owned_by", "gptj"}, {"max_model_len", model_.n_positions}};
     if (target == "/v1/models")
       return respond(reply, 200, json_text({{"object", "list"}, {"data", boost::json::array{entry}}}));
     if (target.substr(11) != model_.name)
@@ -194,13 +210,16 @@ class Router {
     respond(reply, 200, json_text(entry));
   }
 
-  // On a request worker.
-  void complete(const std::string& body, bool chat, const std::shared_ptr<HttpReply>& reply, DisconnectLink& link) {
+  // On a request worker: answers /tokenize and /detokenize; parses a completion and submits its job.
+  void prepare(const std::string& body, Endpoint endpoint, const std::shared_ptr<HttpReply>& reply,
+               DisconnectLink& link) {
     if (prepare_delay_.count() > 0) std::this_thread::sleep_for(prepare_delay_);
     if (link.gone()) return;  // nobody to answer
     std::shared_ptr<Job> job;
     try {
-      CompletionRequest request = parse_completion_request(body, model_, chat);
+      if (endpoint == Endpoint::kTokenize) return respond(reply, 200, tokenize_answer(body, model_));
+      if (endpoint == Endpoint::kDetokenize) return respond(reply, 200, detokenize_answer(body, model_));
+      CompletionRequest request = parse_completion_request(body, model_, endpoint == Endpoint::kChat);
       job = make_completion_job(std::move(request), model_, reply, metrics_,
                                 std::chrono::milliseconds(static_cast<int64_t>(args_.request_timeout_s * 1000)));
     } catch (const ApiError& e) {
@@ -305,6 +324,7 @@ int serve_rank0(World& world, const ServeArgs& args) {
     if (info.name.empty()) info.name = std::filesystem::path(args.model.model_dir).parent_path().filename().string();
     info.n_positions = options.n_positions;
     info.allowed_vocab = options.allowed_vocab;
+    info.vocab_size = session.config().vocab_size;
     info.eos_id = options.eos_id;
     info.kv_capacity_tokens = options.kv.num_blocks * options.kv.block_size;
     info.tokenizer = tokenizer ? &*tokenizer : nullptr;
@@ -328,7 +348,7 @@ CommandRunner register_serve(CLI::App& app) {
   add_common_model_options(*cmd, args->model);
   cmd->add_option("--host", args->host, "address to bind")->capture_default_str();
   cmd->add_option("--port", args->port, "TCP port; 0 picks a free one (printed)")->capture_default_str();
-  cmd->add_option("--api-key-file", args->api_key_file, "file holding the API key; turns on Bearer auth for /v1/*");
+  cmd->add_option("--api-key-file", args->api_key_file, "file holding the API key; turns on Bearer auth for /v1/*, /tokenize and /detokenize");
   cmd->add_option("--served-model-name", args->model_name, "model name in answers (default: the model directory's name)");
   cmd->add_option("--max-body-bytes", args->max_body_bytes, "largest request body")->capture_default_str();
   cmd->add_option("--max-queued", args->max_queued, "choices waiting to run before 429")->capture_default_str();

@@ -8,6 +8,7 @@
 #include <ctime>
 #include <random>
 
+#include "runtime/core/error.h"
 #include "runtime/generate/utf8_stream.h"
 
 namespace gptj {
@@ -56,20 +57,41 @@ bool get_bool(const json::object& o, const char* name, bool fallback) {
   return v->get_bool();
 }
 
-std::vector<int32_t> token_prompt(const json::array& ids, const ModelInfo& model) {
-  if (ids.empty()) throw ApiError(400, "'prompt' holds an empty token array", "prompt");
+// The request body, which must be a JSON object.
+json::value parse_body(const std::string& body) {
+  boost::system::error_code ec;
+  json::value root = json::parse(body, ec);
+  if (ec) throw ApiError(400, "the request body is not valid JSON: " + ec.message());
+  if (!root.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  return root;
+}
+
+// Token ids from the array in field `field`: integers in [0, allowed_vocab) (GPT-J's padding ids
+// above that are named as such).
+std::vector<int32_t> token_ids(const json::array& ids, const ModelInfo& model, const char* field) {
   std::vector<int32_t> out;
   out.reserve(ids.size());
   for (const auto& id : ids) {
     if (!id.is_int64() && !id.is_uint64())
-      throw ApiError(400, "a token array in 'prompt' must hold only integers", "prompt");
+      throw ApiError(400, fmt::format("a token array in '{}' must hold only integers", field), field);
     const int64_t x = id.is_int64() ? id.get_int64() : -1;
-    if (x < 0 || x >= model.allowed_vocab)
-      throw ApiError(400, fmt::format("token id {} in 'prompt' is outside the vocabulary [0, {})",
-                                      json::serialize(id), model.allowed_vocab), "prompt");
+    if (x < 0 || x >= model.allowed_vocab) {
+      const bool padding = x >= model.allowed_vocab && x < model.vocab_size;
+      throw ApiError(400, fmt::format("token id {} in '{}' is outside the vocabulary [0, {}){}", json::serialize(id),
+                                      field, model.allowed_vocab,
+                                      padding ? fmt::format(": ids {}..{} are GPT-J's padding rows, not tokens",
+                                                            model.allowed_vocab, model.vocab_size - 1)
+                                              : std::string()),
+                     field);
+    }
     out.push_back(static_cast<int32_t>(x));
   }
   return out;
+}
+
+std::vector<int32_t> token_prompt(const json::array& ids, const ModelInfo& model) {
+  if (ids.empty()) throw ApiError(400, "'prompt' holds an empty token array", "prompt");
+  return token_ids(ids, model, "prompt");
 }
 
 std::vector<int32_t> text_prompt(const std::string& text, const ModelInfo& model) {
@@ -121,6 +143,13 @@ std::vector<std::string> parse_stop(const json::object& o) {
   return stops;
 }
 
+void check_model_field(const json::object& o) {
+  if (const json::value* m = present(o, "model"); m && !m->is_string())
+    throw ApiError(400, "'model' must be a string", "model");
+}
+
+const char* const kNeedTokenizer = "needs the tokenizer files (vocab.json, merges.txt) in the model directory";
+
 // Chat fields for features the server does not have. Each is refused (400 naming it) rather than
 // silently ignored; the values that mean "none of that" are accepted.
 void refuse_unsupported_chat_fields(const json::object& o) {
@@ -141,14 +170,10 @@ void refuse_unsupported_chat_fields(const json::object& o) {
 }  // namespace
 
 CompletionRequest parse_completion_request(const std::string& body, const ModelInfo& model, bool chat) {
-  boost::system::error_code ec;
-  json::value root = json::parse(body, ec);
-  if (ec) throw ApiError(400, "the request body is not valid JSON: " + ec.message());
-  if (!root.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  const json::value root = parse_body(body);
   const json::object& o = root.get_object();
   CompletionRequest r;
-  if (const json::value* m = present(o, "model"); m && !m->is_string())
-    throw ApiError(400, "'model' must be a string", "model");
+  check_model_field(o);
   if (const json::value* u = present(o, "user")) {
     if (!u->is_string()) throw ApiError(400, "'user' must be a string", "user");
     r.user = std::string(u->get_string());
@@ -220,6 +245,58 @@ CompletionRequest parse_completion_request(const std::string& body, const ModelI
                                       len, r.max_tokens, model.kv_capacity_tokens), "max_tokens");
   }
   return r;
+}
+
+// ------------------------------------------------------------------------------------------------
+// /tokenize and /detokenize.
+
+std::string tokenize_answer(const std::string& body, const ModelInfo& model) {
+  const json::value root = parse_body(body);
+  const json::object& o = root.get_object();
+  check_model_field(o);
+  get_bool(o, "add_special_tokens", true);  // type-checked; GPT-2 BPE adds no special tokens
+  const bool chat = present(o, "messages") != nullptr;
+  const char* field = chat ? "messages" : "prompt";
+  std::string text;
+  if (chat) {
+    if (present(o, "prompt")) throw ApiError(400, "send either 'prompt' or 'messages', not both", "prompt");
+    if (!get_bool(o, "add_generation_prompt", true))
+      throw ApiError(400, "'add_generation_prompt': false is not supported: the chat template always ends with "
+                          "the assistant's turn", "add_generation_prompt");
+    text = render_chat_prompt(parse_chat_messages(o));
+  } else {
+    const json::value* p = present(o, "prompt");
+    if (!p) throw ApiError(400, "'prompt' (or 'messages') is required", "prompt");
+    if (!p->is_string()) throw ApiError(400, "'prompt' must be a string", "prompt");
+    text = std::string(p->get_string());
+  }
+  if (!model.tokenizer) throw ApiError(400, fmt::format("/tokenize {}", kNeedTokenizer), field);
+  std::vector<int32_t> ids;
+  try {
+    ids = model.tokenizer->encode(text);
+  } catch (const Error& e) {
+    throw ApiError(400, e.what(), field);
+  }
+  return json::serialize(json::object{{"count", ids.size()}, {"max_model_len", model.n_positions},
+                                      {"tokens", json::value_from(ids)}});
+}
+
+std::string detokenize_answer(const std::string& body, const ModelInfo& model) {
+  const json::value root = parse_body(body);
+  const json::object& o = root.get_object();
+  check_model_field(o);
+  const json::value* tokens = present(o, "tokens");
+  if (!tokens) throw ApiError(400, "'tokens' is required", "tokens");
+  if (!tokens->is_array()) throw ApiError(400, "'tokens' must be an array of token ids", "tokens");
+  const std::vector<int32_t> ids = token_ids(tokens->get_array(), model, "tokens");
+  if (!model.tokenizer) throw ApiError(400, fmt::format("/detokenize {}", kNeedTokenizer), "tokens");
+  std::string text;
+  try {
+    text = model.tokenizer->decode(ids);
+  } catch (const Error& e) {  // an id the vocab lacks
+    throw ApiError(400, e.what(), "tokens");
+  }
+  return json::serialize(json::object{{"prompt", utf8::to_valid_utf8(text)}});
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 // The OpenAI completions and chat completions APIs (rank 0): request JSON → validated CompletionRequest → GenerationRequests,
 // and the answer in OpenAI's shape, whole or as server-sent events. Parsing runs on a request
 // worker (launcher/cmd_serve.cc), never an HTTP I/O thread; a CompletionJob's callbacks run on the coordinator thread and answer through HttpReply.
+// Also vLLM's /tokenize and /detokenize, answered on a request worker from the tokenizer alone.
 //
 // Extension (not in OpenAI's API): each choice, and each stream chunk's choice, carries "token_ids",
 // the ids of the generated tokens it covers (the prompt's ids too when echo is set).
@@ -36,6 +37,7 @@ struct ModelInfo {
   std::string name;              // "model" in answers and /v1/models
   int n_positions = 2048;        // prompt + max_tokens must fit
   int allowed_vocab = 50257;     // prompt ids must be below this
+  int vocab_size = 50400;        // rows of the embedding: ids in [allowed_vocab, vocab_size) are GPT-J's padding
   int eos_id = -1;
   int kv_capacity_tokens = 0;    // KV cache size in tokens (one sequence must fit)
   const Tokenizer* tokenizer = nullptr;  // null: token prompts only, no text in answers
@@ -66,5 +68,16 @@ CompletionRequest parse_completion_request(const std::string& body, const ModelI
 std::shared_ptr<Job> make_completion_job(CompletionRequest request, const ModelInfo& model,
                                          std::shared_ptr<HttpReply> reply, ServerMetrics& metrics,
                                          std::chrono::milliseconds timeout);
+
+// POST /tokenize (vLLM's shape): {"prompt": "text"} or {"messages": [...]} (rendered with the chat
+// template, runtime/serve/chat_template.h; "add_generation_prompt": false is refused, the template
+// always ends with the assistant's turn), "add_special_tokens" accepted and ignored (GPT-2 BPE adds
+// none) → {"count", "max_model_len", "tokens"} serialized. Throws ApiError (400 naming the field).
+std::string tokenize_answer(const std::string& body, const ModelInfo& model);
+
+// POST /detokenize (vLLM's shape): {"tokens": [ids]} → {"prompt": "text"} serialized (bytes that do
+// not form UTF-8 become U+FFFD). Ids outside [0, allowed_vocab), GPT-J's padding ids among them, are
+// refused: ApiError (400, param "tokens").
+std::string detokenize_answer(const std::string& body, const ModelInfo& model);
 
 }  // namespace gptj

@@ -30,6 +30,16 @@ fail() {
 # start_server CMD...: runs CMD in the background (it must include --port 0), waits (bounded) for the
 # listening line and then for /health to answer 200. Sets SERVER_PID and PORT.
 start_server() {
+  launch_server "$@"
+  wait_ready
+}
+
+# launch_server CMD...: start_server's first half: returns once the server listens (the model may
+# still be loading). Sets SERVER_PID and PORT.
+launch_server() {
+  # Emptied here, not only by the background job's redirection, which may come after the first
+  # read below: the read would fail (no file) or find an earlier server's listening line.
+  : >"$WORK/server.log"
   "$@" >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   PORT=
@@ -41,6 +51,10 @@ start_server() {
     sleep 0.1
   done
   [ -n "$PORT" ] || fail "no 'gptj serve: listening on' line within 60 s"
+}
+
+# wait_ready: start_server's second half: waits (bounded) for /health to answer 200.
+wait_ready() {
   for _ in $(seq 1 600); do
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$PORT/health" || true)
     [ "$code" = 200 ] && return 0
