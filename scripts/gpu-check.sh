@@ -121,6 +121,7 @@ install_missing() {
     [ -d /usr/include/x86_64-linux-gnu/openblas-openmp ] || [ -d /usr/include/openblas ] ||
     missing+=(libopenblas-dev)
   [ -d /usr/include/gtest ] || missing+=(libgtest-dev libgmock-dev)
+  command -v python3 >/dev/null || missing+=(python3)
   if [ ${#missing[@]} -eq 0 ]; then
     echo "dependencies: all present"
     return 0

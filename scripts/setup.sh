@@ -11,7 +11,7 @@ packages=(build-essential cmake ninja-build pkg-config
   libspdlog-dev libfmt-dev libcli11-dev
   libopenblas-dev libopenblas0-openmp
   libgtest-dev libgmock-dev
-  openssh-client curl python3 procps
+  openssh-client curl python3 procps time
   slurm-wlm slurmctld slurmd slurm-client munge libpmix-dev iproute2)
 
 # The server tests drive the official `openai` npm client: Node.js + npm unless already there.
