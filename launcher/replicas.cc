@@ -17,7 +17,7 @@ enum MessageKind : int { kSubmit = 1, kCancel = 2, kHeartbeat = 3, kStop = 4, kR
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 double own_allowance(const ReplicaTimeouts& t) {
-  return t.watchdog ? t.watchdog->limit_for(t.max_step_tokens) : 0.0;
+  return t.watchdog ? t.watchdog->allowance_for(t.max_step_tokens) : 0.0;
 }
 
 // [allowance][payload]
