@@ -27,31 +27,7 @@ from serverlib import *
 port = int(sys.argv[1])
 m = metrics(port)
 check(m['gptj_replica_ready{replica="0"}'] == 1 and m['gptj_replica_ready{replica="1"}'] == 1, "both replicas ready")
-cases = golden(DATA)
-results, errors = [None] * 40, []
-start = threading.Barrier(40, timeout=60)
-
-def worker(i):
-    prompt, expected = cases[i % len(cases)]
-    try:
-        start.wait()
-        if i % 2:
-            chunks, done = stream(port, {"prompt": prompt, "max_tokens": 16, "temperature": 0})
-            got = [t for c in chunks for t in c["choices"][0]["token_ids"]] if done else None
-        else:
-            status, r = complete(port, {"prompt": prompt, "max_tokens": 16, "temperature": 0})
-            got = r["choices"][0]["token_ids"] if status == 200 else None
-        results[i] = (got, expected)
-    except Exception as e:
-        errors.append("request %d: %r" % (i, e))
-
-threads = [threading.Thread(target=worker, args=(i,)) for i in range(40)]
-for t in threads: t.start()
-for t in threads: t.join(180)
-check(not any(t.is_alive() for t in threads), "requests still running after 180 s")
-check(not errors, "; ".join(errors[:5]))
-for i, (got, expected) in enumerate(results):
-    check(got == expected, "request %d: tokens %r != expected %r" % (i, got, expected))
+concurrent_golden(port, 40)
 m = metrics(port)
 done = [m['gptj_replica_sequences_finished_total{replica="%d"}' % r] for r in (0, 1)]
 check(all(d >= 5 for d in done) and sum(done) >= 40, "replica shares of 40 requests: %r" % done)
@@ -63,11 +39,8 @@ check([c["token_ids"] for c in r["choices"]] == want, "seeded completion differs
 check(m["gptj_kv_blocks_used"] == 0 and m["gptj_running_sequences"] == 0, "idle gauges")
 print("40 concurrent requests correct over 2 replicas; finished per replica: %r" % done)
 PY
-rank0=
-for pid in $(pgrep -P "$SERVER_PID"); do
-  if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=0'; then rank0=$pid; fi
-done
-[ -n "$rank0" ] || fail "cannot find rank 0 among mpirun's children"
+rank0=$(rank0_pid)
+[ -n "$rank0" ] || fail "no rank 0 to signal"
 kill -TERM "$rank0"
 wait_server_exit 60
 [ "$SERVER_CODE" = 0 ] || fail "mpirun exit code $SERVER_CODE after SIGTERM (want 0)"
