@@ -63,6 +63,10 @@ class DataParallelEngine final : public Engine {
   int replica_of(uint64_t handle) const override;
   uint64_t link_messages() const { return link_.messages(); }
   uint64_t link_bytes() const { return link_.bytes(); }
+  // Seconds rank 0 spent dispatching requests and taking in the other replicas' reports (encoding,
+  // MPI calls, decoding; not the waits): the front-end's own cost.
+  double frontend_seconds() const { return frontend_s_; }
+  std::string frontend_summary() const override;
 
  private:
   struct Remote {
@@ -88,6 +92,8 @@ class DataParallelEngine final : public Engine {
   std::unordered_map<uint64_t, std::vector<int32_t>> tokens_;  // remote handles' tokens so far
   std::deque<std::vector<int32_t>> finished_tokens_;  // of the last step's finished remote handles
   int remote_outstanding_ = 0;
+  double frontend_s_ = 0;
+  uint64_t remote_requests_ = 0;
   bool stopped_ = false;
 };
 
