@@ -1,5 +1,6 @@
 #include "runtime/model/pytorch_bin.h"
 
+#include <algorithm>
 #include <string_view>
 
 #include "runtime/core/error.h"
@@ -42,6 +43,10 @@ struct Storage {
 }  // namespace
 
 std::map<std::string, TensorInfo> read_pytorch_bin(const uint8_t* bytes, std::size_t size, const std::string& path) {
+  // torch.save before torch 1.6 (or with _use_new_zipfile_serialization=False) wrote bare pickles.
+  GPTJ_CHECK(size < 2 || bytes[0] != 0x80 || bytes[1] > 5,
+             "{}: a legacy torch.save file (a bare pickle, no zip archive; written before torch 1.6 or with "
+             "_use_new_zipfile_serialization=False) is not supported: save it again with a current torch.save", path);
   const ZipArchive zip(bytes, size, path);
   GPTJ_CHECK(!zip.entries().empty(), "{}: the zip archive is empty (not a torch.save checkpoint)", path);
   const std::string& first = zip.entries().front().name;
@@ -52,9 +57,11 @@ std::map<std::string, TensorInfo> read_pytorch_bin(const uint8_t* bytes, std::si
   const ZipEntry* pickle = zip.find(prefix + "data.pkl");
   GPTJ_CHECK(pickle, "{}: no '{}data.pkl' in the archive (not a torch.save checkpoint?)", path, prefix);
   if (const ZipEntry* order = zip.find(prefix + "byteorder")) {
-    const std::string_view text(reinterpret_cast<const char*>(order->data), std::min<uint64_t>(order->size, 32));
-    GPTJ_CHECK(text == "little", "{}: '{}' says '{}': only little-endian checkpoints are read", path, order->name,
-               text);
+    const std::string_view text(reinterpret_cast<const char*>(order->data), std::min<uint64_t>(order->size, 16));
+    std::string shown(text);  // one line, whatever the entry holds
+    for (char& c : shown) c = c >= ' ' && c <= '~' ? c : '?';
+    GPTJ_CHECK(text == "little" && order->size == 6, "{}: '{}' says '{}': only little-endian checkpoints are read",
+               path, order->name, shown);
   }
   const auto pickled = read_state_dict_pickle(pickle->data, pickle->size, path + ": " + pickle->name);
 

@@ -289,6 +289,7 @@ TEST(PytorchBin, RefusesMissingStoragesAndEntries) {
   expect_refused(zip({{"data.pkl", state_dict({w()})}}), {"entry 'data.pkl' is not inside a folder"});
   expect_refused(zip({}), {"zip archive is empty"});
   expect_refused("not a zip archive at all, just some text that is long enough", {"model.bin", "not a zip archive"});
+  expect_refused(state_dict({w()}), {"model.bin", "legacy torch.save file"});
 }
 
 TEST(PytorchBin, RefusesMisalignedDataAndBigEndianCheckpoints) {
@@ -299,6 +300,10 @@ TEST(PytorchBin, RefusesMisalignedDataAndBigEndianCheckpoints) {
                       {"archive/data/0", raw(std::vector<uint16_t>(8, 0))},
                       {"archive/byteorder", "big"}}),
                  {"'archive/byteorder' says 'big'", "only little-endian"});
+  expect_refused(zip({{"archive/data.pkl", pickle},
+                      {"archive/data/0", raw(std::vector<uint16_t>(8, 0))},
+                      {"archive/byteorder", "little\n"}}),
+                 {"'archive/byteorder' says 'little?'"});
 }
 
 TEST(PytorchBin, RefusesPicklesThatAreNotStateDicts) {
