@@ -188,7 +188,8 @@ class OpenAiLine : public BatchLine {
                           {"body", json::parse(reply_->body())}};
     return json::object{{"custom_id", json::parse(custom_id_)}, {"response", std::move(response)}, {"error", nullptr}};
   }
-  bool is_error() const override { return error_; }
+  // A bad envelope, a repeated custom_id, or a body the server refuses.
+  bool is_error() const override { return error_ || (reply_->sent() && reply_->status() != 200); }
 
  private:
   std::string custom_id_;
