@@ -117,14 +117,14 @@ CommandRunner register_batch(CLI::App& app) {
     };
     if (world.rank() == 0 && args->resume) open_output();
     ModelSession session(world, args->model, "batch");
-    return session.run([&]() {
-      std::optional<Tokenizer> tokenizer;
-      if (Tokenizer::available(args->model.model_dir)) tokenizer = Tokenizer::from_model_dir(args->model.model_dir);
-      const Tokenizer* tok = tokenizer ? &*tokenizer : nullptr;
+    // Every replica leader needs the tokenizer (stop strings) and the same scheduler options.
+    std::optional<Tokenizer> tokenizer;
+    if (Tokenizer::available(args->model.model_dir)) tokenizer = Tokenizer::from_model_dir(args->model.model_dir);
+    const Tokenizer* tok = tokenizer ? &*tokenizer : nullptr;
+    SchedulerOptions options = scheduler_options_for(session, args->batching);
+    options.static_batching = args->static_batching;
+    return session.run_engine(options, tok, [&](Engine& engine) {
       if (!writer) open_output();
-      SchedulerOptions options = scheduler_options_for(session, args->batching);
-      options.static_batching = args->static_batching;
-      Scheduler scheduler(session.runner(), options, tok);
 
       // Both input formats, line by line (launcher/batch_lines.h); OpenAI batch lines are answered by
       // the server's own request path, so they need what the server knows of the model.
@@ -135,6 +135,10 @@ CommandRunner register_batch(CLI::App& app) {
       std::map<uint64_t, std::unique_ptr<BatchLine>> pending;  // by first handle
       std::map<uint64_t, uint64_t> owner;   // handle -> first handle
       uint64_t next_handle = 0, tokens_generated = 0;
+      struct ReplicaWork {
+        uint64_t lines = 0, tokens = 0;
+      };
+      std::vector<ReplicaWork> per_replica(static_cast<std::size_t>(engine.replicas()));
       std::size_t written = 0, errors = 0, skipped = 0;
       // Each id's (custom_id's) first input line, so that a later line with the same one gets an error line.
       std::unordered_map<std::string, uint64_t> first_seen;
@@ -161,13 +165,13 @@ CommandRunner register_batch(CLI::App& app) {
         ++written;
         return true;
       };
-      // Reads and submits lines while fewer than 2 x --max-batch wait (the look-ahead); waits up to
-      // wait_ms for input that has not come yet (a pipe).
+      // Reads and submits lines while the engine has room (the look-ahead); waits up to wait_ms for
+      // input that has not come yet (a pipe).
       auto feed = [&](int wait_ms) {
         LineReader::Line input;
-        while (scheduler.waiting() < 2 * args->batching.max_batch &&
+        while (engine.queue_room() > 0 &&
                reader->next(input, std::exchange(wait_ms, 0)) == LineReader::Status::kLine) {
-          session.runner().keepalive_if_due();  // parsing many long lines takes a while
+          engine.keepalive_if_due();  // parsing many long lines takes a while
           if (input.blank) continue;
           const uint64_t line_no = input.number;
           std::string id, key, error;
@@ -204,7 +208,7 @@ CommandRunner register_batch(CLI::App& app) {
             reject(id, line_no, error);
             continue;
           }
-          // Done: its result line is there, or its error line (a line the scheduler refused).
+          // Done: its result line is there, or its error line (a line the engine refused).
           if ((!item->key().empty() && done.count(item->key())) || done.count(line_key(line_no))) {
             ++skipped;
             continue;
@@ -220,11 +224,11 @@ CommandRunner register_batch(CLI::App& app) {
             for (GenerationRequest& r : item->requests()) {
               r.handle = handle;
               handle += static_cast<uint64_t>(r.n);
-              scheduler.submit(std::move(r));  // refuses a prompt that does not fit the model
+              engine.submit(std::move(r));  // refuses a prompt that does not fit the model
               submitted.push_back(r.handle);  // (a moved-from request keeps its handle)
             }
           } catch (const Error& e) {
-            for (uint64_t h : submitted) scheduler.cancel(h);
+            for (uint64_t h : submitted) engine.cancel(h);  // its kCancelled events find no owner
             item->on_refused(e.what());
             emit(*item);
             continue;
@@ -234,18 +238,20 @@ CommandRunner register_batch(CLI::App& app) {
           pending[first] = std::move(item);
         }
       };
-      while (!g_stop_signal && (!reader->at_end() || !scheduler.idle())) {
-        session.runner().keepalive_if_due();  // the workers time rank 0's silence, also while idle
-        feed(scheduler.idle() ? 200 : 0);  // idle: wait a little for a slow pipe, then look at the signal
-        if (scheduler.idle()) continue;
-        for (const GenerationEvent& e : scheduler.step()) {
-          if (e.choice.token >= 0) ++tokens_generated;
+      while (!g_stop_signal && (!reader->at_end() || !engine.idle())) {
+        engine.keepalive_if_due();  // the other ranks time rank 0's silence, also while idle
+        feed(engine.idle() ? 200 : 0);  // idle: wait a little for a slow pipe, then look at the signal
+        if (engine.idle()) continue;
+        for (const GenerationEvent& e : engine.step()) {
           const auto it = owner.find(e.handle);
           if (it == owner.end()) continue;  // a request cancelled when its line was refused
+          const int replica = engine.replica_of(e.handle);
+          if (e.choice.token >= 0) ++tokens_generated, ++per_replica[replica].tokens;
           const uint64_t first = it->second;
           BatchLine& line = *pending.at(first);
           line.on_event(static_cast<int>(e.handle - first), e);
           if (!emit(line)) continue;
+          ++per_replica[replica].lines;
           for (auto h = owner.lower_bound(first); h != owner.end() && h->second == first;) h = owner.erase(h);
           pending.erase(first);
         }
@@ -256,18 +262,32 @@ CommandRunner register_batch(CLI::App& app) {
       const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
       // One block: K and V of block_size positions, every layer, this rank's heads.
       const GptjConfig& c = session.config();
-      const double block_mb = 2.0 * options.kv.block_size * (c.n_embd / world.size()) * c.n_layer *
+      const double block_mb = 2.0 * options.kv.block_size * (c.n_embd / session.replicas().tp) * c.n_layer *
                               dtype_size(parse_dtype(session.options().dtype)) / 1e6;
+      const ReplicaStats total = engine.total();
       std::fprintf(stderr,
                    "gptj batch: %zu lines written (%zu errors), %zu skipped as already done, %llu tokens "
                    "in %.1f s (%.1f tok/s), %llu preemptions, %llu prompt tokens from the prefix cache, peak KV "
                    "%d of %d blocks (%.1f MB per rank; contiguous per-sequence caches for the same batch: %.1f MB)\n",
                    written, errors, skipped, static_cast<unsigned long long>(tokens_generated), seconds,
                    seconds > 0 ? tokens_generated / seconds : 0.0,
-                   static_cast<unsigned long long>(scheduler.preemptions()),
-                   static_cast<unsigned long long>(scheduler.prefix_hit_tokens()), scheduler.peak_used_blocks(),
-                   options.kv.num_blocks, scheduler.peak_used_blocks() * block_mb,
+                   static_cast<unsigned long long>(total.preemptions),
+                   static_cast<unsigned long long>(total.prefix_hit_tokens), total.peak_used_blocks,
+                   total.kv_blocks_total, total.peak_used_blocks * block_mb / engine.replicas(),
                    static_cast<double>(args->batching.max_batch) * session.config().n_positions / options.kv.block_size * block_mb);
+      if (engine.replicas() > 1)
+        for (int r = 0; r < engine.replicas(); ++r) {
+          const ReplicaStats s = engine.stats(r);
+          std::fprintf(stderr,
+                       "gptj batch: replica %d (ranks %d..%d): %llu lines, %llu tokens (%.1f tok/s), %llu preemptions, "
+                       "%llu prompt tokens from the prefix cache, peak KV %d of %d blocks\n",
+                       r, session.replicas().leader_rank(r), session.replicas().leader_rank(r) + session.replicas().tp - 1,
+                       static_cast<unsigned long long>(per_replica[r].lines),
+                       static_cast<unsigned long long>(per_replica[r].tokens),
+                       seconds > 0 ? per_replica[r].tokens / seconds : 0.0,
+                       static_cast<unsigned long long>(s.preemptions),
+                       static_cast<unsigned long long>(s.prefix_hit_tokens), s.peak_used_blocks, s.kv_blocks_total);
+        }
       if (g_stop_signal) {
         std::fprintf(stderr, "gptj batch: stopped by signal %d; finished lines are in %s; rerun with --resume\n",
                      g_stop_signal.load(), args->output.c_str());

@@ -40,6 +40,11 @@ void add_common_model_options(CLI::App& command, ModelOptions& options) {
                      "base seconds a model step may take before the job is ended as hung (0: off); "
                      "a step also gets 4x this rank's measured seconds per token times its tokens")
       ->capture_default_str();
+  command.add_option("--tp", options.tp,
+                     "ranks per tensor-parallel replica (0: all ranks, one replica); batch and serve run "
+                     "world / tp data-parallel replicas behind rank 0")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
 }
 
 CommandRunner register_logits(CLI::App& app) {

@@ -20,9 +20,10 @@ ModelInfo model_info_for(ModelSession& session, const SchedulerOptions& options,
   info.kv_capacity_tokens = options.kv.num_blocks * options.kv.block_size;
   info.tokenizer = tokenizer;
   info.created = static_cast<int64_t>(std::time(nullptr));
-  // What decides the numbers: the backend, its compute dtype and the tensor-parallel width.
+  // What decides the numbers: the backend, its compute dtype and the tensor-parallel width (of one
+  // replica: each runs the whole model).
   info.fingerprint =
-      fmt::format("fp_{}_{}_tp{}", session.backend().name(), session.options().dtype, session.world().size());
+      fmt::format("fp_{}_{}_tp{}", session.backend().name(), session.options().dtype, session.replicas().tp);
   return info;
 }
 

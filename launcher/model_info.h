@@ -11,7 +11,7 @@ namespace gptj {
 
 // The ModelInfo of `session` run with scheduler `options`: name = `served_name`, else the model
 // directory's name; limits from the options and config; `tokenizer` (may be null) is borrowed and
-// must outlive the result; created = now; fingerprint "fp_{backend}_{dtype}_tp{world size}".
+// must outlive the result; created = now; fingerprint "fp_{backend}_{dtype}_tp{ranks per replica}".
 ModelInfo model_info_for(ModelSession& session, const SchedulerOptions& options, const Tokenizer* tokenizer,
                          const std::string& served_name);
 

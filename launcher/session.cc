@@ -14,6 +14,7 @@
 
 #include "runtime/core/error.h"
 #include "runtime/core/logging.h"
+#include "launcher/replicas.h"
 #ifdef GPTJ_WITH_CUDA
 #include "runtime/backend/cuda_backend.h"
 #endif
@@ -78,9 +79,16 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
                                  ? std::filesystem::absolute(options.model_dir).string()
                                  : "random:" + options.random_config;
   // --step-timeout too: ranks that disagree on it would disagree on keepalives (model_runner.h).
-  world.check_same_arguments(fmt::format("{} --model {} --backend {} --dtype {} --kv-blocks {} --step-timeout {}",
+  world.check_same_arguments(fmt::format("{} --model {} --backend {} --dtype {} --kv-blocks {} --step-timeout {} --tp {}",
                                          command, source, options_.backend, options_.dtype,
-                                         options.kv_blocks, options.step_timeout_s));
+                                         options.kv_blocks, options.step_timeout_s, options.tp));
+  world.split_replicas(options.tp);
+  const int tp = world.replicas().tp;
+  GPTJ_CHECK(world.replicas().count == 1 || command == "batch" || command == "serve",
+             "gptj {} runs one tensor-parallel group: --tp {} would make {} replicas (data-parallel replicas are for "
+             "gptj batch and gptj serve); leave --tp out or set it to {}",
+             command, tp, world.replicas().count, world.size());
+  Communicator& comm = world.replica_communicator();
   const bool random = !options.random_config.empty();
   GPTJ_CHECK(random || std::filesystem::exists(std::filesystem::path(options.model_dir) / "config.json"),
              "--model {}: no config.json there (expected a Hugging Face GPT-J checkpoint directory)",
@@ -91,18 +99,18 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
                  options_.backend == "cuda" ? " (each rank uses the GPU numbered by its local rank)" : "");
   config_ = load_config(random ? options.random_config
                                : (std::filesystem::path(options.model_dir) / "config.json").string());
-  GPTJ_CHECK(config_.n_head % world.size() == 0,
-             "{} ranks cannot split the model's {} attention heads: the number of ranks (TP size) "
-             "must divide n_head",
-             world.size(), config_.n_head);
+  GPTJ_CHECK(config_.n_head % tp == 0,
+             "{} ranks cannot split the model's {} attention heads: the tensor-parallel size (--tp, default: "
+             "every rank) must divide n_head",
+             tp, config_.n_head);
 
   BackendOptions backend_options;
-  backend_options.tp = {world.rank(), world.size()};
+  backend_options.tp = {world.replicas().tp_rank, tp};
   backend_options.compute_dtype = options_.dtype;
   backend_options.kv.block_size = options.block_size;
   const double budget_gb = options.kv_memory_gb > 0 ? options.kv_memory_gb
                                                     : (options_.backend == "cuda" ? 24.0 : 1.0);
-  const double bytes_per_block = 2.0 * options.block_size * (config_.n_embd / world.size()) *
+  const double bytes_per_block = 2.0 * options.block_size * (config_.n_embd / tp) *
                                  config_.n_layer * (options_.dtype == "float32" ? 4 : 2);
   kv_blocks_ = options.kv_blocks > 0
                    ? options.kv_blocks
@@ -124,23 +132,27 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
     check_checkpoint_matches(config_, *checkpoint_, (std::filesystem::path(options_.model_dir) / "config.json").string());
   }
   if (options_.backend == "cpu") {
-    backend_ = make_cpu_backend(config_, *checkpoint_, backend_options, world.communicator());
+    backend_ = make_cpu_backend(config_, *checkpoint_, backend_options, comm);
   } else {
 #ifdef GPTJ_WITH_CUDA
-    backend_ = make_cuda_backend(config_, checkpoint_.get(), options.random_seed, backend_options, world.communicator(),
+    backend_ = make_cuda_backend(config_, checkpoint_.get(), options.random_seed, backend_options, comm,
                                  world.local_rank());
 #endif
   }
   if (checkpoint_) checkpoint_->release_pages();  // the shard is copied; only wte rows are read later
-  runner_ = std::make_unique<ModelRunner>(*backend_, world.communicator(), config_.vocab_size);
+  runner_ = std::make_unique<ModelRunner>(*backend_, comm, config_.vocab_size);
+  load_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  // Several ranks: a watchdog times this rank's steps and waits (also at TP 1 when there are several
+  // replicas: its allowance tells the other side of the replica link how long a step may take).
   if (world.size() > 1 && options.step_timeout_s > 0) {
-    watchdog_ = std::make_unique<StepWatchdog>(options.step_timeout_s,
-                                               fmt::format("rank {} on {}", world.rank(), world.host()),
-                                               prior_seconds_per_token(config_, world.size(), backend_->name()));
+    const std::string who = world.replicas().count > 1
+                                ? fmt::format("rank {} (replica {}) on {}", world.rank(), world.replicas().index, world.host())
+                                : fmt::format("rank {} on {}", world.rank(), world.host());
+    watchdog_ = std::make_unique<StepWatchdog>(options.step_timeout_s, who,
+                                               prior_seconds_per_token(config_, tp, backend_->name()));
     watchdog_->set_health_probe([backend = backend_.get()] { return backend->async_error(); });
-    const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     runner_->set_watchdog(watchdog_.get(),
-                          watchdog_->startup_wait_limit(load_s, static_cast<double>(backend_->weight_bytes())));
+                          watchdog_->startup_wait_limit(load_seconds_, static_cast<double>(backend_->weight_bytes())));
   }
   spdlog::debug("{} backend ready: {:.1f} MB of weights, {} KV blocks of {}", backend_->name(),
                 backend_->weight_bytes() / 1e6, kv_blocks_, options.block_size);
@@ -149,9 +161,41 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
 ModelSession::~ModelSession() = default;
 
 int ModelSession::run(const std::function<int()>& body) {
-  if (world_.rank() != 0) return runner_->run_worker_loop();
+  if (world_.replicas().tp_rank != 0) return runner_->run_worker_loop();
   runner_->keepalive_if_due();  // the first word: rank 0 has loaded (the workers' start-up wait ends)
   const int code = body();
+  runner_->shutdown(code);
+  return code;
+}
+
+}  // namespace gptj
+
+namespace gptj {
+
+int ModelSession::run_engine(const SchedulerOptions& options, const Tokenizer* tokenizer,
+                             const std::function<int(Engine& engine)>& body) {
+  const ReplicaLayout& layout = world_.replicas();
+  if (!layout.leader()) return runner_->run_worker_loop();
+  Scheduler scheduler(*runner_, options, tokenizer);
+  if (layout.count == 1) return run([&] { return body(scheduler); });
+  ReplicaTimeouts timeouts;
+  timeouts.watchdog = watchdog_.get();
+  timeouts.max_step_tokens = options.max_step_tokens;
+  if (watchdog_) {
+    timeouts.silence_s = watchdog_->rank0_silence_limit();
+    timeouts.startup_s = watchdog_->startup_wait_limit(load_seconds_, static_cast<double>(backend_->weight_bytes()));
+  }
+  runner_->keepalive_if_due();  // the first word to this replica's workers: its leader has loaded
+  int code = 0;
+  if (world_.rank() == 0) {
+    DataParallelEngine engine(scheduler, world_, timeouts);
+    engine.wait_until_ready();
+    spdlog::debug("all {} replicas are ready", layout.count);
+    code = body(engine);
+    engine.stop(code);
+  } else {
+    code = run_replica_leader(scheduler, world_, timeouts);
+  }
   runner_->shutdown(code);
   return code;
 }

@@ -9,6 +9,7 @@
 #include "parallel/world.h"
 #include "runtime/backend/backend.h"
 #include "runtime/generate/model_runner.h"
+#include "runtime/generate/scheduler.h"
 #include "runtime/model/config.h"
 #include "runtime/model/safetensors.h"
 
@@ -29,6 +30,8 @@ struct ModelOptions {
   // job: a peer is stopped or hung; so does rank 0's silence between steps for this base + 8 s
   // (it sends keepalives: model_runner.h). 0: both off. Every rank must have the same value.
   double step_timeout_s = 15;
+  // Ranks per data-parallel replica (each a tensor-parallel group); 0: one replica of every rank.
+  int tp = 0;
 };
 
 class ModelSession {
@@ -42,6 +45,14 @@ class ModelSession {
   // the exit code; where it waits or works between steps it calls runner().keepalive_if_due()),
   // then shuts the workers down; ranks > 0 run the worker loop. Every rank returns rank 0's exit code.
   int run(const std::function<int()>& body);
+  // The same for commands that run requests (batch, serve), over every replica: world
+  // rank 0 runs `body` with an Engine over all of them (its own Scheduler when there is one
+  // replica, else a DataParallelEngine, launcher/replicas.h), the other replica leaders serve it
+  // (run_replica_leader), the remaining ranks serve their leader's steps. Every rank builds the
+  // same `options` (and its tokenizer, for stop strings).
+  int run_engine(const SchedulerOptions& options, const Tokenizer* tokenizer,
+                 const std::function<int(Engine& engine)>& body);
+  const ReplicaLayout& replicas() const { return world_.replicas(); }
 
   World& world() { return world_; }
   const GptjConfig& config() const { return config_; }
@@ -59,6 +70,7 @@ class ModelSession {
   std::unique_ptr<StepWatchdog> watchdog_;
   std::unique_ptr<ModelRunner> runner_;
   int kv_blocks_ = 0;
+  double load_seconds_ = 0;
 };
 
 // Writes a random model directory (launcher/cmd_tools.cc).

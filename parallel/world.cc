@@ -13,9 +13,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <map>
 #include <vector>
 
 #include "runtime/core/error.h"
+#include "runtime/core/logging.h"
 
 namespace gptj {
 
@@ -94,10 +96,77 @@ World::World(int* argc, char*** argv) {
 #endif
 }
 
+#ifdef GPTJ_WITH_MPI
+struct World::MpiComms {
+  MPI_Comm replica = MPI_COMM_NULL, link = MPI_COMM_NULL;
+};
+#else
+struct World::MpiComms {};
+#endif
+
 World::~World() {
+  link_.reset();
+  replica_comm_.reset();
 #ifdef GPTJ_WITH_MPI
   if (mpi_) MPI_Finalize();
 #endif
+}
+
+namespace {
+// Every rank's host name, by world rank (collective).
+std::vector<std::string> gather_hosts(const std::string& mine, int size) {
+  std::vector<std::string> hosts(static_cast<std::size_t>(size), mine);
+#ifdef GPTJ_WITH_MPI
+  if (size > 1) {
+    constexpr int kWidth = 128;
+    std::vector<char> send(kWidth, '\0'), recv(static_cast<std::size_t>(kWidth) * size);
+    std::copy_n(mine.begin(), std::min<std::size_t>(mine.size(), kWidth - 1), send.begin());
+    MPI_Allgather(send.data(), kWidth, MPI_CHAR, recv.data(), kWidth, MPI_CHAR, MPI_COMM_WORLD);
+    for (int r = 0; r < size; ++r) hosts[r] = std::string(recv.data() + static_cast<std::size_t>(r) * kWidth);
+  }
+#endif
+  return hosts;
+}
+
+// A replica spans hosts although it need not: every host has at least tp ranks (so a layout with
+// each replica on one host exists). Names the first such replica, or returns "".
+std::string straddling_replica(const std::vector<std::string>& hosts, int tp) {
+  std::map<std::string, int> per_host;
+  for (const auto& h : hosts) ++per_host[h];
+  for (const auto& [host, n] : per_host)
+    if (n < tp) return "";
+  for (std::size_t first = 0; first < hosts.size(); first += tp)
+    for (std::size_t r = first + 1; r < first + tp; ++r)
+      if (hosts[r] != hosts[first])
+        return fmt::format("replica {} (ranks {}..{}) spans {} and {}", first / tp, first, first + tp - 1,
+                           hosts[first], hosts[r]);
+  return "";
+}
+}  // namespace
+
+void World::split_replicas(int tp) {
+  if (tp <= 0) tp = size_;
+  GPTJ_CHECK(size_ % tp == 0, "--tp {} does not divide the {} ranks of the job into replicas", tp, size_);
+  layout_ = {tp, size_ / tp, rank_ / tp, rank_ % tp};
+  hosts_ = gather_hosts(host_, size_);
+  if (layout_.count == 1) return;
+#ifdef GPTJ_WITH_MPI
+  mpi_comms_ = std::make_unique<MpiComms>();
+  MPI_Comm_split(MPI_COMM_WORLD, layout_.index, rank_, &mpi_comms_->replica);
+  MPI_Comm_set_errhandler(mpi_comms_->replica, MPI_ERRORS_RETURN);
+  MPI_Comm_dup(MPI_COMM_WORLD, &mpi_comms_->link);
+  MPI_Comm_set_errhandler(mpi_comms_->link, MPI_ERRORS_RETURN);
+  if (tp > 1)
+    replica_comm_ = std::make_unique<MpiCommunicator>(mpi_comms_->replica);
+  else
+    replica_comm_ = std::make_unique<SingleCommunicator>();
+  if (rank_ == 0 || layout_.leader()) link_ = std::make_unique<ReplicaLink>(&mpi_comms_->link);
+#endif
+  if (rank_ == 0)
+    if (const std::string why = straddling_replica(hosts_, tp); !why.empty())
+      spdlog::warn("{}, although every host has at least {} ranks: its all-reduces cross the network. Start "
+                   "the ranks of a host consecutively (mpirun --map-by slot, srun --distribution=block)",
+                   why, tp);
 }
 
 void World::check_same_arguments(const std::string& description) {
@@ -131,7 +200,8 @@ std::string World::describe_layout() {
     }
   }
 #endif
-  return fmt::format("launcher {}, {} rank(s) = TP {}: {}", launcher_, size_, size_, all);
+  return fmt::format("launcher {}, {} rank(s) = {} replica(s) x TP {}: {}", launcher_, size_, layout_.count,
+                     layout_.tp, all);
 }
 
 void World::abort(int code) {

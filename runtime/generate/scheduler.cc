@@ -72,7 +72,25 @@ Scheduler::Scheduler(ModelRunner& runner, const SchedulerOptions& options, const
 
 Scheduler::~Scheduler() = default;
 
+ReplicaStats Scheduler::stats(int) const {
+  ReplicaStats s;
+  s.running = static_cast<int>(running_.size());
+  s.waiting = static_cast<int>(waiting_.size());
+  s.kv_blocks_used = blocks_.used_blocks();
+  s.kv_blocks_free = blocks_.free_blocks();
+  s.kv_blocks_total = blocks_.total_blocks();
+  s.peak_used_blocks = peak_used_blocks_;
+  s.preemptions = preemptions_;
+  s.prefix_hit_tokens = prefix_hit_tokens_;
+  return s;
+}
+
 void Scheduler::submit(GenerationRequest request) {
+  check(request);
+  waiting_.push_back(std::make_unique<Sequence>(std::move(request), options_.allowed_vocab));
+}
+
+void Scheduler::check(const GenerationRequest& request) const {
   const int len = static_cast<int>(request.prompt.size());
   GPTJ_CHECK(len > 0, "the prompt is empty");
   GPTJ_CHECK(request.n >= 1 && request.n <= options_.max_batch, "n = {} must be within 1..{} (--max-batch)",
@@ -90,7 +108,6 @@ void Scheduler::submit(GenerationRequest request) {
              "the prompt needs {} KV blocks but the cache has {}", needed_blocks, options_.kv.num_blocks);
   GPTJ_CHECK(request.stop.empty() || tokenizer_ != nullptr,
              "stop strings need a tokenizer (vocab.json + merges.txt in the model directory)");
-  waiting_.push_back(std::make_unique<Sequence>(std::move(request), options_.allowed_vocab));
 }
 
 void Scheduler::cancel(uint64_t handle) {

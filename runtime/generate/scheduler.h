@@ -14,44 +14,14 @@
 #include <vector>
 
 #include "runtime/generate/block_allocator.h"
+#include "runtime/generate/engine.h"
 #include "runtime/generate/model_runner.h"
+#include "runtime/generate/request.h"
 #include "runtime/generate/sampler.h"
 
 namespace gptj {
 
 class Tokenizer;
-
-struct GenerationRequest {
-  uint64_t handle = 0;  // caller's key, echoed in events
-  std::vector<int32_t> prompt;
-  SamplingParams sampling;
-  int max_new_tokens = 64;
-  std::vector<std::string> stop;  // needs a tokenizer
-  bool ignore_eos = false;
-  // Samples of this prompt: sample k has handle + k and seed + k (when seeded). The prompt is
-  // prefilled once; the samples share its full KV blocks and copy only its partly filled last one.
-  int n = 1;
-  // Also report the logprobs of prompt tokens 1.. (each given the tokens before it) with
-  // sampling.logprobs alternatives, in the request's first event. max_new_tokens may then be 0:
-  // the request ends after its prefill (lm-eval-style scoring).
-  bool score_prompt = false;
-};
-
-enum class FinishReason { kNone, kLength, kStop, kEos, kCancelled };
-const char* finish_reason_name(FinishReason reason);
-
-// What happened to one request in a step: a new token (unless the token completed a stop string),
-// and whether it finished.
-struct GenerationEvent {
-  uint64_t handle = 0;
-  TokenChoice choice;          // choice.token == -1 when nothing is emitted this step
-  FinishReason finish = FinishReason::kNone;
-  const std::vector<int32_t>* generated = nullptr;  // all tokens emitted so far (stop text removed)
-  std::string stop_text;       // on kStop with a tokenizer: the generated text, cut before the stop string
-  int prompt_tokens = 0;
-  // score_prompt, first event only: prompt tokens 1.. (token = the prompt's id, its logprob, top).
-  std::vector<TokenChoice> prompt_logprobs;
-};
 
 struct SchedulerOptions {
   int max_batch = 64;            // running sequences at most
@@ -64,20 +34,26 @@ struct SchedulerOptions {
   bool prefix_caching = true;    // reuse the KV blocks of prompt prefixes computed before
 };
 
-class Scheduler {
+class Scheduler final : public Engine {
  public:
   Scheduler(ModelRunner& runner, const SchedulerOptions& options, const Tokenizer* tokenizer);
-  ~Scheduler();
+  ~Scheduler() override;
 
-  // Throws gptj::Error when the request cannot ever run (empty prompt, too long, bad ids).
-  void submit(GenerationRequest request);
-  void cancel(uint64_t handle);
-  bool idle() const { return waiting_.empty() && running_.empty(); }
+  // Throws gptj::Error when the request cannot ever run (empty prompt, too long, bad ids); check()
+  // alone is what submit() checks (the data-parallel front-end checks before it dispatches).
+  void check(const GenerationRequest& request) const;
+  void submit(GenerationRequest request) override;
+  void cancel(uint64_t handle) override;
+  bool idle() const override { return waiting_.empty() && running_.empty(); }
   // Runs one model step over the running batch; returns what happened.
-  std::vector<GenerationEvent> step();
+  std::vector<GenerationEvent> step() override;
+  // 2 x max_batch sequences waiting is look-ahead enough.
+  int queue_room() const override { return 2 * options_.max_batch - static_cast<int>(waiting_.size()); }
+  ReplicaStats stats(int replica = 0) const override;
+  void keepalive_if_due() override { runner_.keepalive_if_due(); }
+  std::chrono::steady_clock::time_point keepalive_due() const override { return runner_.keepalive_due(); }
 
-  int running() const { return static_cast<int>(running_.size()); }
-  int waiting() const { return static_cast<int>(waiting_.size()); }
+  const SchedulerOptions& options() const { return options_; }
   const BlockAllocator& blocks() const { return blocks_; }
   uint64_t preemptions() const { return preemptions_; }
   // Prompt tokens whose keys/values came from the prefix cache instead of being computed.

@@ -5,7 +5,7 @@
 #     200/400 response body equals what the server answers for the same body (ids and timestamps
 #     aside; floats within 1e-4, tokens exactly); errors name the field;
 #  2. logit_bias +100 forces a token and -100 forbids the greedy one, in both line formats, also at
-#     TP 2 (mpirun -np 2);
+#     TP 2 and across data-parallel replicas (mpirun -np 2 --tp 2 and --tp 1);
 #  3. --resume after a job cut mid-line: the torn line is cut, every custom_id exactly once, the
 #     redone lines equal the first run's.
 source "$(dirname "$0")/common.sh" "$@"
@@ -109,18 +109,22 @@ with open(work + "/tp2.jsonl", "w") as f:
 open(work + "/greedy", "w").write(str(greedy))
 PY
 
-# TP 2: logit_bias applied on both ranks' shards.
-timeout -k 5 120 mpirun --oversubscribe -np 2 "$GPTJ" batch --model "$MODEL" --input "$WORK/tp2.jsonl" \
-  --output "$WORK/tp2_out.jsonl" 2>"$WORK/tp2.err" || { cat "$WORK/tp2.err"; fail "mpirun -np 2 gptj batch"; }
-python3 - "$WORK" <<'PY'
+# TP 2: logit_bias applied on both ranks' shards; --tp 1 at np 2: sent to the other replica with the request.
+for tp in 2 1; do
+  timeout -k 5 120 mpirun --oversubscribe -np 2 "$GPTJ" batch --model "$MODEL" --tp "$tp" --input "$WORK/tp2.jsonl" \
+    --output "$WORK/tp${tp}_out.jsonl" 2>"$WORK/tp$tp.err" || { cat "$WORK/tp$tp.err"; fail "mpirun -np 2 gptj batch --tp $tp"; }
+  python3 - "$WORK" "$tp" <<'PY'
 import json, sys
-work = sys.argv[1]
+work, tp = sys.argv[1], sys.argv[2]
 greedy = int(open(work + "/greedy").read())
-out = {json.dumps(o.get("custom_id", o["id"])): o for o in map(json.loads, open(work + "/tp2_out.jsonl"))}
-assert greedy not in out["1"]["tokens"][:1], (greedy, out["1"])
-assert out['"tp2"']["response"]["body"]["choices"][0]["token_ids"] == [1820] * 3, out['"tp2"']
-print("ok: logit_bias at TP 2 (-100 forbids the greedy token, +100 forces one)")
+out = {json.dumps(o.get("custom_id", o["id"])): o for o in map(json.loads, open(work + "/tp%s_out.jsonl" % tp))}
+assert greedy != out["1"]["tokens"][0], (greedy, out["1"])
+body = out['"tp2"']["response"]["body"]
+assert body["choices"][0]["token_ids"] == [1820] * 3, body
+assert body["system_fingerprint"] == "fp_cpu_float32_tp%s" % tp, body["system_fingerprint"]
+print("ok: logit_bias at np 2 --tp %s (-100 forbids the greedy token, +100 forces one)" % tp)
 PY
+done
 
 # --resume keyed by custom_id: keep 3 finished lines and half of the fourth, as a killed job leaves it.
 head -n 3 "$WORK/out.jsonl" >"$WORK/resumed.jsonl"

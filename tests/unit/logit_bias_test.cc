@@ -1,7 +1,7 @@
 // logit_bias (OpenAI semantics, runtime/generate/sampler.h): one more LogitEdit per biased token, so
 // every rank applies it to its own vocab shard. +100 on one id makes greedy pick it, -100 on the
-// greedy token forbids it — from the full row and from the shard summaries at TP 1, 2 and 3 — and a
-// bias adds to what the penalties leave.
+// greedy token forbids it — from the full row and from the shard summaries at TP 1, 2 and 3 — a
+// bias adds to what the penalties leave, and it reaches other replicas (runtime/generate/wire.h).
 #include <gtest/gtest.h>
 
 #include <random>
@@ -9,6 +9,7 @@
 
 #include "runtime/backend/draw.h"
 #include "runtime/generate/sampler.h"
+#include "runtime/generate/wire.h"
 
 namespace gptj {
 namespace {
@@ -74,6 +75,16 @@ TEST(LogitBias, IsOneEditPerTokenAddedAfterThePenalties) {
   EXPECT_EQ(edits[1].token, 9);
   EXPECT_FLOAT_EQ(edits[1].subtract, 1.0f);
   EXPECT_FLOAT_EQ(apply_logit_edit(2.0f, edits[0]), 4.5f);
+}
+
+TEST(LogitBias, TravelsToOtherReplicas) {
+  GenerationRequest request;
+  request.prompt = {1, 2};
+  request.sampling.logit_bias = {{5, -100.0f}, {70, 2.5f}};
+  request.sampling.logprobs = 3;
+  const GenerationRequest back = wire::decode_request(wire::encode_request(request));
+  EXPECT_EQ(back.sampling.logit_bias, request.sampling.logit_bias);
+  EXPECT_EQ(back.sampling.logprobs, 3);
 }
 
 }  // namespace

@@ -1,0 +1,164 @@
+#include "runtime/generate/wire.h"
+
+namespace gptj::wire {
+
+void Writer::put_string(const std::string& s) {
+  put<uint32_t>(static_cast<uint32_t>(s.size()));
+  bytes_.insert(bytes_.end(), s.begin(), s.end());
+}
+
+const uint8_t* Reader::take(std::size_t n) {
+  GPTJ_CHECK(n <= size_ - pos_, "replica message ends early: {} bytes wanted at offset {} of {}", n, pos_, size_);
+  const uint8_t* p = data_ + pos_;
+  pos_ += n;
+  return p;
+}
+
+std::string Reader::get_string() {
+  const uint32_t n = get<uint32_t>();
+  const uint8_t* p = take(n);
+  return std::string(reinterpret_cast<const char*>(p), n);
+}
+
+void Reader::expect_end() const {
+  GPTJ_CHECK(at_end(), "replica message has {} bytes left over", size_ - pos_);
+}
+
+namespace {
+
+void put_sampling(Writer& w, const SamplingParams& s) {
+  w.put(s.temperature);
+  w.put(s.top_k);
+  w.put(s.top_p);
+  w.put(s.repetition_penalty);
+  w.put(s.presence_penalty);
+  w.put(s.frequency_penalty);
+  w.put(s.no_repeat_ngram_size);
+  w.put<uint8_t>(s.seed.has_value());
+  w.put<uint64_t>(s.seed.value_or(0));
+  w.put(s.logprobs);
+  w.put<uint8_t>(s.report_logprob);
+  w.put_vector(s.logit_bias);
+}
+
+SamplingParams get_sampling(Reader& r) {
+  SamplingParams s;
+  s.temperature = r.get<float>();
+  s.top_k = r.get<int>();
+  s.top_p = r.get<float>();
+  s.repetition_penalty = r.get<float>();
+  s.presence_penalty = r.get<float>();
+  s.frequency_penalty = r.get<float>();
+  s.no_repeat_ngram_size = r.get<int>();
+  const bool seeded = r.get<uint8_t>() != 0;
+  const uint64_t seed = r.get<uint64_t>();
+  if (seeded) s.seed = seed;
+  s.logprobs = r.get<int>();
+  s.report_logprob = r.get<uint8_t>() != 0;
+  s.logit_bias = r.get_vector<std::pair<int32_t, float>>();
+  return s;
+}
+
+void put_choice(Writer& w, const TokenChoice& c) {
+  w.put(c.token);
+  w.put(c.logprob);
+  w.put_vector(c.top);
+}
+
+TokenChoice get_choice(Reader& r) {
+  TokenChoice c;
+  c.token = r.get<int32_t>();
+  c.logprob = r.get<float>();
+  c.top = r.get_vector<std::pair<int32_t, float>>();
+  return c;
+}
+
+}  // namespace
+
+std::vector<uint8_t> encode_request(const GenerationRequest& q) {
+  Writer w;
+  w.put(q.handle);
+  w.put_vector(q.prompt);
+  put_sampling(w, q.sampling);
+  w.put(q.max_new_tokens);
+  w.put<uint32_t>(static_cast<uint32_t>(q.stop.size()));
+  for (const std::string& s : q.stop) w.put_string(s);
+  w.put<uint8_t>(q.ignore_eos);
+  w.put(q.n);
+  w.put<uint8_t>(q.score_prompt);
+  return w.take();
+}
+
+GenerationRequest decode_request(const std::vector<uint8_t>& bytes) {
+  Reader r(bytes.data(), bytes.size());
+  GenerationRequest q;
+  q.handle = r.get<uint64_t>();
+  q.prompt = r.get_vector<int32_t>();
+  q.sampling = get_sampling(r);
+  q.max_new_tokens = r.get<int>();
+  const uint32_t stops = r.get<uint32_t>();
+  for (uint32_t i = 0; i < stops; ++i) q.stop.push_back(r.get_string());
+  q.ignore_eos = r.get<uint8_t>() != 0;
+  q.n = r.get<int>();
+  q.score_prompt = r.get<uint8_t>() != 0;
+  r.expect_end();
+  return q;
+}
+
+std::vector<uint8_t> encode_report(const ReplicaStats& s, const std::vector<GenerationEvent>& events) {
+  Writer w;
+  w.put(s.running);
+  w.put(s.waiting);
+  w.put(s.kv_blocks_used);
+  w.put(s.kv_blocks_free);
+  w.put(s.kv_blocks_total);
+  w.put(s.peak_used_blocks);
+  w.put(s.preemptions);
+  w.put(s.prefix_hit_tokens);
+  w.put<uint32_t>(static_cast<uint32_t>(events.size()));
+  for (const GenerationEvent& e : events) {
+    w.put(e.handle);
+    put_choice(w, e.choice);
+    w.put(static_cast<int32_t>(e.finish));
+    w.put_string(e.stop_text);
+    w.put(e.prompt_tokens);
+    w.put<uint32_t>(static_cast<uint32_t>(e.prompt_logprobs.size()));
+    for (const TokenChoice& c : e.prompt_logprobs) put_choice(w, c);
+    const bool finished = e.finish != FinishReason::kNone && e.generated;
+    w.put_vector(finished ? *e.generated : std::vector<int32_t>{});
+  }
+  return w.take();
+}
+
+void decode_report(const std::vector<uint8_t>& bytes, ReplicaStats& s, std::vector<WireEvent>& events) {
+  Reader r(bytes.data(), bytes.size());
+  s.running = r.get<int>();
+  s.waiting = r.get<int>();
+  s.kv_blocks_used = r.get<int>();
+  s.kv_blocks_free = r.get<int>();
+  s.kv_blocks_total = r.get<int>();
+  s.peak_used_blocks = r.get<int>();
+  s.preemptions = r.get<uint64_t>();
+  s.prefix_hit_tokens = r.get<uint64_t>();
+  const uint32_t n = r.get<uint32_t>();
+  events.clear();
+  for (uint32_t i = 0; i < n; ++i) {
+    WireEvent w;
+    GenerationEvent& e = w.event;
+    e.handle = r.get<uint64_t>();
+    e.choice = get_choice(r);
+    const int32_t finish = r.get<int32_t>();
+    GPTJ_CHECK(finish >= 0 && finish <= static_cast<int32_t>(FinishReason::kCancelled),
+               "replica message: finish reason {} unknown", finish);
+    e.finish = static_cast<FinishReason>(finish);
+    e.stop_text = r.get_string();
+    e.prompt_tokens = r.get<int>();
+    const uint32_t scored = r.get<uint32_t>();
+    for (uint32_t k = 0; k < scored; ++k) e.prompt_logprobs.push_back(get_choice(r));
+    w.final_tokens = r.get_vector<int32_t>();
+    events.push_back(std::move(w));
+  }
+  r.expect_end();
+}
+
+}  // namespace gptj::wire
