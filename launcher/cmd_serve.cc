@@ -313,15 +313,14 @@ int serve_rank0(World& world, const ServeArgs& args) {
   std::fflush(stderr);
 
   ModelSession session(world, args.model, "serve");
-  return session.run([&] {
-    std::optional<Tokenizer> tokenizer;
-    if (Tokenizer::available(session.options().model_dir))
-      tokenizer = Tokenizer::from_model_dir(session.options().model_dir);
-    const SchedulerOptions options = scheduler_options_for(session, args.batching);
-    Scheduler scheduler(session.runner(), options, tokenizer ? &*tokenizer : nullptr);
+  std::optional<Tokenizer> tokenizer;
+  if (Tokenizer::available(session.options().model_dir)) tokenizer = Tokenizer::from_model_dir(session.options().model_dir);
+  const SchedulerOptions options = scheduler_options_for(session, args.batching);
+  // Returns once every replica has loaded (launcher/replicas.h); /health says ready only then.
+  return session.run_engine(options, tokenizer ? &*tokenizer : nullptr, [&](Engine& engine) {
     const ModelInfo info = model_info_for(session, options, tokenizer ? &*tokenizer : nullptr, args.model_name);
     router.set_model(info);
-    coordinator.run(scheduler);  // returns after SIGTERM/SIGINT and the drain
+    coordinator.run(engine);  // returns after SIGTERM/SIGINT and the drain
     metrics.set_ready(false);
     server.stop(std::chrono::milliseconds(5000));  // let the last answers reach their clients
     std::fprintf(stderr, "gptj serve: stopped\n");
@@ -352,7 +351,12 @@ CommandRunner register_serve(CLI::App& app) {
     install_stop_signal_handler("gptj serve");
     if (world.rank() == 0) return serve_rank0(world, *args);
     ModelSession session(world, args->model, "serve");
-    return session.run([] { return 0; });
+    // The other replicas' leaders serve rank 0's requests (and need the tokenizer for stop strings);
+    // the remaining ranks serve their leader's steps. The body runs on rank 0 only.
+    std::optional<Tokenizer> tokenizer;
+    if (Tokenizer::available(session.options().model_dir)) tokenizer = Tokenizer::from_model_dir(session.options().model_dir);
+    return session.run_engine(scheduler_options_for(session, args->batching), tokenizer ? &*tokenizer : nullptr,
+                              [](Engine&) { return 0; });
   };
 }
 

@@ -22,6 +22,8 @@ struct ReplicaStats {
   int peak_used_blocks = 0;
   uint64_t preemptions = 0;
   uint64_t prefix_hit_tokens = 0;  // prompt tokens whose keys/values came from its prefix cache
+  uint64_t sequences_finished = 0;  // sequences it finished (any reason)
+  uint64_t tokens_generated = 0;    // tokens it sampled (some may later be cut by a stop string)
   bool ready = true;           // loaded and heard from (a remote replica: its first word arrived)
 };
 
@@ -71,6 +73,8 @@ inline ReplicaStats Engine::total() const {
     sum.peak_used_blocks += s.peak_used_blocks;
     sum.preemptions += s.preemptions;
     sum.prefix_hit_tokens += s.prefix_hit_tokens;
+    sum.sequences_finished += s.sequences_finished;
+    sum.tokens_generated += s.tokens_generated;
     sum.ready = sum.ready && s.ready;
   }
   return sum;

@@ -82,6 +82,8 @@ ReplicaStats Scheduler::stats(int) const {
   s.peak_used_blocks = peak_used_blocks_;
   s.preemptions = preemptions_;
   s.prefix_hit_tokens = prefix_hit_tokens_;
+  s.sequences_finished = sequences_finished_;
+  s.tokens_generated = tokens_generated_;
   return s;
 }
 
@@ -123,6 +125,7 @@ void Scheduler::accept_choice(Sequence& seq, const TokenChoice& choice, std::vec
   event.choice = choice;
   seq.tokens.push_back(event.choice.token);
   seq.generated.push_back(event.choice.token);
+  ++tokens_generated_;
   if (!seq.request.stop.empty()) seq.text += tokenizer_->token_bytes(event.choice.token);
   event.generated = &seq.generated;
   event.prompt_tokens = seq.prompt_len();
@@ -252,6 +255,7 @@ void Scheduler::finish(Sequence& seq, FinishReason reason, std::vector<Generatio
     events.push_back(std::move(event));
   }
   blocks_.release(seq.blocks);
+  ++sequences_finished_;
 }
 
 FinishReason Scheduler::check_stop(Sequence& seq) {

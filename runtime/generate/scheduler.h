@@ -87,6 +87,7 @@ class Scheduler final : public Engine {
   std::vector<std::unique_ptr<Sequence>> finished_;  // kept until the next step (events point into them)
   uint64_t preemptions_ = 0;
   uint64_t prefix_hit_tokens_ = 0;
+  uint64_t sequences_finished_ = 0, tokens_generated_ = 0;
   int peak_used_blocks_ = 0;
   std::vector<BlockCopy> pending_copies_;  // for the next step
 };

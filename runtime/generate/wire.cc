@@ -115,6 +115,8 @@ std::vector<uint8_t> encode_report(const ReplicaStats& s, const std::vector<Gene
   w.put(s.peak_used_blocks);
   w.put(s.preemptions);
   w.put(s.prefix_hit_tokens);
+  w.put(s.sequences_finished);
+  w.put(s.tokens_generated);
   w.put<uint32_t>(static_cast<uint32_t>(events.size()));
   for (const GenerationEvent& e : events) {
     w.put(e.handle);
@@ -140,6 +142,8 @@ void decode_report(const std::vector<uint8_t>& bytes, ReplicaStats& s, std::vect
   s.peak_used_blocks = r.get<int>();
   s.preemptions = r.get<uint64_t>();
   s.prefix_hit_tokens = r.get<uint64_t>();
+  s.sequences_finished = r.get<uint64_t>();
+  s.tokens_generated = r.get<uint64_t>();
   const uint32_t n = r.get<uint32_t>();
   events.clear();
   for (uint32_t i = 0; i < n; ++i) {

@@ -40,7 +40,7 @@ void Coordinator::request_stop() {
   cv_.notify_one();
 }
 
-void Coordinator::admit(Scheduler& scheduler, std::vector<std::shared_ptr<Job>>& incoming) {
+void Coordinator::admit(Engine& engine, std::vector<std::shared_ptr<Job>>& incoming) {
   for (auto& job : incoming) {
     if (job->cancelled) continue;  // gone before it started
     std::vector<uint64_t> submitted;
@@ -48,7 +48,7 @@ void Coordinator::admit(Scheduler& scheduler, std::vector<std::shared_ptr<Job>>&
       for (std::size_t i = 0; i < job->requests.size(); ++i) {
         GenerationRequest& request = job->requests[i];
         request.handle = next_handle_++;
-        scheduler.submit(request);
+        engine.submit(request);
         submitted.push_back(request.handle);
         active_[request.handle] = Active{job, static_cast<int>(i), false, SteadyClock::now()};
         metrics_.add_prompt_tokens(request.prompt.size());
@@ -56,7 +56,7 @@ void Coordinator::admit(Scheduler& scheduler, std::vector<std::shared_ptr<Job>>&
     } catch (const Error& e) {
       // The API checks requests first; this is the scheduler's own limit (e.g. the KV cache).
       for (uint64_t handle : submitted) {
-        scheduler.cancel(handle);
+        engine.cancel(handle);
         active_.erase(handle);
       }
       job->on_failed(400, "invalid_request_error", e.what());
@@ -65,12 +65,12 @@ void Coordinator::admit(Scheduler& scheduler, std::vector<std::shared_ptr<Job>>&
   incoming.clear();
 }
 
-void Coordinator::end_job(Scheduler& scheduler, Job& job, int status, const std::string& type,
+void Coordinator::end_job(Engine& engine, Job& job, int status, const std::string& type,
                           const std::string& message) {
   bool any = false;
   for (auto it = active_.begin(); it != active_.end();) {
     if (it->second.job.get() == &job) {
-      scheduler.cancel(it->first);
+      engine.cancel(it->first);
       it = active_.erase(it);
       any = true;
     } else {
@@ -80,7 +80,7 @@ void Coordinator::end_job(Scheduler& scheduler, Job& job, int status, const std:
   if (any) job.on_failed(status, type, message);
 }
 
-void Coordinator::check_cancel_and_deadlines(Scheduler& scheduler) {
+void Coordinator::check_cancel_and_deadlines(Engine& engine) {
   const auto now = SteadyClock::now();
   std::unordered_set<Job*> seen;
   std::vector<std::shared_ptr<Job>> ending;
@@ -91,9 +91,9 @@ void Coordinator::check_cancel_and_deadlines(Scheduler& scheduler) {
   }
   for (const auto& job : ending) {
     if (job->cancelled)
-      end_job(scheduler, *job, 499, "cancelled", "the client closed the connection");
+      end_job(engine, *job, 499, "cancelled", "the client closed the connection");
     else
-      end_job(scheduler, *job, 504, "timeout_error", "the request took longer than the server's request timeout");
+      end_job(engine, *job, 504, "timeout_error", "the request took longer than the server's request timeout");
   }
 }
 
@@ -122,35 +122,37 @@ void Coordinator::dispatch(const std::vector<GenerationEvent>& events) {
   if (with_token > 0) metrics_.observe_step(with_token);
 }
 
-void Coordinator::publish_gauges(const Scheduler& scheduler) {
+void Coordinator::publish_gauges(const Engine& engine) {
   SchedulerGauges gauges;
-  gauges.running = scheduler.running();
-  gauges.kv_blocks_used = scheduler.blocks().used_blocks();
-  gauges.kv_blocks_free = scheduler.blocks().free_blocks();
-  gauges.preemptions = scheduler.preemptions();
-  gauges.prefix_hit_tokens = scheduler.prefix_hit_tokens();
-  waiting_in_scheduler_ = scheduler.waiting();
+  for (int r = 0; r < engine.replicas(); ++r) gauges.replicas.push_back(engine.stats(r));
+  const ReplicaStats total = engine.total();
+  gauges.running = total.running;
+  gauges.kv_blocks_used = total.kv_blocks_used;
+  gauges.kv_blocks_free = total.kv_blocks_free;
+  gauges.preemptions = total.preemptions;
+  gauges.prefix_hit_tokens = total.prefix_hit_tokens;
+  waiting_in_scheduler_ = total.waiting;
   std::size_t inbox = 0;
   {
     std::lock_guard lock(mu_);
     for (const auto& job : inbox_) inbox += job->requests.size();
   }
-  gauges.queue_depth = scheduler.waiting() + static_cast<int>(inbox);
+  gauges.queue_depth = total.waiting + static_cast<int>(inbox);
   metrics_.set_gauges(gauges);
 }
 
-void Coordinator::run(Scheduler& scheduler) {
+void Coordinator::run(Engine& engine) {
   std::vector<std::shared_ptr<Job>> incoming;
   std::optional<SteadyClock::time_point> drain_deadline;
-  publish_gauges(scheduler);
+  publish_gauges(engine);
   for (;;) {
     {
       std::unique_lock lock(mu_);
-      if (active_.empty() && scheduler.idle()) {
+      if (active_.empty() && engine.idle()) {
         // Nothing in flight: sleep until a job, a stop request or a wake-up arrives, or until the
         // workers are due a keepalive (they take rank 0's silence for a hang).
         const auto woken = [&] { return !inbox_.empty() || wake_ || stop_requested_.load(); };
-        const SteadyClock::time_point due = scheduler.runner().keepalive_due();
+        const SteadyClock::time_point due = engine.keepalive_due();
         if (due == SteadyClock::time_point::max())
           cv_.wait(lock, woken);
         else
@@ -160,23 +162,23 @@ void Coordinator::run(Scheduler& scheduler) {
       incoming.assign(inbox_.begin(), inbox_.end());
       inbox_.clear();
     }
-    scheduler.runner().keepalive_if_due();
-    admit(scheduler, incoming);
+    engine.keepalive_if_due();
+    admit(engine, incoming);
     if (stop_requested_ && !drain_deadline) drain_deadline = SteadyClock::now() + options_.drain_timeout;
     if (drain_deadline && SteadyClock::now() >= *drain_deadline) {
       std::vector<std::shared_ptr<Job>> jobs;
       for (const auto& [handle, active] : active_) jobs.push_back(active.job);
       for (const auto& job : jobs)
-        end_job(scheduler, *job, 503, "server_shutting_down", "the server is shutting down");
+        end_job(engine, *job, 503, "server_shutting_down", "the server is shutting down");
     }
-    check_cancel_and_deadlines(scheduler);
-    if (!scheduler.idle()) {
-      std::vector<GenerationEvent> events = scheduler.step();
-      publish_gauges(scheduler);  // before the answers go out, so a client then sees current gauges
+    check_cancel_and_deadlines(engine);
+    if (!engine.idle()) {
+      std::vector<GenerationEvent> events = engine.step();
+      publish_gauges(engine);  // before the answers go out, so a client then sees current gauges
       dispatch(events);
     }
-    publish_gauges(scheduler);
-    if (stop_requested_ && active_.empty() && scheduler.idle()) {
+    publish_gauges(engine);
+    if (stop_requested_ && active_.empty() && engine.idle()) {
       std::lock_guard lock(mu_);
       if (inbox_.empty()) break;  // submit() refuses new jobs once stop is requested
     }

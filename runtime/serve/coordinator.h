@@ -1,6 +1,7 @@
 // The coordinator: rank 0's main thread loop between the HTTP threads and the scheduler.
 // HTTP threads hand it jobs (submit, cancel, request_stop: thread-safe, never block on the
-// model); the main thread runs run(), the only caller of the Scheduler and therefore of MPI
+// model); the main thread runs run(), the only caller of the Engine (one replica's Scheduler or the
+// data-parallel front-end over several, launcher/replicas.h) and therefore of MPI
 // (MPI_THREAD_FUNNELED). While requests are in flight it steps the scheduler continuously; when
 // nothing is in flight it sleeps on a condition variable, so an idle rank 0 uses no CPU, waking
 // every few seconds only to send the worker ranks a keepalive (ModelRunner::keepalive_if_due).
@@ -17,7 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "runtime/generate/scheduler.h"
+#include "runtime/generate/engine.h"
 #include "runtime/serve/metrics.h"
 
 namespace gptj {
@@ -59,7 +60,7 @@ class Coordinator {
   bool stopping() const { return stop_requested_.load(); }
 
   // Main thread of rank 0: serves jobs until request_stop() and the drain are done.
-  void run(Scheduler& scheduler);
+  void run(Engine& engine);
 
  private:
   struct Active {  // one scheduled choice
@@ -68,11 +69,11 @@ class Coordinator {
     bool first_token_seen = false;
     SteadyClock::time_point last_token;
   };
-  void admit(Scheduler& scheduler, std::vector<std::shared_ptr<Job>>& incoming);
-  void end_job(Scheduler& scheduler, Job& job, int status, const std::string& type, const std::string& message);
-  void check_cancel_and_deadlines(Scheduler& scheduler);
+  void admit(Engine& engine, std::vector<std::shared_ptr<Job>>& incoming);
+  void end_job(Engine& engine, Job& job, int status, const std::string& type, const std::string& message);
+  void check_cancel_and_deadlines(Engine& engine);
   void dispatch(const std::vector<GenerationEvent>& events);
-  void publish_gauges(const Scheduler& scheduler);
+  void publish_gauges(const Engine& engine);
 
   ServerMetrics& metrics_;
   CoordinatorOptions options_;

@@ -96,6 +96,30 @@ std::string ServerMetrics::render() const {
   metric("gptj_preemptions_total", "counter", "Sequences preempted for KV blocks.", gauges_.preemptions);
   metric("gptj_prefix_cache_hit_tokens_total", "counter", "Prompt tokens taken from the prefix cache.",
          gauges_.prefix_hit_tokens);
+  auto per_replica = [&](const char* name, const char* type, const char* help, auto field) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+    for (std::size_t r = 0; r < gauges_.replicas.size(); ++r)
+      out += fmt::format("{}{{replica=\"{}\"}} {}\n", name, r, field(gauges_.replicas[r]));
+  };
+  per_replica("gptj_replica_ready", "gauge", "1 when the replica has loaded and reported.",
+              [](const ReplicaStats& s) { return s.ready ? 1 : 0; });
+  per_replica("gptj_replica_queue_depth", "gauge", "Sequences given to the replica, not yet running.",
+              [](const ReplicaStats& s) { return s.waiting; });
+  per_replica("gptj_replica_running_sequences", "gauge", "Sequences in the replica's running batch.",
+              [](const ReplicaStats& s) { return s.running; });
+  per_replica("gptj_replica_kv_blocks_used", "gauge", "The replica's KV cache blocks in use.",
+              [](const ReplicaStats& s) { return s.kv_blocks_used; });
+  per_replica("gptj_replica_kv_blocks_free", "gauge", "The replica's KV cache blocks free.",
+              [](const ReplicaStats& s) { return s.kv_blocks_free; });
+  per_replica("gptj_replica_preemptions_total", "counter", "The replica's sequences preempted for KV blocks.",
+              [](const ReplicaStats& s) { return s.preemptions; });
+  per_replica("gptj_replica_prefix_cache_hit_tokens_total", "counter",
+              "Prompt tokens the replica took from its prefix cache.",
+              [](const ReplicaStats& s) { return s.prefix_hit_tokens; });
+  per_replica("gptj_replica_sequences_finished_total", "counter", "Sequences the replica finished.",
+              [](const ReplicaStats& s) { return s.sequences_finished; });
+  per_replica("gptj_replica_generated_tokens_total", "counter", "Tokens the replica sampled.",
+              [](const ReplicaStats& s) { return s.tokens_generated; });
   out += "# HELP gptj_time_to_first_token_seconds From request accepted to its first token.\n"
          "# TYPE gptj_time_to_first_token_seconds histogram\n";
   ttft_.render("gptj_time_to_first_token_seconds", out);

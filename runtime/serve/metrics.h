@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/generate/engine.h"
+
 namespace gptj {
 
 // A Prometheus histogram: cumulative buckets with upper bounds, plus sum and count.
@@ -34,6 +36,9 @@ struct SchedulerGauges {
   int kv_blocks_free = 0;
   uint64_t preemptions = 0;
   uint64_t prefix_hit_tokens = 0;  // prompt tokens whose keys/values came from the prefix cache
+  // Per data-parallel replica (launcher/replicas.h), rendered with a `replica` label; the fields
+  // above are their sums.
+  std::vector<ReplicaStats> replicas;
 };
 
 class ServerMetrics {
