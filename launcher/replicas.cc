@@ -16,8 +16,16 @@ enum MessageKind : int { kSubmit = 1, kCancel = 2, kHeartbeat = 3, kStop = 4, kR
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+// Adds the lifetime of the object to `total` (seconds).
+struct Timed {
+  explicit Timed(double& total) : total(total) {}
+  ~Timed() { total += seconds_since(start); }
+  double& total;
+  Clock::time_point start = Clock::now();
+};
+
 double own_allowance(const ReplicaTimeouts& t) {
-  return t.watchdog ? t.watchdog->limit_for(t.max_step_tokens) : 0.0;
+  return t.watchdog ? t.watchdog->allowance_for(t.max_step_tokens) : 0.0;
 }
 
 // [allowance][payload]
@@ -82,6 +90,7 @@ std::vector<ReplicaLoad> DataParallelEngine::loads() const {
 }
 
 void DataParallelEngine::submit(GenerationRequest request) {
+  Timed timed(frontend_s_);
   GPTJ_CHECK(!stopped_, "the data-parallel engine has stopped");
   local_.check(request);  // every replica has the same limits: refuse here, not on a remote rank
   const int slack = std::max(1, local_.options().max_batch / 4);
@@ -98,6 +107,7 @@ void DataParallelEngine::submit(GenerationRequest request) {
   remote_outstanding_ += n;
   for (int k = 0; k < n; ++k) tokens_[request.handle + k];
   send(remote, kSubmit, wire::encode_request(request));
+  ++remote_requests_;
 }
 
 void DataParallelEngine::cancel(uint64_t handle) {
@@ -141,6 +151,7 @@ void DataParallelEngine::send(Remote& to, int kind, const std::vector<uint8_t>& 
 }
 
 void DataParallelEngine::receive(const LinkMessage& message, std::vector<GenerationEvent>& events) {
+  Timed timed(frontend_s_);
   int replica = 1;
   while (replica < static_cast<int>(replicas_.size()) && replicas_[replica].rank != message.from) ++replica;
   GPTJ_CHECK(replica < static_cast<int>(replicas_.size()), "a replica message came from rank {}, which leads no replica",
@@ -207,6 +218,13 @@ void DataParallelEngine::wait_until_ready() {
     keepalive_if_due();
     check_silence();
   }
+}
+
+std::string DataParallelEngine::frontend_summary() const {
+  return fmt::format("front-end: {} requests dispatched to other replicas, {} link messages ({:.1f} MB), {:.3f} s of "
+                     "rank 0's time in dispatch and reports ({:.0f} us per request dispatched)",
+                     remote_requests_, link_.messages(), link_.bytes() / 1e6, frontend_s_,
+                     remote_requests_ ? 1e6 * frontend_s_ / remote_requests_ : 0.0);
 }
 
 void DataParallelEngine::check_silence() {

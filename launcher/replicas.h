@@ -7,7 +7,8 @@
 // leaders report after each of their steps. The other leaders run run_replica_leader().
 //
 // Messages (ReplicaLink, non-blocking both ways; every one begins with the sender's *allowance*:
-// how long its next model step may take, so the receiver's silence limit stretches over it):
+// how much longer than the watchdog's base its next model step may take (StepWatchdog::
+// allowance_for(max_step_tokens)), so the receiver's silence limit stretches over it):
 //   rank 0 -> leader: kSubmit (a GenerationRequest), kCancel (a handle), kHeartbeat, kStop (exit code)
 //   leader -> rank 0: kReport (its figures and one step's events; the first one, sent after it loaded,
 //                     makes it ready), kHeartbeat (its figures, no events)
@@ -31,8 +32,8 @@ namespace gptj {
 struct ReplicaTimeouts {
   double silence_s = 0;  // 0: never end the job for silence (--step-timeout 0)
   double startup_s = 0;  // before the first word from the other side
-  // This rank's own step allowance (the longest a step of max_step_tokens may take now), sent with
-  // every message; null: 0.
+  // This rank's own step allowance (how much longer than the base a step of max_step_tokens may take
+  // now), sent with every message; null: 0.
   const StepWatchdog* watchdog = nullptr;
   int max_step_tokens = 4096;
 };
@@ -62,6 +63,10 @@ class DataParallelEngine final : public Engine {
   int replica_of(uint64_t handle) const override;
   uint64_t link_messages() const { return link_.messages(); }
   uint64_t link_bytes() const { return link_.bytes(); }
+  // Seconds rank 0 spent dispatching requests and taking in the other replicas' reports (encoding,
+  // MPI calls, decoding; not the waits): the front-end's own cost.
+  double frontend_seconds() const { return frontend_s_; }
+  std::string frontend_summary() const override;
 
  private:
   struct Remote {
@@ -87,6 +92,8 @@ class DataParallelEngine final : public Engine {
   std::unordered_map<uint64_t, std::vector<int32_t>> tokens_;  // remote handles' tokens so far
   std::deque<std::vector<int32_t>> finished_tokens_;  // of the last step's finished remote handles
   int remote_outstanding_ = 0;
+  double frontend_s_ = 0;
+  uint64_t remote_requests_ = 0;
   bool stopped_ = false;
 };
 

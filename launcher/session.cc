@@ -151,6 +151,10 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
     watchdog_ = std::make_unique<StepWatchdog>(options.step_timeout_s, who,
                                                prior_seconds_per_token(config_, tp, backend_->name()));
     watchdog_->set_health_probe([backend = backend_.get()] { return backend->async_error(); });
+    if (world.replicas().index > 0)
+      watchdog_->set_leader_name(fmt::format("rank {} (the leader of replica {})",
+                                             world.replicas().leader_rank(world.replicas().index),
+                                             world.replicas().index));
     runner_->set_watchdog(watchdog_.get(),
                           watchdog_->startup_wait_limit(load_seconds_, static_cast<double>(backend_->weight_bytes())));
   }
@@ -182,7 +186,9 @@ int ModelSession::run_engine(const SchedulerOptions& options, const Tokenizer* t
   timeouts.watchdog = watchdog_.get();
   timeouts.max_step_tokens = options.max_step_tokens;
   if (watchdog_) {
-    timeouts.silence_s = watchdog_->rank0_silence_limit();
+    // A live peer sends at least every keepalive interval between steps, and a step of its lasts at
+    // most base + its announced allowance (which the receiver adds): 2 s of slack on top.
+    timeouts.silence_s = watchdog_->rank0_silence_limit() - StepWatchdog::kKeepaliveIntervalS + 2;
     timeouts.startup_s = watchdog_->startup_wait_limit(load_seconds_, static_cast<double>(backend_->weight_bytes()));
   }
   runner_->keepalive_if_due();  // the first word to this replica's workers: its leader has loaded

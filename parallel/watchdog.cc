@@ -1,5 +1,7 @@
 #include "parallel/watchdog.h"
 
+#include <fmt/format.h>
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -102,22 +104,21 @@ void StepWatchdog::check_wait() {
   const int64_t started = wait_started_ns_;
   const double limit = wait_limit_s_;
   if (started == 0 || (now_ns() - started) / 1e9 < limit) return;
-  const char* format = "";
+  const std::string& leader = leader_name_;
+  std::string why;
   switch (wait_kind_.load()) {
     case Wait::kRank0:
-      format = "no word from rank 0 for %.0f s (stopped, hung or unreachable)";
+      why = fmt::format("no word from {} for {:.0f} s (stopped, hung or unreachable)", leader, limit);
       break;
     case Wait::kRank0Startup:
-      format = "no word from rank 0 for %.0f s after this rank loaded its shard (rank 0 stopped, hung or "
-               "unreachable while loading)";
+      why = fmt::format("no word from {} for {:.0f} s after this rank loaded its shard ({} stopped, hung or "
+                        "unreachable while loading)", leader, limit, leader);
       break;
     case Wait::kKeepaliveSent:
-      format = "a keepalive to the other ranks did not complete within %.0f s: another rank is stopped, hung or "
-               "unreachable";
+      why = fmt::format("a keepalive to the other ranks did not complete within {:.0f} s: another rank is stopped, "
+                        "hung or unreachable", limit);
       break;
   }
-  char why[320];
-  std::snprintf(why, sizeof(why), format, limit);
   end_job(why);
 }
 

@@ -42,6 +42,9 @@ class StepWatchdog {
   // Polled from the watchdog thread about once a second, steps or not: a non-empty answer is a
   // fatal asynchronous failure and ends the process with that message. Set before the first step.
   void set_health_probe(std::function<std::string()> probe);
+  // Who the waits for "rank 0" wait for, in messages (default "rank 0"; a replica's workers wait
+  // for their replica's leader: "rank 2 (the leader of replica 1)"). Set before the first step.
+  void set_leader_name(std::string name) { leader_name_ = std::move(name); }
 
   // Main thread, before the step's collectives (ends a wait in progress).
   void begin_step(uint64_t step, int tokens);
@@ -69,8 +72,9 @@ class StepWatchdog {
   double startup_wait_limit(double load_seconds, double shard_bytes) const;
   static constexpr double kSlowReadBytesPerS = 10e6;
 
-  // The limit a step of `tokens` tokens gets now (seconds).
+  // The limit a step of `tokens` tokens gets now (seconds), and the part of it above the base.
   double limit_for(int tokens) const;
+  double allowance_for(int tokens) const { return limit_for(tokens) - base_s_; }
   static constexpr double kAllowanceFactor = 4.0;
   // Each completed step lowers the remembered worst cost per token by this factor at most.
   static constexpr double kCostDecay = 0.98;
@@ -82,6 +86,7 @@ class StepWatchdog {
 
   double base_s_;
   std::string who_;
+  std::string leader_name_ = "rank 0";
   std::atomic<double> cost_per_token_s_;
   std::atomic<int64_t> step_started_ns_{0};  // 0: no step in progress
   std::atomic<uint64_t> step_{0};

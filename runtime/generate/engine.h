@@ -8,6 +8,7 @@
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "runtime/generate/request.h"
@@ -48,6 +49,8 @@ class Engine {
   // The replica a handle was given to (0 with one replica), while it runs and in the step() that
   // reports its finish.
   virtual int replica_of(uint64_t /*handle*/) const { return 0; }
+  // One line on what dispatching to the replicas cost (empty with one replica).
+  virtual std::string frontend_summary() const { return ""; }
   virtual ReplicaStats stats(int replica) const = 0;
   ReplicaStats total() const;
   int running() const { return total().running; }

@@ -255,7 +255,6 @@ void Scheduler::finish(Sequence& seq, FinishReason reason, std::vector<Generatio
     events.push_back(std::move(event));
   }
   blocks_.release(seq.blocks);
-  ++sequences_finished_;
 }
 
 FinishReason Scheduler::check_stop(Sequence& seq) {
@@ -283,6 +282,7 @@ std::vector<GenerationEvent> Scheduler::step() {
     for (auto it = list.begin(); it != list.end();) {
       if ((*it)->cancelled) {
         finish(**it, FinishReason::kCancelled, events);
+        ++sequences_finished_;
         finished_.push_back(std::move(*it));
         it = list.erase(it);
       } else {
@@ -438,6 +438,7 @@ std::vector<GenerationEvent> Scheduler::step() {
       if (e.handle == (*it)->request.handle && e.finish != FinishReason::kNone) done = true;
     if (done) {
       blocks_.release((*it)->blocks);
+      ++sequences_finished_;
       finished_.push_back(std::move(*it));
       it = running_.erase(it);
     } else {

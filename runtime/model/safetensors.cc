@@ -1,10 +1,5 @@
 #include "runtime/model/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <boost/json.hpp>
 #include <cstring>
@@ -14,16 +9,11 @@
 #include <sstream>
 
 #include "runtime/core/error.h"
+#include "runtime/model/pytorch_bin.h"
 
 namespace gptj {
 namespace json = boost::json;
 namespace fs = std::filesystem;
-
-int64_t TensorInfo::numel() const {
-  int64_t n = 1;
-  for (auto d : shape) n *= d;
-  return n;
-}
 
 namespace {
 
@@ -39,35 +29,15 @@ constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 
 }  // namespace
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
-  return out + "]";
-}
-
-SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
-  GPTJ_CHECK(fd >= 0, "{}: cannot open ({})", path, std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    fail("{}: cannot stat ({})", path, std::strerror(err));
-  }
-  size_ = static_cast<std::size_t>(st.st_size);
-  if (size_ < 8) {
-    ::close(fd);
-    fail("{}: truncated file ({} bytes, no header length)", path, size_);
-  }
-  mapping_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  GPTJ_CHECK(mapping_ != MAP_FAILED, "{}: mmap failed ({})", path, std::strerror(errno));
-  const auto* bytes = static_cast<const uint8_t*>(mapping_);
+SafetensorsFile::SafetensorsFile(const std::string& path) : TensorFile(path) {
+  const std::size_t file_size = file_.size();
+  GPTJ_CHECK(file_size >= 8, "{}: truncated file ({} bytes, no header length)", path, file_size);
+  const uint8_t* bytes = file_.data();
 
   uint64_t header_len = 0;  // little-endian on disk; every supported host is little-endian
   std::memcpy(&header_len, bytes, 8);
-  GPTJ_CHECK(header_len <= size_ - 8, "{}: header length {} runs past the end of the file ({} bytes)",
-             path, header_len, size_);
+  GPTJ_CHECK(header_len <= file_size - 8, "{}: header length {} runs past the end of the file ({} bytes)",
+             path, header_len, file_size);
   GPTJ_CHECK(header_len <= kMaxHeaderBytes, "{}: header length {} exceeds the format's limit of {} bytes",
              path, header_len, kMaxHeaderBytes);
   const std::string_view header_text(reinterpret_cast<const char*>(bytes + 8), header_len);
@@ -82,7 +52,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   }
   GPTJ_CHECK(header.is_object(), "{}: corrupt header, not a JSON object", path);
   const uint8_t* data_start = bytes + 8 + header_len;
-  const std::size_t data_size = size_ - 8 - header_len;
+  const std::size_t data_size = file_size - 8 - header_len;
 
   struct Span {
     uint64_t begin, end;
@@ -158,51 +128,77 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
              path, covered, header_len, data_size);
 }
 
-void SafetensorsFile::release_pages() const {
-  if (mapping_ && mapping_ != MAP_FAILED) ::madvise(mapping_, size_, MADV_DONTNEED);
-}
-
 void Checkpoint::release_pages() const {
   for (const auto& file : files_) file->release_pages();
 }
 
-SafetensorsFile::~SafetensorsFile() {
-  if (mapping_ && mapping_ != MAP_FAILED) ::munmap(mapping_, size_);
+namespace {
+
+// The shard file names of an index's weight_map, by tensor name.
+std::map<std::string, std::string> read_weight_map(const fs::path& index) {
+  std::ifstream in(index);
+  GPTJ_CHECK(in.good(), "{}: cannot open", index.string());
+  std::stringstream text;
+  text << in.rdbuf();
+  json::value root;
+  try {
+    root = json::parse(text.str());
+  } catch (const std::exception& e) {
+    fail("{}: not valid JSON ({})", index.string(), e.what());
+  }
+  auto* weight_map = root.is_object() ? root.as_object().if_contains("weight_map") : nullptr;
+  GPTJ_CHECK(weight_map && weight_map->is_object(), "{}: missing object 'weight_map'", index.string());
+  std::map<std::string, std::string> out;
+  for (const auto& [name, file] : weight_map->as_object()) {
+    GPTJ_CHECK(file.is_string(), "{}: weight_map['{}'] must be a file name", index.string(), std::string(name));
+    out[std::string(name)] = std::string(file.as_string());
+  }
+  return out;
 }
 
+}  // namespace
+
 Checkpoint::Checkpoint(const std::string& model_dir) : dir_(model_dir) {
-  fs::path dir(model_dir);
-  fs::path single = dir / "model.safetensors";
-  fs::path index = dir / "model.safetensors.index.json";
-  std::vector<std::string> shard_names;
-  if (fs::exists(single)) {
-    shard_names.push_back("model.safetensors");
-  } else if (fs::exists(index)) {
-    std::ifstream in(index);
-    std::stringstream text;
-    text << in.rdbuf();
-    json::value root;
-    try {
-      root = json::parse(text.str());
-    } catch (const std::exception& e) {
-      fail("{}: not valid JSON ({})", index.string(), e.what());
-    }
-    auto* weight_map = root.is_object() ? root.as_object().if_contains("weight_map") : nullptr;
-    GPTJ_CHECK(weight_map && weight_map->is_object(), "{}: missing object 'weight_map'",
-               index.string());
-    std::set<std::string> unique;
-    for (const auto& [name, file] : weight_map->as_object()) {
-      GPTJ_CHECK(file.is_string(), "{}: weight_map['{}'] must be a file name", index.string(),
-                 std::string(name));
-      unique.insert(std::string(file.as_string()));
-    }
-    shard_names.assign(unique.begin(), unique.end());
+  const fs::path dir(model_dir);
+  // The first of these that exists is read (Hugging Face's own order of preference).
+  struct Layout {
+    const char* name;
+    bool index, pytorch;
+  };
+  const Layout layouts[] = {{"model.safetensors", false, false},
+                            {"model.safetensors.index.json", true, false},
+                            {"pytorch_model.bin", false, true},
+                            {"pytorch_model.bin.index.json", true, true}};
+  const Layout* layout = nullptr;
+  for (const Layout& l : layouts)
+    if (!layout && fs::exists(dir / l.name)) layout = &l;
+  GPTJ_CHECK(layout, "{}: no model.safetensors, model.safetensors.index.json, pytorch_model.bin or "
+             "pytorch_model.bin.index.json", model_dir);
+  const std::string index = (dir / layout->name).string();
+  std::map<std::string, std::string> weight_map;
+  std::set<std::string> shard_names;
+  if (layout->index) {
+    weight_map = read_weight_map(index);
+    for (const auto& [tensor, file] : weight_map) shard_names.insert(file);
   } else {
-    fail("{}: no model.safetensors or model.safetensors.index.json", model_dir);
+    shard_names.insert(layout->name);
   }
   for (const auto& name : shard_names) {
-    files_.push_back(std::make_unique<SafetensorsFile>((dir / name).string()));
-    for (const auto& [tensor_name, info] : files_.back()->tensors()) index_[tensor_name] = &info;
+    const std::string path = (dir / name).string();
+    if (layout->pytorch) files_.push_back(std::make_unique<PytorchBinFile>(path));
+    else files_.push_back(std::make_unique<SafetensorsFile>(path));
+    for (const auto& [tensor_name, info] : files_.back()->tensors()) {
+      auto placed = index_.emplace(tensor_name, &info);
+      GPTJ_CHECK(placed.second, "{}: tensor '{}' is in both {} and {}", index, tensor_name,
+                 placed.first->second->file, path);
+    }
+  }
+  // An index that puts a tensor in a shard that does not hold it is refused (a stale index, or a
+  // shard that was replaced), rather than reading the tensor from wherever it happens to be.
+  for (const auto& [tensor, file] : weight_map) {
+    auto it = index_.find(tensor);
+    GPTJ_CHECK(it != index_.end() && it->second->file == (dir / file).string(),
+               "{}: weight_map puts tensor '{}' in {}, which does not hold it", index, tensor, file);
   }
 }
 
@@ -245,11 +241,7 @@ HostMatrix Checkpoint::read_matrix(const std::string& name, const std::vector<in
     std::memcpy(out.row(r - slice.row_begin), src, static_cast<std::size_t>(out_cols) * elem);
   }
   // The copy is made: drop the tensor's file pages so a rank's peak memory is its shard, not the file.
-  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  const auto begin = reinterpret_cast<uintptr_t>(info.data);
-  const uintptr_t first = (begin + page - 1) / page * page;
-  const uintptr_t last = (begin + static_cast<std::size_t>(info.numel()) * elem) / page * page;
-  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  release_mapped_range(info.data, static_cast<std::size_t>(info.numel()) * elem);
   return out;
 }
 

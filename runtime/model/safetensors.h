@@ -1,5 +1,8 @@
-// Memory-mapped safetensors checkpoints: one `model.safetensors` or a
-// `model.safetensors.index.json` with shards. Every header is validated on open as the format
+// Checkpoint directories, and the safetensors format. A Checkpoint reads, in this order of
+// preference, `model.safetensors`, `model.safetensors.index.json` with its shards,
+// `pytorch_model.bin` or `pytorch_model.bin.index.json` with its shards (torch.save archives:
+// pytorch_bin.h), all memory-mapped; an index's weight_map must match what its shards hold.
+// Safetensors files: every header is validated on open as the format
 // requires: length (at most 100 MB, inside the file), a JSON object text starting with '{' (trailing
 // spaces allowed), supported dtype, shape x dtype = bytes (no overflow), and tensors that tile the
 // data section exactly (offsets from its start, no overlap, no hole, ending at the end of the file),
@@ -14,41 +17,14 @@
 
 #include "runtime/core/dtype.h"
 #include "runtime/core/matrix.h"
+#include "runtime/model/tensor_file.h"
 
 namespace gptj {
 
-struct TensorInfo {
-  std::string name;
-  DType dtype;
-  std::vector<int64_t> shape;
-  const uint8_t* data = nullptr;  // inside the mapping; valid while the file is open
-  std::string file;               // for error messages
-
-  int64_t numel() const;
-};
-
-// "[2, 3]": a shape as error messages write it.
-std::string shape_text(const std::vector<int64_t>& shape);
-
-// One mapped .safetensors file. Owns the mapping (unmapped on destruction).
-class SafetensorsFile {
+// One mapped .safetensors file, validated on open (see above).
+class SafetensorsFile : public TensorFile {
  public:
   explicit SafetensorsFile(const std::string& path);
-  ~SafetensorsFile();
-  SafetensorsFile(const SafetensorsFile&) = delete;
-  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
-
-  const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
-  const std::string& path() const { return path_; }
-  // Drops the mapped pages from this process's memory (they are clean file pages): after a rank
-  // has copied its shard, the file need not count in its RSS. Later reads fault pages back in.
-  void release_pages() const;
-
- private:
-  std::string path_;
-  void* mapping_ = nullptr;
-  std::size_t size_ = 0;
-  std::map<std::string, TensorInfo> tensors_;
 };
 
 // A slice of a 1-D or 2-D tensor: rows [row_begin, row_end) and columns [col_begin, col_end).
@@ -58,7 +34,7 @@ struct Slice {
   int64_t col_begin = 0, col_end = -1;
 };
 
-// All tensors of a checkpoint directory (single file or index + shards).
+// All tensors of a checkpoint directory (single file or index + shards, safetensors or pytorch_model.bin).
 class Checkpoint {
  public:
   explicit Checkpoint(const std::string& model_dir);
@@ -75,11 +51,11 @@ class Checkpoint {
   const std::string& dir() const { return dir_; }
   // Every tensor of every file, by name.
   const std::map<std::string, const TensorInfo*>& tensors() const { return index_; }
-  void release_pages() const;  // see SafetensorsFile::release_pages
+  void release_pages() const;  // see MappedFile::release_pages
 
  private:
   std::string dir_;
-  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::vector<std::unique_ptr<TensorFile>> files_;
   std::map<std::string, const TensorInfo*> index_;
 };
 

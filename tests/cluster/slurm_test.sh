@@ -4,7 +4,7 @@
 # munge key and socket, so nothing in /etc or /run is touched and a system Slurm/munge is left alone).
 # Then the repository's cluster/slurm/batch-cpu.sbatch is submitted with `sbatch --wait` (2 tasks =
 # TP 2, tiny-gptj-a, the 4 golden prompts, 32 new tokens) and its output must equal the golden greedy
-# tokens. Then cluster/slurm/serve.sbatch (CPU, TP 2) is stopped with scancel while a plain and a
+# tokens; then the same with TP=1 (2 data-parallel replicas). Then cluster/slurm/serve.sbatch (CPU, TP 2) is stopped with scancel while a plain and a
 # streamed request run: both finish, rank 0 drains, srun exits 0. And `srun --mpi=none -n 2 gptj`
 # (no PMI) is refused instead of running as two unrelated single-rank jobs.
 # The daemons are stopped by PID in an EXIT trap, on success and on failure.
@@ -162,6 +162,18 @@ cat "$T"/job/slurm-*.out
 grep -q "2 tasks (TP 2)" "$T"/job/slurm-*.out || fail "the job did not run 2 tasks"
 grep -q "exit 0" "$T"/job/slurm-*.out || fail "srun did not exit 0"
 check greedy "$T/job/out.jsonl" "$GOLDEN" || fail "output differs from the golden greedy tokens"
+
+# ---- the same script as 2 data-parallel replicas (TP=1): same tokens, a summary line per replica ----
+rm -f "$T/job/out_dp.jsonl" "$T"/job/dp-*.out
+TP=1 MODEL=$MODEL INPUT=$T/job/in.jsonl OUTPUT=$T/job/out_dp.jsonl GPTJ=$GPTJ \
+  timeout -k 5 120 sbatch --wait --ntasks=2 --time=5 --chdir="$T/job" \
+  --output="$T/job/dp-%j.out" "$SBATCH_SCRIPT" > "$T/job/sbatch_dp.out" 2>&1
+code=$?
+cat "$T"/job/dp-*.out
+[ $code -eq 0 ] || fail "the DP sbatch job failed (exit $code)"
+grep -q "2 tasks (TP 1)" "$T"/job/dp-*.out || fail "the DP job did not run 2 tasks at TP 1"
+grep -q "replica 1 (ranks 1..1)" "$T"/job/dp-*.out || fail "the DP job has no line for replica 1"
+check greedy "$T/job/out_dp.jsonl" "$GOLDEN" || fail "DP output differs from the golden greedy tokens"
 
 # ---- srun without a PMI starts 2 unrelated processes: gptj refuses, naming --mpi=pmix ----
 timeout -k 5 60 srun --mpi=none -n 2 "$GPTJ" tokenize --model "$MODEL" --text hi > "$T/job/nopmi.out" 2>&1 &&

@@ -11,6 +11,8 @@
 #     (mpirun's own OOB keepalive, tuned in two_hosts, or gptj's step watchdog ends it.)
 #  4. fault c: SIGSTOP the remote rank → only gptj's step watchdog (--step-timeout 10) can end the job
 #     within 30 s (nothing else notices a live but stopped process); then --resume.
+#  5. the same hosts as 2 data-parallel replicas (--tp 1, one per host): golden; SIGSTOP of the remote
+#     replica ends the job within 30 s (rank 0's replica link); then --resume.
 # Needs python3 (as the other tests). Skips (exit 77, "SKIP: reason"; ctest reports it as skipped)
 # where namespaces cannot be made or entered: not root, no `ip`, no CAP_SYS_ADMIN, or no mount
 # propagation (`ip netns exec` makes / a recursive slave in a new mount namespace and mounts /sys:
@@ -119,8 +121,9 @@ two_hosts() {
     --mca pml ob1 --mca btl tcp,self \
     --mca btl_tcp_if_include 10.77.0.0/24 --mca oob_tcp_if_include 10.77.0.0/24 \
     --mca oob_tcp_keepalive_time 2 --mca oob_tcp_keepalive_intvl 1 --mca oob_tcp_keepalive_probes 3 \
-    "$GPTJ" batch --model "$MODEL" "${WATCHDOG[@]}" "$@"
+    "$GPTJ" batch --model "$MODEL" "${WATCHDOG[@]}" "${EXTRA_ARGS[@]}" "$@"
 }
+EXTRA_ARGS=()  # set for the data-parallel part (5.)
 run_bounded() {  # run_bounded SECONDS ARGS...: two_hosts, killed (whole group) after SECONDS
   local limit=$1 t=0
   shift
@@ -244,6 +247,20 @@ fault link_down 'echo "ip link set $VB down (in $NSB)" && ip -n "$NSB" link set 
 # watchdog (--step-timeout) can notice; rank 0 ends, mpirun kills the stopped rank.
 fault stop_remote 'p=$(remote_rank); [ -n "$p" ] && echo "kill -STOP remote rank pid $p" && kill -STOP $p' \
   'rank [01] on .*did not complete within'
+
+# ---- 5. data-parallel: one TP-1 replica per host (--tp 1): golden; then the remote replica hangs
+# (SIGSTOP): only rank 0's replica link notices its silence; --resume completes the job. (Its
+# step allowance is bounded with --max-step-tokens 128: tests/parallel/dp_faults_test.sh says why.)
+EXTRA_ARGS=(--tp 1 --max-step-tokens 128)
+start=$SECONDS
+run_bounded 90 --input "$WORK/golden_in.jsonl" --output "$WORK/dp_golden_out.jsonl" 2> "$WORK/dp_golden.err"
+code=$?
+[ $code -eq 0 ] || { cat "$WORK/dp_golden.err"; fail "2 replicas on two hosts: exit $code"; }
+check greedy "$WORK/dp_golden_out.jsonl" "$GOLDEN" || fail "two-host DP output differs from golden"
+grep -q "replica 1 (ranks 1..1)" "$WORK/dp_golden.err" || fail "two-host DP: no line for replica 1"
+echo "golden with 2 replicas (one per host): ok in $((SECONDS - start)) s"
+fault stop_remote_replica 'p=$(remote_rank); [ -n "$p" ] && echo "kill -STOP remote replica pid $p" && kill -STOP $p' \
+  'replica 1 \(leader rank 1 on .*\) sent nothing for|no word from rank 0'
 
 if ((${#FAILED[@]})); then
   printf 'FAIL: %s\n' "${FAILED[@]}" >&2

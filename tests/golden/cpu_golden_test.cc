@@ -1,5 +1,6 @@
 // Golden tests on CPU, TP = 1, in process: logits of the fixture models against Hugging Face
-// transformers' (max abs error 1e-5), through the one-shot path and the KV-cache decode path, and
+// transformers' (max abs error 1e-5), through the one-shot path and the KV-cache decode path (also
+// with tiny-gptj-b loaded from pytorch_model.bin, single and sharded), and
 // greedy tokens (alone and batched together) identical to transformers' generate().
 #include <gtest/gtest.h>
 
@@ -33,8 +34,11 @@ struct Fixture : testing::CpuModel {
 };
 
 class Golden : public ::testing::TestWithParam<std::string> {};
+// The logits tests also run on tiny-gptj-b's weights saved as pytorch_model.bin (one file, and 5
+// shards + index): the same expected logits apply (tests/data/<model>/same_as).
+class GoldenLogits : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(Golden, LastPositionLogitsOfEveryPrompt) {
+TEST_P(GoldenLogits, LastPositionLogitsOfEveryPrompt) {
   Fixture f(GetParam());
   const auto expected = testing::expected_logits(f.model, "logits_last.f32.bin");
   const auto prompts = testing::prompts(f.model);
@@ -48,7 +52,7 @@ TEST_P(Golden, LastPositionLogitsOfEveryPrompt) {
   }
 }
 
-TEST_P(Golden, AllPositionsOneShotAndThroughTheKvCache) {
+TEST_P(GoldenLogits, AllPositionsOneShotAndThroughTheKvCache) {
   Fixture f(GetParam());
   const auto expected = testing::expected_logits(f.model, "logits_p7_all.f32.bin");
   const auto prompt = testing::prompts(f.model)[1];
@@ -188,6 +192,13 @@ TEST_P(Golden, ChunkedPrefillKeepsGoldenTokens) {
 }
 
 INSTANTIATE_TEST_SUITE_P(FixtureModels, Golden, ::testing::Values("tiny-gptj-a", "tiny-gptj-b"));
+INSTANTIATE_TEST_SUITE_P(FixtureModels, GoldenLogits,
+                         ::testing::Values("tiny-gptj-a", "tiny-gptj-b", "tiny-gptj-b-bin", "tiny-gptj-b-bin-sharded"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           for (char& c : name) c = c == '-' ? '_' : c;
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace gptj

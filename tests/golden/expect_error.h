@@ -1,5 +1,6 @@
-// Test helper: `action()` must throw gptj::Error whose one-line message names every needle
-// (a file, field, tensor or value); any other outcome is a test failure.
+// Test helpers: `action()` must throw gptj::Error whose one-line message names every needle
+// (a file, field, tensor or value), any other outcome being a test failure; and, for fuzz tests,
+// clean_outcome(): success or gptj::Error, nothing else.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -23,6 +24,23 @@ void expect_gptj_error(F&& action, std::initializer_list<std::string> needles) {
   } catch (const std::exception& e) {
     ADD_FAILURE() << "threw a non-gptj::Error: " << e.what();
   }
+}
+
+// Runs `action`; returns true on success, false on gptj::Error; anything else is a test failure
+// that names the mutation.
+template <typename F>
+bool clean_outcome(F&& action, const std::string& mutation) {
+  try {
+    action();
+    return true;
+  } catch (const Error&) {
+    return false;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << mutation << ": threw a non-gptj::Error: " << e.what();
+  } catch (...) {
+    ADD_FAILURE() << mutation << ": threw something that is not a std::exception";
+  }
+  return false;
 }
 
 }  // namespace gptj::testing

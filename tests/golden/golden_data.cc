@@ -33,15 +33,21 @@ std::vector<int32_t> ids_of(const json::value& array) {
 
 std::string model_dir(const std::string& model) { return data_dir() + "/" + model + "/model"; }
 
+std::string reference_model(const std::string& model) {
+  std::ifstream in(data_dir() + "/" + model + "/same_as");
+  std::string other;
+  return in >> other ? other : model;
+}
+
 std::vector<std::vector<int32_t>> prompts(const std::string& model) {
   const auto root = read_json(data_dir() + "/gptj_prompts.json");
   std::vector<std::vector<int32_t>> out;
-  for (const auto& p : root.at("models").at(model).at("prompts").as_array()) out.push_back(ids_of(p));
+  for (const auto& p : root.at("models").at(reference_model(model)).at("prompts").as_array()) out.push_back(ids_of(p));
   return out;
 }
 
 std::vector<float> expected_logits(const std::string& model, const std::string& file) {
-  const std::string path = data_dir() + "/" + model + "/expected/" + file;
+  const std::string path = data_dir() + "/" + reference_model(model) + "/expected/" + file;
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) throw std::runtime_error("cannot open " + path);
   std::vector<float> data(static_cast<std::size_t>(in.tellg()) / sizeof(float));
@@ -51,14 +57,14 @@ std::vector<float> expected_logits(const std::string& model, const std::string& 
 }
 
 std::vector<std::vector<int32_t>> expected_greedy(const std::string& model) {
-  const auto root = read_json(data_dir() + "/" + model + "/expected/greedy.json");
+  const auto root = read_json(data_dir() + "/" + reference_model(model) + "/expected/greedy.json");
   std::vector<std::vector<int32_t>> out;
   for (const auto& r : root.at("results").as_array()) out.push_back(ids_of(r.at("new_tokens")));
   return out;
 }
 
 std::vector<std::vector<int32_t>> expected_batched(const std::string& model) {
-  const auto root = read_json(data_dir() + "/" + model + "/expected/batched.json");
+  const auto root = read_json(data_dir() + "/" + reference_model(model) + "/expected/batched.json");
   std::vector<std::vector<int32_t>> out;
   for (const auto& r : root.at("new_tokens").as_array()) out.push_back(ids_of(r));
   return out;

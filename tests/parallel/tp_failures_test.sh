@@ -45,7 +45,7 @@ expect_failure badtoken "token id 99999 outside the vocabulary" 30 \
 expect_failure nomodel "no config.json there" 30 \
   "$GPTJ" logits --model "$WORK" --tokens 1 --output "$WORK/b.npy"
 mkdir -p "$WORK/noweights" && cp "$model/config.json" "$WORK/noweights/"
-expect_failure noweights "no model.safetensors or model.safetensors.index.json" 30 \
+expect_failure noweights "no model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json" 30 \
   "$GPTJ" logits --model "$WORK/noweights" --tokens 1 --output "$WORK/b.npy"
 
 # A rank stopped with SIGSTOP mid-job: with default flags the step watchdog ends the job within 30 s;

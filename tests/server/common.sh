@@ -77,3 +77,12 @@ wait_server_exit() {
   done
   fail "server still running $1 s after the signal"
 }
+
+# rank0_pid: the pid of rank 0 among the children of the mpirun started by start_server (fails if none).
+rank0_pid() {
+  local pid
+  for pid in $(pgrep -P "$SERVER_PID"); do
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=0'; then echo "$pid"; return 0; fi
+  done
+  fail "cannot find rank 0 among mpirun's children"
+}

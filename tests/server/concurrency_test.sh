@@ -8,31 +8,7 @@ GPTJ_TEST_DATA="$DATA" python3 - "$PORT" <<'PY'
 import sys, threading
 from serverlib import *
 port = int(sys.argv[1])
-cases = golden(DATA)
-results, errors = [None] * 50, []
-start = threading.Barrier(50, timeout=60)
-
-def worker(i):
-    prompt, expected = cases[i % len(cases)]
-    try:
-        start.wait()
-        if i % 2:
-            chunks, done = stream(port, {"prompt": prompt, "max_tokens": 16, "temperature": 0})
-            got = [t for c in chunks for t in c["choices"][0]["token_ids"]] if done else None
-        else:
-            status, r = complete(port, {"prompt": prompt, "max_tokens": 16, "temperature": 0})
-            got = r["choices"][0]["token_ids"] if status == 200 else None
-        results[i] = (got, expected)
-    except Exception as e:  # reported below
-        errors.append("request %d: %r" % (i, e))
-
-threads = [threading.Thread(target=worker, args=(i,)) for i in range(50)]
-for t in threads: t.start()
-for t in threads: t.join(180)
-check(not any(t.is_alive() for t in threads), "requests still running after 180 s")
-check(not errors, "; ".join(errors[:5]))
-for i, (got, expected) in enumerate(results):
-    check(got == expected, "request %d: tokens %r != expected %r" % (i, got, expected))
+concurrent_golden(port, 50)
 m = metrics(port)
 check(m["gptj_running_sequences_max"] > 1, "requests never shared a batch: %r" % m["gptj_running_sequences_max"])
 check(m['gptj_step_batch_size_bucket{le="1"}'] < m["gptj_step_batch_size_count"], "no step with batch > 1")

@@ -22,11 +22,8 @@ PY
 # OpenMPI's default kill delay (1 s) is shorter than the default --drain-timeout: rank 0 says so.
 grep -q "warning: mpirun kills the ranks 1 s after passing on a SIGTERM" "$WORK/server.log" ||
   fail "no warning about mpirun's default odls_base_sigkill_timeout"
-rank0=
-for pid in $(pgrep -P "$SERVER_PID"); do
-  if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=0'; then rank0=$pid; fi
-done
-[ -n "$rank0" ] || fail "cannot find rank 0 among mpirun's children"
+rank0=$(rank0_pid)
+[ -n "$rank0" ] || fail "no rank 0 to signal"
 kill -TERM "$rank0"
 wait_server_exit 60
 [ "$SERVER_CODE" = 0 ] || fail "mpirun exit code $SERVER_CODE after SIGTERM (want 0)"

@@ -142,6 +142,38 @@ def golden(data_dir, count=16):
     return [(prompts[i], r["new_tokens"][:count]) for i, r in enumerate(greedy)]
 
 
+def concurrent_golden(port, count, max_tokens=16):
+    """`count` greedy completions of the fixture's prompts at once (odd ones streamed), all started
+    together; fails unless each returns Hugging Face's tokens."""
+    cases = golden(DATA)
+    results, errors = [None] * count, []
+    start = threading.Barrier(count, timeout=60)
+
+    def worker(i):
+        prompt, expected = cases[i % len(cases)]
+        try:
+            start.wait()
+            if i % 2:
+                chunks, done = stream(port, {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0})
+                got = [t for c in chunks for t in c["choices"][0]["token_ids"]] if done else None
+            else:
+                status, r = complete(port, {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0})
+                got = r["choices"][0]["token_ids"] if status == 200 else None
+            results[i] = (got, expected)
+        except Exception as e:  # reported below
+            errors.append("request %d: %r" % (i, e))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    check(not any(t.is_alive() for t in threads), "requests still running after 180 s")
+    check(not errors, "; ".join(errors[:5]))
+    for i, (got, expected) in enumerate(results):
+        check(got == expected, "request %d: tokens %r != expected %r" % (i, got, expected))
+
+
 # --- raw HTTP over a socket, for checks where the bytes on the wire matter ---
 
 def raw_connect(port, timeout=60):

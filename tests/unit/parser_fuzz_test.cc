@@ -25,6 +25,7 @@
 #include "runtime/core/error.h"
 #include "runtime/model/config.h"
 #include "runtime/model/safetensors.h"
+#include "tests/golden/expect_error.h"
 #include "tests/golden/golden_data.h"
 
 // Every allocation of this binary goes through here, so a parser that sizes something from a
@@ -60,22 +61,7 @@ std::vector<uint8_t> read_file(const std::string& path) {
   return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
 }
 
-// Runs `action`; returns true on success, false on gptj::Error; anything else is a test failure
-// that names the mutation.
-template <typename F>
-bool clean_outcome(F&& action, const std::string& mutation) {
-  try {
-    action();
-    return true;
-  } catch (const Error&) {
-    return false;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << mutation << ": threw a non-gptj::Error: " << e.what();
-  } catch (...) {
-    ADD_FAILURE() << mutation << ": threw something that is not a std::exception";
-  }
-  return false;
-}
+using testing::clean_outcome;
 
 // Values a JSON edit puts in a field: every type, and the numbers at the edges.
 json::value odd_value(std::mt19937_64& rng) {

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/golden/expect_error.h"
+#include "tests/golden/temp_dir.h"
 #include <unistd.h>
 
 #include <atomic>
@@ -25,25 +26,9 @@ namespace gptj {
 namespace {
 namespace fs = std::filesystem;
 
-// A fresh directory under the system temp dir, removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() /
-            ("gptj_safetensors_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  std::string str() const { return path_.string(); }
-
- private:
-  fs::path path_;
+// A fresh directory, removed at the end of the test.
+struct TempDir : testing::TempDir {
+  TempDir() : testing::TempDir("gptj_safetensors_test") {}
 };
 
 std::vector<uint8_t> f32_bytes(const std::vector<float>& values) {
