@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "runtime/core/error.h"
+#include "runtime/serve/request_frontend.h"
 
 namespace gptj {
 namespace json = boost::json;
@@ -116,22 +117,6 @@ void write_all(int fd, std::string_view text, const std::string& path) {
   }
 }
 
-double number_field(const json::object& obj, const char* name, double low, double high) {
-  const json::value& v = obj.at(name);
-  GPTJ_CHECK(v.is_number(), "field '{}' must be a number", name);
-  const double x = v.to_number<double>();
-  GPTJ_CHECK(x >= low && x <= high, "field '{}' = {} is outside [{}, {}]", name, x, low, high);
-  return x;
-}
-
-int int_field(const json::object& obj, const char* name, int64_t low, int64_t high) {
-  const json::value& v = obj.at(name);
-  GPTJ_CHECK(v.is_int64() || v.is_uint64(), "field '{}' must be an integer", name);
-  const int64_t x = v.to_number<int64_t>();
-  GPTJ_CHECK(x >= low && x <= high, "field '{}' = {} is outside [{}, {}]", name, x, low, high);
-  return static_cast<int>(x);
-}
-
 }  // namespace
 
 std::string id_key(std::string_view text) {
@@ -151,6 +136,8 @@ std::string id_key(std::string_view text) {
   return key;
 }
 
+std::string custom_id_key(const std::string& custom_id) { return "custom_id:" + custom_id; }
+
 std::string leading_id(std::string_view line) {
   std::size_t i = skip_space(line, 0), name_end = 0;
   if (i >= line.size() || line[i] != '{') return {};
@@ -169,7 +156,7 @@ std::string leading_id(std::string_view line) {
 }
 
 BatchItem parse_batch_line(const std::string& line, const Tokenizer* tokenizer,
-                           int default_max_new_tokens, std::string& id) {
+                           int default_max_new_tokens, std::string& id, int allowed_vocab) {
   id.clear();
   json::value root;
   boost::system::error_code ec;
@@ -185,7 +172,7 @@ BatchItem parse_batch_line(const std::string& line, const Tokenizer* tokenizer,
   static const std::set<std::string> known{
       "id", "prompt", "tokens", "max_new_tokens", "temperature", "top_k", "top_p",
       "repetition_penalty", "presence_penalty", "frequency_penalty", "no_repeat_ngram_size", "seed",
-      "stop", "n", "logprobs", "prompt_logprobs"};
+      "stop", "n", "logprobs", "prompt_logprobs", "logit_bias"};
   for (const auto& [key, value] : obj)
     GPTJ_CHECK(known.count(std::string(key)), "unknown field '{}'", std::string(key));
 
@@ -207,48 +194,22 @@ BatchItem parse_batch_line(const std::string& line, const Tokenizer* tokenizer,
     }
   }
   GPTJ_CHECK(!r.prompt.empty(), "the prompt is empty");
-  if (obj.contains("prompt_logprobs")) {
-    GPTJ_CHECK(obj.at("prompt_logprobs").is_bool(), "field 'prompt_logprobs' must be true or false");
-    r.score_prompt = obj.at("prompt_logprobs").as_bool();
-  }
-  // Scoring a prompt may generate nothing (max_new_tokens 0).
-  r.max_new_tokens = obj.contains("max_new_tokens") ? int_field(obj, "max_new_tokens", r.score_prompt ? 0 : 1, 1 << 20)
-                                                   : default_max_new_tokens;
-  SamplingParams& s = r.sampling;
-  if (obj.contains("temperature")) s.temperature = static_cast<float>(number_field(obj, "temperature", 0, 100));
-  if (obj.contains("top_k")) s.top_k = int_field(obj, "top_k", 0, 1 << 20);
-  if (obj.contains("top_p")) s.top_p = static_cast<float>(number_field(obj, "top_p", 1e-6, 1));
-  if (obj.contains("repetition_penalty"))
-    s.repetition_penalty = static_cast<float>(number_field(obj, "repetition_penalty", 1e-6, 100));
-  if (obj.contains("presence_penalty"))
-    s.presence_penalty = static_cast<float>(number_field(obj, "presence_penalty", -2, 2));
-  if (obj.contains("frequency_penalty"))
-    s.frequency_penalty = static_cast<float>(number_field(obj, "frequency_penalty", -2, 2));
-  if (obj.contains("no_repeat_ngram_size"))
-    s.no_repeat_ngram_size = int_field(obj, "no_repeat_ngram_size", 0, 1 << 20);
-  if (obj.contains("logprobs")) {  // the chosen tokens' logprobs, plus the top N alternatives
-    s.logprobs = int_field(obj, "logprobs", 0, 20);
-    s.report_logprob = true;
-  }
-  if (obj.contains("seed")) {
-    const json::value& seed = obj.at("seed");
-    GPTJ_CHECK(seed.is_int64() || seed.is_uint64(), "field 'seed' must be an integer");
-    s.seed = seed.is_uint64() ? seed.as_uint64() : static_cast<uint64_t>(seed.as_int64());
-  }
-  if (obj.contains("stop")) {
-    const json::value& stop = obj.at("stop");
-    if (stop.is_string()) {
-      r.stop.emplace_back(stop.as_string());
-    } else {
-      GPTJ_CHECK(stop.is_array(), "field 'stop' must be a string or an array of strings");
-      for (const auto& s_value : stop.as_array()) {
-        GPTJ_CHECK(s_value.is_string(), "field 'stop' must be a string or an array of strings");
-        r.stop.emplace_back(s_value.as_string());
-      }
-    }
-    GPTJ_CHECK(r.stop.empty() || tokenizer != nullptr, "field 'stop' needs the tokenizer files");
-  }
-  if (obj.contains("n")) item.n = int_field(obj, "n", 1, 128);
+  r.score_prompt = get_bool(obj, "prompt_logprobs", false);
+  // The generation fields, read and checked as the server reads them (runtime/serve/request_frontend.h),
+  // with this format's names, defaults and limits. Scoring a prompt may generate nothing (max_new_tokens 0).
+  GenerationFieldRules rules;
+  rules.max_tokens_field = "max_new_tokens";
+  rules.default_max_tokens = default_max_new_tokens;
+  rules.min_max_tokens = r.score_prompt ? 0 : 1;
+  rules.max_max_tokens = 1 << 20;
+  rules.default_temperature = 0;
+  rules.max_temperature = 100;
+  rules.max_n = 128;
+  GenerationRequest fields = parse_generation_fields(obj, rules, allowed_vocab, tokenizer);
+  r.max_new_tokens = fields.max_new_tokens;
+  r.sampling = std::move(fields.sampling);
+  r.stop = std::move(fields.stop);
+  item.n = fields.n;
   return item;
 }
 
@@ -360,12 +321,17 @@ std::string result_key(std::string_view text, std::string& why) {
   }
   const json::object* line = value.if_object();
   const std::vector<std::string_view> ids = id_members(text);
-  if (line == nullptr || ids.size() != 1 || !(line->contains("finish_reason") || line->contains("error"))) {
-    why = "not an object with one 'id' and a 'finish_reason' or 'error'";
+  if (line == nullptr || ids.size() != 1 ||
+      !(line->contains("finish_reason") || line->contains("error") || line->contains("response"))) {
+    why = "not an object with one 'id' and a 'finish_reason', 'error' or 'response'";
     return {};
   }
   if (const json::value* number = line->if_contains("line"); number && (number->is_int64() || number->is_uint64()))
     return "line:" + json::serialize(*number);
+  // An OpenAI batch line's result: known by its custom_id (launcher/batch_lines.h), not by its
+  // "batch_req_..." id.
+  if (const json::value* custom = line->if_contains("custom_id"); custom && custom->is_string() && line->contains("response"))
+    return custom_id_key(json::serialize(*custom));
   return id_key(ids[0]);
 }
 

@@ -2,7 +2,9 @@
 // Input line: {"id": any, "prompt": "text"} or {"id": any, "tokens": [ids]}, with optional
 // max_new_tokens, temperature, top_k, top_p, repetition_penalty, presence_penalty,
 // frequency_penalty, no_repeat_ngram_size, seed, stop (string or strings), n, logprobs (0..20),
-// prompt_logprobs (bool; then max_new_tokens may be 0).
+// logit_bias ({"id": bias}), prompt_logprobs (bool; then max_new_tokens may be 0). The generation
+// fields are read by the server's parser (runtime/serve/request_frontend.h: same checks, same errors).
+// Lines in OpenAI's batch format ({"custom_id", "method", "url", "body"}) are launcher/batch_lines.h's.
 // Output line: {"id", "text", "tokens", "finish_reason", "prompt_tokens", "completion_tokens"}
 // (+ "samples" when n > 1; + "token_logprobs" [per token] when the line asked for logprobs, and
 // "top_logprobs" [per token: [[id, logprob], ...] best first] when logprobs > 0; + "prompt_logprobs"
@@ -32,13 +34,19 @@ struct BatchItem {
 
 // Parses one input line. Throws gptj::Error naming the field; `id` is set before any throw when the
 // line has one (for a line that is not valid JSON: the id it begins with, {"id": VALUE, ...}), else
-// left empty, so the error line can carry it.
+// left empty, so the error line can carry it. logit_bias keys must be ids below allowed_vocab (pass
+// the model's: a larger id would be refused by the step's checks and end the job).
 BatchItem parse_batch_line(const std::string& line, const Tokenizer* tokenizer, int default_max_new_tokens,
-                           std::string& id);
+                           std::string& id, int allowed_vocab = INT32_MAX);
 
 // The canonical text of the JSON value `text` (which must be valid JSON): whitespace outside strings
 // dropped, strings re-escaped as Boost.JSON writes them, numbers exactly as written.
 std::string id_key(std::string_view text);
+
+// The --resume and duplicate key of an OpenAI batch line (launcher/batch_lines.h) whose custom_id
+// is the JSON string `custom_id` as Boost.JSON writes it: "custom_id:" + that text. Plain lines are
+// keyed by id_key(), which never starts so.
+std::string custom_id_key(const std::string& custom_id);
 
 // The canonical id of a line that begins {"id": VALUE, or {"id": VALUE} (the rest may be cut off or
 // invalid); empty when it does not.

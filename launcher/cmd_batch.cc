@@ -15,9 +15,10 @@
 #include <unordered_map>
 
 #include "launcher/batch_io.h"
+#include "launcher/batch_lines.h"
 #include "launcher/commands.h"
+#include "launcher/model_info.h"
 #include "runtime/core/error.h"
-#include "runtime/generate/utf8_stream.h"
 
 namespace gptj {
 namespace json = boost::json;
@@ -68,49 +69,6 @@ class Progress {
   bool tty_;
   Clock::time_point start_, last_;
 };
-
-// Logprobs of a run of tokens: per token its logprob and its [[id, logprob], ...] alternatives.
-struct SampleLogprobs {
-  json::array token_logprobs, top_logprobs;
-};
-
-struct Pending {
-  std::string id;  // JSON text
-  int n = 1;
-  int received = 0;
-  int prompt_tokens = 0;
-  bool logprobs = false;  // the line asked for logprobs
-  bool scores_prompt = false;  // ... of its prompt tokens too
-  int top_logprobs = 0;   // ... with this many alternatives per token
-  std::vector<json::object> samples;
-  SampleLogprobs prompt;  // when the line set prompt_logprobs (entry 0: null)
-};
-
-json::object sample_json(const GenerationEvent& e, const Tokenizer* tokenizer) {
-  const std::vector<int32_t>& tokens = *e.generated;
-  // JSON needs valid UTF-8: a generation cut mid-character ends in U+FFFD, as in Hugging Face.
-  const std::string text = utf8::to_valid_utf8(
-      e.finish == FinishReason::kStop ? e.stop_text : tokenizer ? tokenizer->decode(tokens) : "");
-  json::object out{{"text", text}, {"finish_reason", finish_reason_name(e.finish)},
-                   {"completion_tokens", tokens.size()}};
-  out["tokens"] = json::value_from(tokens);
-  return out;
-}
-
-void record_logprobs(const TokenChoice& choice, SampleLogprobs& lp) {
-  lp.token_logprobs.push_back(choice.logprob);
-  json::array top;
-  for (const auto& [token, logprob] : choice.top) top.push_back(json::array{token, logprob});
-  lp.top_logprobs.push_back(std::move(top));
-}
-
-// Adds the logprobs of the tokens the sample kept (a stop string may have removed the last ones).
-void attach_logprobs(SampleLogprobs& lp, std::size_t kept, bool with_top, json::object& sample) {
-  lp.token_logprobs.resize(std::min(kept, lp.token_logprobs.size()));
-  lp.top_logprobs.resize(std::min(kept, lp.top_logprobs.size()));
-  sample["token_logprobs"] = std::move(lp.token_logprobs);
-  if (with_top) sample["top_logprobs"] = std::move(lp.top_logprobs);
-}
 
 }  // namespace
 
@@ -168,16 +126,21 @@ CommandRunner register_batch(CLI::App& app) {
     return session.run_engine(options, tok, [&](Engine& engine) {
       if (!writer) open_output();
 
-      std::map<uint64_t, Pending> pending;  // by first handle
+      // Both input formats, line by line (launcher/batch_lines.h); OpenAI batch lines are answered by
+      // the server's own request path, so they need what the server knows of the model.
+      BatchLineContext context;
+      context.tokenizer = tok;
+      context.default_max_new_tokens = args->max_new_tokens;
+      context.model = model_info_for(session, options, tok, "");
+      std::map<uint64_t, std::unique_ptr<BatchLine>> pending;  // by first handle
       std::map<uint64_t, uint64_t> owner;   // handle -> first handle
-      std::map<uint64_t, SampleLogprobs> logprobs;  // by handle, for lines that asked
       uint64_t next_handle = 0, tokens_generated = 0;
       struct ReplicaWork {
         uint64_t lines = 0, tokens = 0;
       };
       std::vector<ReplicaWork> per_replica(static_cast<std::size_t>(engine.replicas()));
       std::size_t written = 0, errors = 0, skipped = 0;
-      // Each id's first input line, so that a later line with the same id gets an error line.
+      // Each id's (custom_id's) first input line, so that a later line with the same one gets an error line.
       std::unordered_map<std::string, uint64_t> first_seen;
       Progress progress(input_lines);
       const auto start = Clock::now();
@@ -189,12 +152,21 @@ CommandRunner register_batch(CLI::App& app) {
           ++skipped;  // its error line is already in the output (--resume)
           return;
         }
-        writer->write(id, json::object{{"error", fmt::format("line {}: {}", line_no, message)}, {"line", line_no}});
+        writer->write(id, plain_error_line(line_no, message));
         ++errors;
         ++written;
       };
-      // Reads and submits lines while fewer than 2 x --max-batch wait (the look-ahead); waits up to
-      // wait_ms for input that has not come yet (a pipe).
+      // Writes the line's output once it is complete; says whether it did.
+      auto emit = [&](BatchLine& line) {
+        std::optional<json::object> out = line.take_output();
+        if (!out) return false;
+        writer->write(line.id(), *out);
+        errors += line.is_error() ? 1 : 0;
+        ++written;
+        return true;
+      };
+      // Reads and submits lines while the engine has room (the look-ahead); waits up to wait_ms for
+      // input that has not come yet (a pipe).
       auto feed = [&](int wait_ms) {
         LineReader::Line input;
         while (engine.queue_room() > 0 &&
@@ -202,23 +174,33 @@ CommandRunner register_batch(CLI::App& app) {
           engine.keepalive_if_due();  // parsing many long lines takes a while
           if (input.blank) continue;
           const uint64_t line_no = input.number;
-          std::string id, error;
-          std::optional<BatchItem> item;
+          std::string id, key, error;
+          std::unique_ptr<BatchLine> item;
           if (input.too_long) {
-            id = leading_id(input.text);
+            id = key = leading_id(input.text);
             error = fmt::format("longer than --max-line-bytes {} ({} bytes)", args->max_line_bytes, input.length);
           } else {
             try {
-              item = parse_batch_line(input.text, tok, args->max_new_tokens, id);
+              item = parse_input_line(input.text, line_no, context, id, key);
             } catch (const Error& e) {
               error = e.what();
             }
           }
           input = {};  // drop the text before the prompt runs
-          if (!id.empty()) {
-            const auto [first, inserted] = first_seen.emplace(id, line_no);
+          if (!key.empty()) {
+            const auto [first, inserted] = first_seen.emplace(key, line_no);
             if (!inserted) {
-              error = fmt::format("duplicate id: first seen on line {}", first->second);
+              const bool openai = item && key != item->id();  // keyed by custom_id, not by its id
+              error = fmt::format("duplicate {}: first seen on line {}", openai ? "custom_id" : "id", first->second);
+              if (openai) {  // its own error form
+                if (done.count(line_key(line_no))) {
+                  ++skipped;
+                  continue;
+                }
+                item->refuse(line_no, error);
+                emit(*item);
+                continue;
+              }
               item.reset();
             }
           }
@@ -226,27 +208,34 @@ CommandRunner register_batch(CLI::App& app) {
             reject(id, line_no, error);
             continue;
           }
-          if (done.count(item->id)) {
+          // Done: its result line is there, or its error line (a line the engine refused).
+          if ((!item->key().empty() && done.count(item->key())) || done.count(line_key(line_no))) {
             ++skipped;
             continue;
           }
-          // One request for the n samples: the prompt is prefilled once and its KV blocks shared;
-          // sample k gets handle first + k and seed + k.
+          if (emit(*item)) continue;  // answered without running: an OpenAI body the server refuses
+          // A plain line is one request for its n samples: the prompt is prefilled once and its KV
+          // blocks shared; sample k gets handle first + k and seed + k. An OpenAI line is one
+          // request per choice, as the server submits them.
           const uint64_t first = next_handle;
-          GenerationRequest& r = item->request;
-          Pending line{std::move(item->id), item->n, 0, static_cast<int>(r.prompt.size()), r.sampling.report_logprob,
-                       r.score_prompt, r.sampling.logprobs, {}, {}};
-          r.handle = first;
-          r.n = item->n;
+          uint64_t handle = first;
+          std::vector<uint64_t> submitted;
           try {
-            engine.submit(std::move(r));  // refuses a prompt that does not fit the model
+            for (GenerationRequest& r : item->requests()) {
+              r.handle = handle;
+              handle += static_cast<uint64_t>(r.n);
+              engine.submit(std::move(r));  // refuses a prompt that does not fit the model
+              submitted.push_back(r.handle);  // (a moved-from request keeps its handle)
+            }
           } catch (const Error& e) {
-            reject(line.id, line_no, e.what());
+            for (uint64_t h : submitted) engine.cancel(h);  // its kCancelled events find no owner
+            item->on_refused(e.what());
+            emit(*item);
             continue;
           }
-          next_handle += static_cast<uint64_t>(line.n);
-          for (int k = 0; k < line.n; ++k) owner[first + k] = first;
-          pending[first] = std::move(line);
+          next_handle = handle;
+          for (uint64_t h = first; h < handle; ++h) owner[h] = first;
+          pending[first] = std::move(item);
         }
       };
       while (!g_stop_signal && (!reader->at_end() || !engine.idle())) {
@@ -254,40 +243,16 @@ CommandRunner register_batch(CLI::App& app) {
         feed(engine.idle() ? 200 : 0);  // idle: wait a little for a slow pipe, then look at the signal
         if (engine.idle()) continue;
         for (const GenerationEvent& e : engine.step()) {
+          const auto it = owner.find(e.handle);
+          if (it == owner.end()) continue;  // a request cancelled when its line was refused
           const int replica = engine.replica_of(e.handle);
           if (e.choice.token >= 0) ++tokens_generated, ++per_replica[replica].tokens;
-          const uint64_t first = owner.at(e.handle);
-          Pending& p = pending.at(first);
-          if (p.logprobs && e.choice.token >= 0) record_logprobs(e.choice, logprobs[e.handle]);
-          if (p.scores_prompt && e.handle == first && p.prompt.token_logprobs.empty()) {  // its first event
-            p.prompt.token_logprobs.push_back(nullptr);  // the first prompt token has no logprob
-            p.prompt.top_logprobs.push_back(nullptr);
-            for (const TokenChoice& c : e.prompt_logprobs) record_logprobs(c, p.prompt);
-          }
-          if (e.finish == FinishReason::kNone) continue;
-          p.samples.resize(static_cast<std::size_t>(p.n));
-          json::object& sample = p.samples[e.handle - first];
-          sample = sample_json(e, tok);
-          if (p.logprobs) {
-            attach_logprobs(logprobs[e.handle], e.generated->size(), p.top_logprobs > 0, sample);
-            logprobs.erase(e.handle);
-          }
-          if (++p.received < p.n) continue;
-          json::object line;
-          for (const char* key : {"text", "tokens", "finish_reason"}) line[key] = p.samples[0].at(key);
-          line["prompt_tokens"] = p.prompt_tokens;
-          line["completion_tokens"] = p.samples[0].at("completion_tokens");
-          for (const char* key : {"token_logprobs", "top_logprobs"})
-            if (p.samples[0].contains(key)) line[key] = p.samples[0].at(key);
-          if (p.scores_prompt) {
-            line["prompt_logprobs"] = std::move(p.prompt.token_logprobs);
-            if (p.top_logprobs > 0) line["prompt_top_logprobs"] = std::move(p.prompt.top_logprobs);
-          }
-          if (p.n > 1) line["samples"] = json::value_from(p.samples);
-          writer->write(p.id, line);
-          ++written;
+          const uint64_t first = it->second;
+          BatchLine& line = *pending.at(first);
+          line.on_event(static_cast<int>(e.handle - first), e);
+          if (!emit(line)) continue;
           ++per_replica[replica].lines;
-          for (int k = 0; k < p.n; ++k) owner.erase(first + k);
+          for (auto h = owner.lower_bound(first); h != owner.end() && h->second == first;) h = owner.erase(h);
           pending.erase(first);
         }
         progress.update(written + skipped, tokens_generated);

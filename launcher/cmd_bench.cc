@@ -7,9 +7,12 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
+#include <charconv>
 #include <chrono>
+#include <cmath>
 #include <iostream>
 #include <numeric>
+#include <utility>
 
 #include "launcher/commands.h"
 #include "runtime/core/error.h"
@@ -47,7 +50,46 @@ double measure_read_bandwidth() {
   return best;
 }
 
-void print(boost::json::object obj) { std::cout << boost::json::serialize(obj) << std::endl; }
+// JSON text of `v` with every double as a plain decimal, shortest round-trip (118794.71623376201,
+// 0.000012), never Boost.JSON's exponent form (1.1879471623376201E5); a non-finite one is null.
+void write_plain(const boost::json::value& v, std::string& out) {
+  if (v.is_double()) {
+    const double x = v.get_double();
+    if (!std::isfinite(x)) {
+      out += "null";
+      return;
+    }
+    char buffer[400];  // fixed notation of a double: at most ~330 characters
+    const auto [end, ec] = std::to_chars(buffer, buffer + sizeof buffer, x, std::chars_format::fixed);
+    out.append(buffer, ec == std::errc() ? end : buffer);
+  } else if (v.is_object()) {
+    out += '{';
+    bool first = true;
+    for (const auto& [key, value] : v.get_object()) {
+      if (!std::exchange(first, false)) out += ',';
+      out += boost::json::serialize(boost::json::string(key));
+      out += ':';
+      write_plain(value, out);
+    }
+    out += '}';
+  } else if (v.is_array()) {
+    out += '[';
+    bool first = true;
+    for (const auto& item : v.get_array()) {
+      if (!std::exchange(first, false)) out += ',';
+      write_plain(item, out);
+    }
+    out += ']';
+  } else {
+    out += boost::json::serialize(v);
+  }
+}
+
+void print(boost::json::object obj) {
+  std::string line;
+  write_plain(obj, line);
+  std::cout << line << std::endl;
+}
 
 double peak_rss_mb() {
   rusage usage{};

@@ -27,6 +27,7 @@
 #include <thread>
 
 #include "launcher/commands.h"
+#include "launcher/model_info.h"
 #include "launcher/stop_signals.h"
 #include "runtime/core/error.h"
 #include "runtime/generate/tokenizer.h"
@@ -317,19 +318,7 @@ int serve_rank0(World& world, const ServeArgs& args) {
   const SchedulerOptions options = scheduler_options_for(session, args.batching);
   // Returns once every replica has loaded (launcher/replicas.h); /health says ready only then.
   return session.run_engine(options, tokenizer ? &*tokenizer : nullptr, [&](Engine& engine) {
-    ModelInfo info;
-    info.name = !args.model_name.empty() ? args.model_name
-                                         : std::filesystem::path(args.model.model_dir).lexically_normal().filename().string();
-    if (info.name.empty()) info.name = std::filesystem::path(args.model.model_dir).parent_path().filename().string();
-    info.n_positions = options.n_positions;
-    info.allowed_vocab = options.allowed_vocab;
-    info.vocab_size = session.config().vocab_size;
-    info.eos_id = options.eos_id;
-    info.kv_capacity_tokens = options.kv.num_blocks * options.kv.block_size;
-    info.tokenizer = tokenizer ? &*tokenizer : nullptr;
-    info.created = static_cast<int64_t>(std::time(nullptr));
-    // What decides the numbers: the backend, its compute dtype and the tensor-parallel width.
-    info.fingerprint = fmt::format("fp_{}_{}_tp{}", session.backend().name(), session.options().dtype, session.replicas().tp);
+    const ModelInfo info = model_info_for(session, options, tokenizer ? &*tokenizer : nullptr, args.model_name);
     router.set_model(info);
     coordinator.run(engine);  // returns after SIGTERM/SIGINT and the drain
     metrics.set_ready(false);

@@ -52,6 +52,7 @@ std::vector<LogitEdit> make_logit_edits(const SamplingParams& params, const std:
     for (const auto& [id, count] : counts)
       at(id).subtract = params.presence_penalty + params.frequency_penalty * static_cast<float>(count);
   }
+  for (const auto& [id, bias] : params.logit_bias) at(id).subtract -= bias;
   std::vector<LogitEdit> out;
   out.reserve(edits.size());
   for (const auto& [token, edit] : edits) out.push_back(edit);

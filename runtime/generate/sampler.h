@@ -28,6 +28,8 @@ struct SamplingParams {
   float frequency_penalty = 0.0f;   // OpenAI: over generated tokens, times their count
   int no_repeat_ngram_size = 0;     // HF: over prompt + generated
   std::optional<uint64_t> seed;     // same seed, same request => same tokens, whatever the batch
+  // OpenAI logit_bias: (token, bias) sorted by token, ids < allowed_vocab; bias added to the logit.
+  std::vector<std::pair<int32_t, float>> logit_bias;
   int logprobs = 0;                 // top-N alternatives to report (at most kDrawCandidates)
   bool report_logprob = false;      // compute the chosen token's logprob (implied by logprobs > 0)
 };
@@ -69,7 +71,8 @@ class Sampler {
 DrawPlan score_plan(int32_t logit_row, int32_t token, int allowed_vocab, int top_n);
 TokenChoice score_from_summaries(const DrawPlan& plan, const DrawSummary* per_rank, int ranks, int top_n);
 
-// The logit edits of one draw (HF order; one entry per affected token, sorted by token).
+// The logit edits of one draw (HF order; one entry per affected token, sorted by token); logit_bias
+// comes last, added to what the penalties leave (a bias is a negative `subtract`).
 std::vector<LogitEdit> make_logit_edits(const SamplingParams& params, const std::vector<int32_t>& context,
                                         int n_prompt);
 

@@ -38,6 +38,7 @@ void put_sampling(Writer& w, const SamplingParams& s) {
   w.put<uint64_t>(s.seed.value_or(0));
   w.put(s.logprobs);
   w.put<uint8_t>(s.report_logprob);
+  w.put_vector(s.logit_bias);
 }
 
 SamplingParams get_sampling(Reader& r) {
@@ -54,6 +55,7 @@ SamplingParams get_sampling(Reader& r) {
   if (seeded) s.seed = seed;
   s.logprobs = r.get<int>();
   s.report_logprob = r.get<uint8_t>() != 0;
+  s.logit_bias = r.get_vector<std::pair<int32_t, float>>();
   return s;
 }
 

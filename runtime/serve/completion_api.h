@@ -10,53 +10,18 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "runtime/generate/tokenizer.h"
+#include "runtime/serve/request_frontend.h"
 #include "runtime/serve/coordinator.h"
 #include "runtime/serve/http_server.h"
 #include "runtime/serve/metrics.h"
 
 namespace gptj {
 
-// A request the API refuses: HTTP status and OpenAI's error object.
-struct ApiError : std::runtime_error {
-  ApiError(int status, std::string message, std::string param = "", std::string type = "invalid_request_error")
-      : std::runtime_error(message), status(status), type(std::move(type)), param(std::move(param)) {}
-  int status;
-  std::string type, param;
-};
-
-// {"error": {"message", "type", "param", "code"}} serialized.
-std::string error_body(const std::string& message, const std::string& type, const std::string& param = "");
-
-// What the API knows of the model it serves.
-struct ModelInfo {
-  std::string name;              // "model" in answers and /v1/models
-  int n_positions = 2048;        // prompt + max_tokens must fit
-  int allowed_vocab = 50257;     // prompt ids must be below this
-  int vocab_size = 50400;        // rows of the embedding: ids in [allowed_vocab, vocab_size) are GPT-J's padding
-  int eos_id = -1;
-  int kv_capacity_tokens = 0;    // KV cache size in tokens (one sequence must fit)
-  const Tokenizer* tokenizer = nullptr;  // null: token prompts only, no text in answers
-  int64_t created = 0;           // Unix time the server loaded the model ("created" in /v1/models)
-  std::string fingerprint;       // "system_fingerprint" in answers: the backend configuration
-};
-
-struct CompletionRequest {
-  std::vector<std::vector<int32_t>> prompts;
-  int max_tokens = 16;
-  int n = 1;
-  bool stream = false, include_usage = false, echo = false;
-  std::optional<int> logprobs;  // top-N alternatives; nullopt: no logprobs in the answer
-  std::vector<std::string> stop;
-  SamplingParams sampling;      // temperature defaults to 1 as in OpenAI
-  std::string user;
-  bool chat = false;            // /v1/chat/completions: one prompt rendered from "messages"
-                                // (runtime/serve/chat_template.h), answered as chat.completion
-};
+// ApiError, error_body, ModelInfo and CompletionRequest: runtime/serve/request_frontend.h.
 
 // Throws ApiError (400, naming the field in `param`) for anything malformed or out of range.
 // chat: the body is a /v1/chat/completions request ("messages", logprobs as a bool + top_logprobs);

@@ -137,7 +137,10 @@ PY
 "$GPTJ" bench --model "$b" --decode-batches 1,4 --steps 2 --prefill-tokens 8 --no-bandwidth > "$WORK/bench.jsonl" || fail "bench"
 python3 - "$WORK/bench.jsonl" <<'PY' || fail "bench output"
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
+# Numbers are plain decimals (118794.7, not 1.187947E5): every float as written has no exponent.
+floats = []
+rows = [json.loads(l, parse_float=lambda t: floats.append(t) or float(t)) for l in open(sys.argv[1])]
+assert floats and not [t for t in floats if "e" in t.lower()], [t for t in floats if "e" in t.lower()]
 decode = [r for r in rows if r["what"] == "decode"]
 assert [r["batch"] for r in decode] == [1, 4] and all(r["all_reduces_per_layer"] == 1 for r in decode), rows
 assert any(r["what"] == "peak_memory" for r in rows), rows

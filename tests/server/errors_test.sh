@@ -57,7 +57,8 @@ table = [
     ({"prompt": "hi", "model": 5}, 400, "model", "string"),
     ({"prompt": "hi", "best_of": 3}, 400, "best_of", "not supported"),
     ({"prompt": "hi", "suffix": "x"}, 400, "suffix", "not supported"),
-    ({"prompt": "hi", "logit_bias": {"1": 5}}, 400, "logit_bias", "not supported"),
+    ({"prompt": "hi", "logit_bias": {"x": 5}}, 400, "logit_bias", "not a token id"),
+    ({"prompt": "hi", "logit_bias": {"1": 101}}, 400, "logit_bias", "between -100 and 100"),
     ({"prompt": "x" * 20000}, 413, None, "larger than"),
 ]
 for body, want_status, want_param, words in table:
