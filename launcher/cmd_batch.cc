@@ -215,8 +215,8 @@ CommandRunner register_batch(CLI::App& app) {
           }
           if (emit(*item)) continue;  // answered without running: an OpenAI body the server refuses
           // A plain line is one request for its n samples: the prompt is prefilled once and its KV
-          // blocks shared; sample k gets handle first + k and seed + k. An OpenAI line is one
-          // request per choice, as the server submits them.
+          // blocks shared; sample k gets handle first + k and seed + k. An OpenAI line is what the
+          // server submits for its body (one request per prompt with its n samples, as a rule).
           const uint64_t first = next_handle;
           uint64_t handle = first;
           std::vector<uint64_t> submitted;

@@ -18,6 +18,7 @@ ModelInfo model_info_for(ModelSession& session, const SchedulerOptions& options,
   info.vocab_size = session.config().vocab_size;
   info.eos_id = options.eos_id;
   info.kv_capacity_tokens = options.kv.num_blocks * options.kv.block_size;
+  info.max_batch = options.max_batch;
   info.tokenizer = tokenizer;
   info.created = static_cast<int64_t>(std::time(nullptr));
   // What decides the numbers: the backend, its compute dtype and the tensor-parallel width (of one

@@ -1,6 +1,7 @@
 #include "launcher/replicas.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "runtime/core/error.h"
 #include "runtime/core/logging.h"
@@ -30,10 +31,9 @@ double own_allowance(const ReplicaTimeouts& t) {
 
 // [allowance][payload]
 std::vector<uint8_t> with_allowance(double allowance_s, const std::vector<uint8_t>& payload) {
-  wire::Writer w;
-  w.put(allowance_s);
-  std::vector<uint8_t> bytes = w.take();
-  bytes.insert(bytes.end(), payload.begin(), payload.end());
+  std::vector<uint8_t> bytes(sizeof(double) + payload.size());
+  std::memcpy(bytes.data(), &allowance_s, sizeof(double));
+  std::copy(payload.begin(), payload.end(), bytes.begin() + sizeof(double));
   return bytes;
 }
 

@@ -26,6 +26,25 @@ void Reader::expect_end() const {
 
 namespace {
 
+// (token, value) lists, element by element (std::pair is not trivially copyable).
+void put_pairs(Writer& w, const std::vector<std::pair<int32_t, float>>& pairs) {
+  w.put<uint32_t>(static_cast<uint32_t>(pairs.size()));
+  for (const auto& [token, value] : pairs) {
+    w.put(token);
+    w.put(value);
+  }
+}
+
+std::vector<std::pair<int32_t, float>> get_pairs(Reader& r) {
+  const uint32_t n = r.get<uint32_t>();
+  std::vector<std::pair<int32_t, float>> pairs;
+  for (uint32_t i = 0; i < n; ++i) {
+    const int32_t token = r.get<int32_t>();
+    pairs.emplace_back(token, r.get<float>());
+  }
+  return pairs;
+}
+
 void put_sampling(Writer& w, const SamplingParams& s) {
   w.put(s.temperature);
   w.put(s.top_k);
@@ -38,7 +57,7 @@ void put_sampling(Writer& w, const SamplingParams& s) {
   w.put<uint64_t>(s.seed.value_or(0));
   w.put(s.logprobs);
   w.put<uint8_t>(s.report_logprob);
-  w.put_vector(s.logit_bias);
+  put_pairs(w, s.logit_bias);
 }
 
 SamplingParams get_sampling(Reader& r) {
@@ -55,21 +74,21 @@ SamplingParams get_sampling(Reader& r) {
   if (seeded) s.seed = seed;
   s.logprobs = r.get<int>();
   s.report_logprob = r.get<uint8_t>() != 0;
-  s.logit_bias = r.get_vector<std::pair<int32_t, float>>();
+  s.logit_bias = get_pairs(r);
   return s;
 }
 
 void put_choice(Writer& w, const TokenChoice& c) {
   w.put(c.token);
   w.put(c.logprob);
-  w.put_vector(c.top);
+  put_pairs(w, c.top);
 }
 
 TokenChoice get_choice(Reader& r) {
   TokenChoice c;
   c.token = r.get<int32_t>();
   c.logprob = r.get<float>();
-  c.top = r.get_vector<std::pair<int32_t, float>>();
+  c.top = get_pairs(r);
   return c;
 }
 

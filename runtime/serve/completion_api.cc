@@ -249,8 +249,19 @@ class CompletionJob : public Job {
                 ServerMetrics& metrics)
       : req_(std::move(request)), model_(model), reply_(std::move(reply)), metrics_(metrics),
         id_(completion_id(req_.chat)), created_(static_cast<int64_t>(std::time(nullptr))) {
+    // The n samples of a prompt are one request (one prefill, the prompt's KV blocks shared; sample
+    // k gets seed + k): choices p*n .. p*n + n-1. Two cases keep n separate requests (the same
+    // tokens, each prefilling the prompt): echoed prompt logprobs (only a request's first sample
+    // reports them) and n above what one replica's batch holds.
+    const bool share = req_.n > 1 && req_.n <= model_.max_batch && !(req_.echo && req_.logprobs.has_value());
     for (std::size_t p = 0; p < req_.prompts.size(); ++p) {
       for (int i = 0; i < req_.n; ++i) {
+        ChoiceResult result;
+        result.prompt_index = static_cast<int>(p);
+        results_.push_back(std::move(result));
+        streams_.emplace_back();
+        if (model_.tokenizer) streams_.back().decoder.emplace(*model_.tokenizer);
+        if (share && i > 0) continue;
         GenerationRequest g;
         g.prompt = req_.prompts[p];
         g.sampling = req_.sampling;
@@ -258,12 +269,8 @@ class CompletionJob : public Job {
         g.max_new_tokens = req_.max_tokens;
         g.score_prompt = req_.echo && req_.logprobs.has_value();  // the echoed prompt's logprobs
         g.stop = req_.stop;
+        g.n = share ? req_.n : 1;
         requests.push_back(std::move(g));
-        ChoiceResult result;
-        result.prompt_index = static_cast<int>(p);
-        results_.push_back(std::move(result));
-        streams_.emplace_back();
-        if (model_.tokenizer) streams_.back().decoder.emplace(*model_.tokenizer);
       }
     }
     remaining_ = static_cast<int>(results_.size());

@@ -15,8 +15,8 @@ SubmitResult Coordinator::submit(std::shared_ptr<Job> job) {
     if (stop_requested_.load()) return SubmitResult::kShuttingDown;
     // Queued = not yet taken by the loop + waiting inside the scheduler (counted in choices).
     std::size_t queued = waiting_in_scheduler_.load();
-    for (const auto& pending : inbox_) queued += pending->requests.size();
-    if (queued + job->requests.size() > static_cast<std::size_t>(options_.max_queued))
+    for (const auto& pending : inbox_) queued += pending->choices();
+    if (queued + job->choices() > static_cast<std::size_t>(options_.max_queued))
       return SubmitResult::kQueueFull;
     inbox_.push_back(std::move(job));
   }
@@ -45,12 +45,17 @@ void Coordinator::admit(Engine& engine, std::vector<std::shared_ptr<Job>>& incom
     if (job->cancelled) continue;  // gone before it started
     std::vector<uint64_t> submitted;
     try {
-      for (std::size_t i = 0; i < job->requests.size(); ++i) {
-        GenerationRequest& request = job->requests[i];
-        request.handle = next_handle_++;
+      int choice = 0;  // a request of n samples answers choices choice .. choice + n - 1
+      for (GenerationRequest& request : job->requests) {
+        const int n = std::max(request.n, 1);
+        request.handle = next_handle_;
+        next_handle_ += static_cast<uint64_t>(n);
         engine.submit(request);
-        submitted.push_back(request.handle);
-        active_[request.handle] = Active{job, static_cast<int>(i), false, SteadyClock::now()};
+        for (int k = 0; k < n; ++k) {
+          submitted.push_back(request.handle + k);
+          active_[request.handle + k] = Active{job, choice + k, false, SteadyClock::now()};
+        }
+        choice += n;
         metrics_.add_prompt_tokens(request.prompt.size());
       }
     } catch (const Error& e) {
@@ -135,7 +140,7 @@ void Coordinator::publish_gauges(const Engine& engine) {
   std::size_t inbox = 0;
   {
     std::lock_guard lock(mu_);
-    for (const auto& job : inbox_) inbox += job->requests.size();
+    for (const auto& job : inbox_) inbox += job->choices();
   }
   gauges.queue_depth = total.waiting + static_cast<int>(inbox);
   metrics_.set_gauges(gauges);

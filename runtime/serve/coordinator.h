@@ -6,6 +6,7 @@
 // nothing is in flight it sleeps on a condition variable, so an idle rank 0 uses no CPU, waking
 // every few seconds only to send the worker ranks a keepalive (ModelRunner::keepalive_if_due).
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -25,18 +26,25 @@ namespace gptj {
 
 using SteadyClock = std::chrono::steady_clock;
 
-// One HTTP request's work: one GenerationRequest per choice. Created by a request worker; after
+// One HTTP request's work: one GenerationRequest per prompt (with its n samples) or per choice. Created by a request worker; after
 // submit() its callbacks run on the coordinator thread only. `cancelled` may be set by any thread.
 class Job {
  public:
   virtual ~Job() = default;
-  // One event of choice `index` (its requests()[index]); the last one has event.finish set.
+  // One event of choice `index` (see `requests`); the last one has event.finish set.
   virtual void on_event(int index, const GenerationEvent& event) = 0;
   // The job ends without finishing (scheduler refused it, timeout, shutdown). Called at most once,
   // and no on_event follows.
   virtual void on_failed(int http_status, const std::string& type, const std::string& message) = 0;
 
-  std::vector<GenerationRequest> requests;  // handles are assigned by the coordinator
+  // Handles are assigned by the coordinator; a request of n samples answers n consecutive choices
+  // (on_event's index: requests before it count their n each).
+  std::vector<GenerationRequest> requests;
+  std::size_t choices() const {
+    std::size_t n = 0;
+    for (const auto& r : requests) n += static_cast<std::size_t>(std::max(r.n, 1));
+    return n;
+  }
   SteadyClock::time_point accepted_at = SteadyClock::now();
   SteadyClock::time_point deadline = SteadyClock::time_point::max();
   std::atomic<bool> cancelled{false};  // the client went away: stop and free its KV blocks

@@ -86,6 +86,7 @@ struct ModelInfo {
   int vocab_size = 50400;        // rows of the embedding: ids in [allowed_vocab, vocab_size) are GPT-J's padding
   int eos_id = -1;
   int kv_capacity_tokens = 0;    // KV cache size in tokens (one sequence must fit)
+  int max_batch = 64;            // sequences a replica runs at once (n samples sharing a prefill must fit)
   const Tokenizer* tokenizer = nullptr;  // null: token prompts only, no text in answers
   int64_t created = 0;           // Unix time the server loaded the model ("created" in /v1/models)
   std::string fingerprint;       // "system_fingerprint" in answers: the backend configuration

@@ -2,7 +2,8 @@
 # gptj serve over 2 data-parallel replicas (mpirun -np 2, --tp 1): 40 concurrent greedy completions
 # (plain and streamed) all return Hugging Face's tokens; /metrics shows both replicas did work (the
 # replica-labelled counters) and /health was 200 with both ready; a seeded sampled completion gives
-# the same tokens as a single-process server would (the seed, not the replica, decides); SIGTERM to
+# the same tokens as a single-process server would (the seed, not the replica, decides; its n = 3
+# samples share one prefill and equal n = 1 requests with seed + k); SIGTERM to
 # rank 0 drains both replicas and mpirun exits 0.
 source "$(dirname "$0")/common.sh" "$@"
 command -v mpirun >/dev/null || fail "mpirun not found"
@@ -15,6 +16,13 @@ from serverlib import *
 status, r = complete(int(sys.argv[1]), {"prompt": "Once upon", "max_tokens": 12, "temperature": 0.9, "top_p": 0.9,
                                         "seed": 11, "n": 3})
 check(status == 200, "reference seeded completion: %d" % status)
+# The n samples share one prefill (the prompt's 2 tokens counted once) and sample k is seed + k:
+# the same tokens as n = 1 requests with seeds 11, 12, 13.
+check(metrics(int(sys.argv[1]))["gptj_prompt_tokens_total"] == 2, "n = 3 did not share its prompt")
+for k in range(3):
+    status, one = complete(int(sys.argv[1]), {"prompt": "Once upon", "max_tokens": 12, "temperature": 0.9,
+                                              "top_p": 0.9, "seed": 11 + k})
+    check(one["choices"][0]["token_ids"] == r["choices"][k]["token_ids"], "sample %d is not seed + %d's" % (k, k))
 json.dump([c["token_ids"] for c in r["choices"]], open(sys.argv[2], "w"))
 PY
 kill -TERM "$SERVER_PID"
