@@ -333,6 +333,8 @@ std::vector<GenerationEvent> Scheduler::step() {
     std::unique_ptr<Sequence> fork; // set when the draw starts a fork of `who`'s parent
     bool score;                     // a scoring draw
     std::optional<TokenChoice> choice;
+    std::optional<DrawSearch> search;    // a top-k / top-p draw its summaries did not settle
+    std::vector<DrawSummary> summaries;  // kept for its logprob once the search settles
   };
   std::vector<Drawer> drawers;
   int32_t row = 0;
@@ -360,15 +362,44 @@ std::vector<GenerationEvent> Scheduler::step() {
     }
   }
   const int64_t vocab = runner_.vocab_size();
-  const ModelRunner::DrawResults& results = runner_.step_draws(
-      batch, [&](int d, const DrawSummary* per_rank, int ranks) {
-        Drawer& dr = drawers[d];
-        if (dr.score)
-          dr.choice = score_from_summaries(batch.draws[d], per_rank, ranks, dr.who->request.sampling.logprobs);
-        else
-          dr.choice = dr.who->sampler.choose_from_summaries(batch.draws[d], per_rank, ranks, vocab);
-        return !dr.choice.has_value();
-      });
+  // Each draw from its summaries; a wide top-k / top-p one through the threshold search; the row
+  // only where neither settles it (degenerate rows; none in normal operation).
+  class Resolver final : public ModelRunner::DrawResolver {
+   public:
+    Resolver(std::vector<Drawer>& drawers, const StepBatch& batch, int64_t vocab)
+        : drawers_(drawers), batch_(batch), vocab_(vocab) {}
+    Need summaries(int d, const DrawSummary* per_rank, int ranks) override {
+      Drawer& dr = drawers_[d];
+      const DrawPlan& plan = batch_.draws[d];
+      if (dr.score) {
+        dr.choice = score_from_summaries(plan, per_rank, ranks, dr.who->request.sampling.logprobs);
+        return Need::kNothing;
+      }
+      dr.choice = dr.who->sampler.choose_from_summaries(plan, per_rank, ranks, vocab_);
+      if (dr.choice) return Need::kNothing;
+      dr.search = dr.who->sampler.search_for(plan, per_rank, ranks, vocab_);
+      if (!dr.search) return Need::kRow;
+      dr.summaries.assign(per_rank, per_rank + ranks);
+      return Need::kSearch;
+    }
+    bool next_query(int d, SearchQuery& query) override { return drawers_[d].search->next_query(query); }
+    void replies(int d, const SearchReply* per_rank, int ranks) override {
+      drawers_[d].search->take_replies(per_rank, ranks);
+    }
+    bool needs_row(int d) override {
+      Drawer& dr = drawers_[d];
+      dr.choice = dr.who->sampler.choose_from_search(batch_.draws[d], *dr.search, dr.summaries.data(),
+                                                     static_cast<int>(dr.summaries.size()));
+      return !dr.choice.has_value();
+    }
+
+   private:
+    std::vector<Drawer>& drawers_;
+    const StepBatch& batch_;
+    int64_t vocab_;
+  };
+  Resolver resolver(drawers, batch, vocab);
+  const ModelRunner::DrawResults& results = runner_.step_draws(batch, resolver);
   std::vector<float> logits_row;
   for (std::size_t d = 0; d < drawers.size(); ++d) {
     if (drawers[d].choice) continue;
