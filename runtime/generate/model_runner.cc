@@ -6,6 +6,8 @@
 #include <cstring>
 #include <string>
 
+#include <spdlog/spdlog.h>
+
 #include "runtime/core/error.h"
 
 namespace gptj {
@@ -266,6 +268,8 @@ void ModelRunner::run_step(const StepBatch& batch, DrawResolver* resolver) {
 void ModelRunner::shutdown(int exit_code) {
   if (shut_down_) return;
   shut_down_ = true;
+  spdlog::debug("sampling: {} draws searched in {} threshold-search rounds; {} full logit rows fetched",
+                searched_draws_, search_rounds_, rows_fetched_);
   if (comm_.size() > 1) {
     std::vector<uint8_t> plan = serialize_step(StepBatch{}, true);
     plan.resize(plan.size() + sizeof(int32_t));

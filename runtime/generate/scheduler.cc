@@ -1,6 +1,7 @@
 #include "runtime/generate/scheduler.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <optional>
 
 #include "runtime/core/error.h"
@@ -377,6 +378,7 @@ std::vector<GenerationEvent> Scheduler::step() {
       }
       dr.choice = dr.who->sampler.choose_from_summaries(plan, per_rank, ranks, vocab_);
       if (dr.choice) return Need::kNothing;
+      if (full_rows_) return Need::kRow;
       dr.search = dr.who->sampler.search_for(plan, per_rank, ranks, vocab_);
       if (!dr.search) return Need::kRow;
       dr.summaries.assign(per_rank, per_rank + ranks);
@@ -397,6 +399,11 @@ std::vector<GenerationEvent> Scheduler::step() {
     std::vector<Drawer>& drawers_;
     const StepBatch& batch_;
     int64_t vocab_;
+    // GPTJ_SAMPLING_FULL_ROWS=1: the full-row reference instead of the search (tests compare them).
+    const bool full_rows_ = [] {
+      const char* v = std::getenv("GPTJ_SAMPLING_FULL_ROWS");
+      return v && std::string(v) == "1";
+    }();
   };
   Resolver resolver(drawers, batch, vocab);
   const ModelRunner::DrawResults& results = runner_.step_draws(batch, resolver);
