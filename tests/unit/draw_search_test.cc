@@ -14,6 +14,7 @@
 #include "runtime/backend/draw.h"
 #include "runtime/generate/draw_search.h"
 #include "runtime/generate/sampler.h"
+#include "tests/unit/split_draw.h"
 
 namespace gptj {
 namespace {
@@ -38,48 +39,8 @@ std::vector<float> make_row(std::mt19937& rng, Shape shape) {
   return row;
 }
 
-struct Shards {
-  std::vector<float> padded;
-  int tp, shard;
-};
-Shards shard_row(const std::vector<float>& row, int tp) {
-  Shards s{{}, tp, (kVocab + tp - 1) / tp};
-  s.padded.assign(static_cast<std::size_t>(s.shard) * tp, 0.0f);
-  std::copy(row.begin(), row.end(), s.padded.begin());
-  return s;
-}
-
-struct Outcome {
-  std::optional<TokenChoice> choice;
-  bool searched = false;
-  int rounds = 0;
-};
-
-// Summaries, then (when they do not settle it) the search, each rank answering from its shard.
-Outcome split_path(const Sampler& sampler, const DrawPlan& plan, const Shards& s) {
-  std::vector<DrawSummary> summaries(s.tp);
-  std::vector<float> scratch;
-  for (int r = 0; r < s.tp; ++r)
-    summarize_draw(&s.padded[static_cast<std::size_t>(r) * s.shard], int64_t{r} * s.shard, s.shard, plan,
-                   summaries[r], scratch);
-  Outcome out;
-  out.choice = sampler.choose_from_summaries(plan, summaries.data(), s.tp, kVocab);
-  if (out.choice) return out;
-  std::optional<DrawSearch> search = sampler.search_for(plan, summaries.data(), s.tp, kVocab);
-  if (!search) return out;
-  out.searched = true;
-  SearchQuery query;
-  std::vector<SearchReply> replies(s.tp);
-  while (search->next_query(query)) {
-    for (int r = 0; r < s.tp; ++r)
-      answer_search_query(&s.padded[static_cast<std::size_t>(r) * s.shard], int64_t{r} * s.shard, s.shard, plan,
-                          query, r, replies[r], scratch);
-    search->take_replies(replies.data(), s.tp);
-  }
-  out.rounds = search->rounds();
-  out.choice = sampler.choose_from_search(plan, *search, summaries.data(), s.tp);
-  return out;
-}
+using testing::Shards;
+using testing::split_draw;
 
 struct Setting {
   float temperature;
@@ -128,7 +89,7 @@ TEST(DrawSearch, GivesTheFullRowsTokenAndLogprobWithoutTheRow) {
           const DrawPlan same = split.plan(context, 2, 0);
           std::vector<float> work = row;
           const TokenChoice want = full.choose_from_row(plan, work.data(), kVocab);
-          const Outcome got = split_path(split, same, shard_row(row, tp));
+          const testing::SplitOutcome got = split_draw(split, same, Shards(row, tp));
           ASSERT_TRUE(got.choice.has_value()) << "draw " << draw << " needed its row";
           EXPECT_EQ(got.choice->token, want.token) << "draw " << draw;
           EXPECT_NEAR(got.choice->logprob, want.logprob, 2e-5) << "draw " << draw;
@@ -153,7 +114,7 @@ TEST(DrawSearch, GivesTheFullRowsTokenAndLogprobWithoutTheRow) {
 TEST(DrawSearch, ManySeedsOnOneRowAgreeDrawForDraw) {
   std::mt19937 rng(5);
   const std::vector<float> row = make_row(rng, Shape::kFlat);
-  const Shards shards = shard_row(row, 2);
+  const Shards shards(row, 2);
   for (uint64_t seed = 0; seed < 60; ++seed) {
     SamplingParams params;
     params.temperature = 1.0f;
@@ -164,7 +125,7 @@ TEST(DrawSearch, ManySeedsOnOneRowAgreeDrawForDraw) {
     const DrawPlan plan = full.plan({}, 0, 0);
     std::vector<float> work = row;
     const TokenChoice want = full.choose_from_row(plan, work.data(), kVocab);
-    const Outcome got = split_path(split, split.plan({}, 0, 0), shards);
+    const testing::SplitOutcome got = split_draw(split, split.plan({}, 0, 0), shards);
     ASSERT_TRUE(got.choice.has_value());
     EXPECT_EQ(got.choice->token, want.token) << "seed " << seed;
   }
