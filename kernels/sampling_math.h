@@ -152,7 +152,11 @@ GPTJ_HOST_DEVICE inline double mass_exp(double x) {
   p = fma(p, r, 0.5);
   p = fma(p, r, 1.0);
   p = fma(p, r, 1.0);
-  return ldexp(p, static_cast<int>(k));
+  // times 2^k (k in [-58, 0]) from its bit pattern: exact, and no library call
+  const uint64_t bits = static_cast<uint64_t>(1023 + static_cast<int64_t>(k)) << 52;
+  double two_k;
+  memcpy(&two_k, &bits, sizeof(two_k));
+  return p * two_k;
 }
 
 // The integer probability mass of scaled logit s in a row whose largest scaled logit is s_max.
@@ -173,6 +177,8 @@ struct SearchQuery {
   int32_t tie_rank = 0;    // keeps all, rank tie_rank its first tie_take (in id order), later ranks none
   int32_t tie_take = 0;
   float bucket_scale = 0;  // histogram: (hi - s) * bucket_scale guesses s's bucket (the edges decide)
+  int32_t want_mass = 1;   // histogram: 0 when only counts matter (top-k's threshold): masses stay 0
+  int32_t pad_ = 0;
   float edges[kSearchBuckets + 1] = {};  // histogram: hi = edges[0] >= ... >= edges[B] = lo; bucket b = (edges[b+1], edges[b]]
 };
 

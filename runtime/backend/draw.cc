@@ -125,7 +125,7 @@ void answer_search_query(const float* logits_shard, int64_t vocab_begin, int64_t
       while (b > 0 && s > q.edges[b]) --b;
       while (b < kLast && !(s > q.edges[b + 1])) ++b;
       out.hist.count[b] += 1;
-      out.hist.mass[b] += token_mass(s, q.scaled_max);
+      if (q.want_mass) out.hist.mass[b] += token_mass(s, q.scaled_max);
     }
     return;
   }

@@ -57,6 +57,7 @@ void DrawSearch::start_histogram(float lo, float hi) {
     q.edges[b] = key_float(key);
     prev = key;
   }
+  q.want_mass = phase_ == Phase::kTopP ? 1 : 0;
   q.bucket_scale = lo == -INFINITY ? static_cast<float>((kB - 1) / kFirstWidth)
                                    : static_cast<float>(kB / (static_cast<double>(hi) - lo));
   if (!std::isfinite(q.bucket_scale)) q.bucket_scale = 0;

@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "runtime/core/error.h"
+#include "runtime/generate/draw_chooser.h"
 #include "runtime/generate/tokenizer.h"
 
 namespace gptj {
@@ -333,9 +334,6 @@ std::vector<GenerationEvent> Scheduler::step() {
     Sequence* who;                  // whose sampler planned it (or whose prompt is scored)
     std::unique_ptr<Sequence> fork; // set when the draw starts a fork of `who`'s parent
     bool score;                     // a scoring draw
-    std::optional<TokenChoice> choice;
-    std::optional<DrawSearch> search;    // a top-k / top-p draw its summaries did not settle
-    std::vector<DrawSummary> summaries;  // kept for its logprob once the search settles
   };
   std::vector<Drawer> drawers;
   int32_t row = 0;
@@ -343,7 +341,7 @@ std::vector<GenerationEvent> Scheduler::step() {
     Sequence& seq = *active[i].seq;
     auto add = [&](DrawPlan plan, Sequence* who, std::unique_ptr<Sequence> fork, bool score) {
       batch.draws.push_back(std::move(plan));
-      drawers.push_back({who, std::move(fork), score, std::nullopt});
+      drawers.push_back({who, std::move(fork), score});
     };
     const int n = active[i].tokens;
     const int rows = batch.seqs[i].all_logits ? n : 1;
@@ -365,74 +363,33 @@ std::vector<GenerationEvent> Scheduler::step() {
   const int64_t vocab = runner_.vocab_size();
   // Each draw from its summaries; a wide top-k / top-p one through the threshold search; the row
   // only where neither settles it (degenerate rows; none in normal operation).
-  class Resolver final : public ModelRunner::DrawResolver {
-   public:
-    Resolver(std::vector<Drawer>& drawers, const StepBatch& batch, int64_t vocab)
-        : drawers_(drawers), batch_(batch), vocab_(vocab) {}
-    Need summaries(int d, const DrawSummary* per_rank, int ranks) override {
-      Drawer& dr = drawers_[d];
-      const DrawPlan& plan = batch_.draws[d];
-      if (dr.score) {
-        dr.choice = score_from_summaries(plan, per_rank, ranks, dr.who->request.sampling.logprobs);
-        return Need::kNothing;
-      }
-      dr.choice = dr.who->sampler.choose_from_summaries(plan, per_rank, ranks, vocab_);
-      if (dr.choice) return Need::kNothing;
-      if (full_rows_) return Need::kRow;
-      dr.search = dr.who->sampler.search_for(plan, per_rank, ranks, vocab_);
-      if (!dr.search) return Need::kRow;
-      dr.summaries.assign(per_rank, per_rank + ranks);
-      return Need::kSearch;
-    }
-    bool next_query(int d, SearchQuery& query) override { return drawers_[d].search->next_query(query); }
-    void replies(int d, const SearchReply* per_rank, int ranks) override {
-      drawers_[d].search->take_replies(per_rank, ranks);
-    }
-    bool needs_row(int d) override {
-      Drawer& dr = drawers_[d];
-      dr.choice = dr.who->sampler.choose_from_search(batch_.draws[d], *dr.search, dr.summaries.data(),
-                                                     static_cast<int>(dr.summaries.size()));
-      return !dr.choice.has_value();
-    }
-
-   private:
-    std::vector<Drawer>& drawers_;
-    const StepBatch& batch_;
-    int64_t vocab_;
-    // GPTJ_SAMPLING_FULL_ROWS=1: the full-row reference instead of the search (tests compare them).
-    const bool full_rows_ = [] {
-      const char* v = std::getenv("GPTJ_SAMPLING_FULL_ROWS");
-      return v && std::string(v) == "1";
-    }();
-  };
-  Resolver resolver(drawers, batch, vocab);
-  const ModelRunner::DrawResults& results = runner_.step_draws(batch, resolver);
-  std::vector<float> logits_row;
+  std::vector<DrawChooser::Draw> chosen(drawers.size());
   for (std::size_t d = 0; d < drawers.size(); ++d) {
-    if (drawers[d].choice) continue;
-    const float* fetched = &results.rows[static_cast<std::size_t>(results.row_of_draw[d]) * vocab];
-    logits_row.assign(fetched, fetched + vocab);
-    drawers[d].choice = drawers[d].who->sampler.choose_from_row(batch.draws[d], logits_row.data(), vocab);
+    if (drawers[d].score) chosen[d].score_top_n = drawers[d].who->request.sampling.logprobs;
+    else chosen[d].sampler = &drawers[d].who->sampler;
   }
+  DrawChooser chooser(batch, vocab, chosen);
+  chooser.choose_from_rows(runner_.step_draws(batch, chooser));
   for (const Active& a : active) {
     a.seq->cached += a.tokens;
     if (options_.prefix_caching) publish_full_blocks(*a.seq);
   }
   std::vector<std::unique_ptr<Sequence>> forks;
   Sequence* parent = nullptr;
-  for (Drawer& dr : drawers) {
+  for (std::size_t d = 0; d < drawers.size(); ++d) {
+    Drawer& dr = drawers[d];
     if (dr.score) {
-      dr.who->prompt_scores.push_back(std::move(*dr.choice));
+      dr.who->prompt_scores.push_back(std::move(*chosen[d].choice));
     } else if (!dr.fork) {
       parent = dr.who;
       parent->forks_pending = 0;
-      accept_choice(*parent, *dr.choice, events);
+      accept_choice(*parent, *chosen[d].choice, events);
       if (!parent->scored && parent->request.score_prompt) {  // its first event carries the scores
         events.back().prompt_logprobs = std::move(parent->prompt_scores);
         parent->scored = true;
       }
     } else {
-      start_fork(*parent, std::move(dr.fork), *dr.choice, events, forks);
+      start_fork(*parent, std::move(dr.fork), *chosen[d].choice, events, forks);
     }
   }
   for (const Active& a : active) {  // scoring-only requests end with their prefill
