@@ -114,6 +114,10 @@ void answer_search_query(const float* logits_shard, int64_t vocab_begin, int64_t
   RaceLeader leader;
   if (q.mode == kSearchHistogram) {
     constexpr int kLast = kSearchBuckets - 1;
+    thread_local std::vector<float> in_s;  // the interval's scaled logits and their buckets
+    thread_local std::vector<uint16_t> in_bucket;
+    in_s.clear();
+    in_bucket.clear();
     for (int64_t j = 0; j < count; ++j) {
       if (v[j] == -INFINITY) continue;
       const float s = v[j] / t;
@@ -125,8 +129,13 @@ void answer_search_query(const float* logits_shard, int64_t vocab_begin, int64_t
       while (b > 0 && s > q.edges[b]) --b;
       while (b < kLast && !(s > q.edges[b + 1])) ++b;
       out.hist.count[b] += 1;
-      if (q.want_mass) out.hist.mass[b] += token_mass(s, q.scaled_max);
+      if (q.want_mass) {
+        in_s.push_back(s);
+        in_bucket.push_back(static_cast<uint16_t>(b));
+      }
     }
+    // The masses in a loop of their own: independent fma chains, no branches between them.
+    for (std::size_t i = 0; i < in_s.size(); ++i) out.hist.mass[in_bucket[i]] += token_mass(in_s[i], q.scaled_max);
     return;
   }
   for (int64_t j = 0; j < count; ++j)
