@@ -170,7 +170,7 @@ void ModelRunner::run_search(const StepBatch& batch, DrawResolver* resolver, con
   per_rank.resize(ranks);
   for (;;) {
     int32_t n = 0;
-    if (comm_.rank() == 0) {
+    if (comm_.rank() == 0 && resolver) {
       queries_.clear();
       SearchQuery query;
       for (int d : searching)
@@ -194,7 +194,7 @@ void ModelRunner::run_search(const StepBatch& batch, DrawResolver* resolver, con
     if (comm_.rank() == 0) gathered_replies_.resize(queries_.size() * ranks);  // [rank][query]
     comm_.gather_to_root(reinterpret_cast<const float*>(local_replies_.data()), queries_.size() * kWords,
                          comm_.rank() == 0 ? reinterpret_cast<float*>(gathered_replies_.data()) : nullptr);
-    if (comm_.rank() == 0) {
+    if (comm_.rank() == 0 && resolver) {
       ++search_rounds_;
       for (std::size_t i = 0; i < queries_.size(); ++i) {
         for (std::size_t r = 0; r < ranks; ++r) per_rank[r] = gathered_replies_[r * queries_.size() + i];
@@ -234,7 +234,7 @@ void ModelRunner::run_step(const StepBatch& batch, DrawResolver* resolver) {
       if (gathered_summaries_[i].non_finite) non_finite_draw_ = static_cast<int>(i % draws);
   }
   std::vector<int> searching;
-  if (comm_.rank() == 0 && non_finite_draw_ < 0) {
+  if (comm_.rank() == 0 && resolver && non_finite_draw_ < 0) {  // rank 0 always has a resolver
     std::vector<DrawSummary> per_rank(ranks);
     auto fetch = [&](int32_t row) {
       if (std::find(fetch_rows_.begin(), fetch_rows_.end(), row) == fetch_rows_.end()) fetch_rows_.push_back(row);
@@ -249,7 +249,7 @@ void ModelRunner::run_step(const StepBatch& batch, DrawResolver* resolver) {
   }
   // Rounds 2..: the threshold search (every rank takes part while rank 0 has queries).
   run_search(batch, resolver, searching);
-  if (comm_.rank() == 0 && non_finite_draw_ < 0) {
+  if (comm_.rank() == 0 && resolver && non_finite_draw_ < 0) {  // rank 0 always has a resolver
     for (int d : searching)
       if (resolver->needs_row(d) && std::find(fetch_rows_.begin(), fetch_rows_.end(), batch.draws[d].logit_row) ==
                                         fetch_rows_.end())
