@@ -6,6 +6,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #ifdef __CUDACC__
 #define GPTJ_HOST_DEVICE __host__ __device__
@@ -106,5 +107,100 @@ GPTJ_HOST_DEVICE inline void race_enter(RaceLeader& leader, float v, float tempe
     leader.entry = {v, token};
   }
 }
+
+
+// ---- Threshold search: top-k / top-p of any width without moving a row (runtime/generate/draw_search.h) ----
+// Rank 0 asks every rank about one interval (lo, hi] of a draw's scaled logits s = v / T (v the processed
+// logit): a histogram of counts and probability masses over buckets of it, the list of its ids in it,
+// or the Gumbel race over the ids a settled cut keeps. Masses are integers, floor(exp(s - s_max) *
+// 2^kMassBits) with s_max the row's largest scaled logit, so sums over shards are exact and do not
+// depend on the order of addition: the full-row reference (apply_top_p) uses the same masses.
+constexpr int kSearchBuckets = 256;
+constexpr int kSearchListed = 192;
+constexpr int kMassBits = 40;  // 50400 ids * 2^40 < 2^56: no overflow; a mass below 2^-40 counts as 0
+
+// Order-preserving map of floats (not NaN) to unsigned keys: a < b iff float_key(a) < float_key(b).
+GPTJ_HOST_DEVICE inline uint32_t float_key(float f) {
+  uint32_t bits;
+  memcpy(&bits, &f, sizeof(bits));
+  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+GPTJ_HOST_DEVICE inline float key_float(uint32_t key) {
+  const uint32_t bits = (key & 0x80000000u) ? (key & 0x7fffffffu) : ~key;
+  float f;
+  memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+// e^x for x <= 0 from explicit fused multiply-adds only (range reduction by ln 2, degree-8 Taylor
+// polynomial; relative error below 1e-9, far inside what the masses need): the same bits on every host and device, whatever the
+// compiler contracts or the maths library rounds, so the CPU and CUDA masses agree exactly.
+GPTJ_HOST_DEVICE inline double mass_exp(double x) {
+  if (!(x > -40.0)) return 0.0;  // 2^40 e^-40 < 1e-5: no mass (also -inf and NaN)
+  const double k = floor(fma(x, 1.4426950408889634, 0.5));
+  double r = fma(-k, 6.93147180369123816490e-01, x);  // ln 2, high part
+  r = fma(-k, 1.90821492927058770002e-10, r);          // ln 2, low part
+  double p = 1.0 / 40320.0;
+  p = fma(p, r, 1.0 / 5040.0);
+  p = fma(p, r, 1.0 / 720.0);
+  p = fma(p, r, 1.0 / 120.0);
+  p = fma(p, r, 1.0 / 24.0);
+  p = fma(p, r, 1.0 / 6.0);
+  p = fma(p, r, 0.5);
+  p = fma(p, r, 1.0);
+  p = fma(p, r, 1.0);
+  // times 2^k (k in [-58, 0]) from its bit pattern: exact, and no library call
+  const uint64_t bits = static_cast<uint64_t>(1023 + static_cast<int64_t>(k)) << 52;
+  double two_k;
+  memcpy(&two_k, &bits, sizeof(two_k));
+  return p * two_k;
+}
+
+// The integer probability mass of scaled logit s in a row whose largest scaled logit is s_max.
+GPTJ_HOST_DEVICE inline uint64_t token_mass(float s, float s_max) {
+  const double e = mass_exp(static_cast<double>(s) - static_cast<double>(s_max));
+  return static_cast<uint64_t>(e * static_cast<double>(uint64_t{1} << kMassBits));  // truncates: exact per id
+}
+
+enum SearchMode : int32_t { kSearchHistogram = 0, kSearchList = 1, kSearchRace = 2 };
+
+// One question about one draw (rank 0 -> every rank; plain data, broadcast as bytes).
+struct SearchQuery {
+  int32_t draw = 0;        // index into the step's draws
+  int32_t mode = kSearchHistogram;
+  float scaled_max = 0;    // the row's largest scaled logit (the masses' reference)
+  float lo = 0, hi = 0;    // the interval (lo, hi] of scaled logits asked about
+  float cut = 0;           // race: ids with s > cut are kept; of those with s == cut, rank r < tie_rank
+  int32_t tie_rank = 0;    // keeps all, rank tie_rank its first tie_take (in id order), later ranks none
+  int32_t tie_take = 0;
+  float bucket_scale = 0;  // histogram: (hi - s) * bucket_scale guesses s's bucket (the edges decide)
+  int32_t want_mass = 1;   // histogram: 0 when only counts matter (top-k's threshold): masses stay 0
+  int32_t pad_ = 0;
+  float edges[kSearchBuckets + 1] = {};  // histogram: hi = edges[0] >= ... >= edges[B] = lo; bucket b = (edges[b+1], edges[b]]
+};
+
+struct ListedToken {
+  float value;   // processed logit v (before temperature)
+  int32_t token;
+  float score;   // its race score (race_score)
+  int32_t pad_;
+};
+
+// One rank's answer (rank -> rank 0; gathered as raw words).
+struct SearchReply {
+  float min_scaled;    // lowest s of this shard in (lo, hi] (+inf: none)
+  float best_score;    // list: race winner over this shard's ids with s > hi; race: over the kept ids
+  TokenScore best;     // its processed logit and id (-1: none)
+  int32_t listed;      // list: entries of `list`
+  float max_scaled;    // highest s of this shard in (lo, hi] (-inf: none)
+  union {
+    struct {
+      uint64_t mass[kSearchBuckets];
+      uint32_t count[kSearchBuckets];
+    } hist;
+    ListedToken list[kSearchListed];
+  };
+};
+static_assert(sizeof(SearchReply) % sizeof(float) == 0, "gathered as float words");
 
 }  // namespace gptj

@@ -16,6 +16,7 @@
 
 #include "launcher/commands.h"
 #include "runtime/core/error.h"
+#include "runtime/generate/draw_chooser.h"
 #include "runtime/generate/tokenizer.h"
 
 namespace gptj {
@@ -108,6 +109,7 @@ CommandRunner register_bench(CLI::App& app) {
     int steps = 16;
     bool random_weights = false;
     bool bandwidth = true;
+    bool sampling = false;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("bench", "Measure prefill and decode speed (JSON lines on stdout)");
@@ -123,6 +125,8 @@ CommandRunner register_bench(CLI::App& app) {
   cmd->add_option("--context", args->context, "prompt length before the decode steps")->capture_default_str();
   cmd->add_option("--steps", args->steps, "timed decode steps per batch size")->capture_default_str();
   cmd->add_flag("!--no-bandwidth", args->bandwidth, "skip the host memory bandwidth measurement");
+  cmd->add_flag("--sampling", args->sampling,
+                "also time decode steps that sample (T = 1, top-p 0.9, top-k 1000, penalties) against greedy");
   return [args](World& world) {
     GPTJ_CHECK(args->random_weights == !args->model.random_config.empty(),
                "--random-weights and --config go together");
@@ -130,7 +134,8 @@ CommandRunner register_bench(CLI::App& app) {
     const std::vector<int32_t> batches = parse_id_list(args->decode_batches, "--decode-batches");
     const int max_batch = *std::max_element(batches.begin(), batches.end());
     const int block_size = args->model.block_size;
-    const int decode_len = args->context + args->steps + 2;
+    constexpr int kSamplingSettings = 4;
+    const int decode_len = args->context + args->steps * (args->sampling ? 1 + kSamplingSettings : 1) + 2;
     // KV blocks: the prefill sequence gets its own region, each decode sequence a small one.
     const int prefill_blocks = (args->prefill_tokens + block_size - 1) / block_size;
     const int decode_blocks = (decode_len + block_size - 1) / block_size;
@@ -194,6 +199,58 @@ CommandRunner register_bench(CLI::App& app) {
         print(with({{"what", "prefill"}, {"batch", 1}, {"tokens", args->prefill_tokens},
                     {"ms", t * 1e3}, {"tokens_per_s", args->prefill_tokens / t}}));
       }
+      // Sampling settings against greedy, on the same sequences (positions after the greedy steps):
+      // ms per step, the sampling's cost per draw over greedy, and the rows fetched and search rounds
+      // per step (the threshold search settles wide top-k/top-p without moving rows).
+      auto time_sampling = [&](int batch_size, double greedy_ms) {
+        struct Setting {
+          const char* name;
+          SamplingParams params;
+        };
+        std::vector<Setting> settings(kSamplingSettings);
+        settings[0] = {"temperature 1", {}};
+        settings[1] = {"temperature 1, top_p 0.9", {}};
+        settings[1].params.top_p = 0.9f;
+        settings[2] = {"temperature 1, top_k 1000", {}};
+        settings[2].params.top_k = 1000;
+        settings[3] = {"temperature 1, top_p 0.9, repetition_penalty 1.2, no_repeat_ngram_size 2", {}};
+        settings[3].params.top_p = 0.9f;
+        settings[3].params.repetition_penalty = 1.2f;
+        settings[3].params.no_repeat_ngram_size = 2;
+        const std::vector<int32_t> history = prompt(24, 7);  // what the penalties see
+        for (int i = 0; i < kSamplingSettings; ++i) {
+          std::vector<Sampler> samplers;
+          for (int s = 0; s < batch_size; ++s) {
+            SamplingParams p = settings[i].params;
+            p.temperature = 1.0f;
+            p.seed = static_cast<uint64_t>(s);
+            samplers.emplace_back(p, c.vocab_size);
+          }
+          const uint64_t rows0 = runner.rows_fetched(), rounds0 = runner.search_rounds(), searched0 = runner.searched_draws();
+          std::vector<double> times;
+          for (int step = 0; step < args->steps; ++step) {
+            const int pos = args->context + args->steps * (1 + i) + step;
+            StepBatch decode;
+            std::vector<DrawChooser::Draw> draws(static_cast<std::size_t>(batch_size));
+            for (int s = 0; s < batch_size; ++s) {
+              decode.seqs.push_back({{static_cast<int32_t>((s + step) % 1000)}, pos, blocks_of(s), false});
+              decode.draws.push_back(samplers[s].plan(history, 0, s));
+              draws[s].sampler = &samplers[s];
+            }
+            const auto start = Clock::now();
+            DrawChooser chooser(decode, runner.vocab_size(), draws);
+            chooser.choose_from_rows(runner.step_draws(decode, chooser));
+            times.push_back(seconds_since(start));
+          }
+          const double ms = median(times) * 1e3;
+          print(with({{"what", "sampling"}, {"setting", settings[i].name}, {"batch", batch_size},
+                      {"ms_per_step", ms}, {"greedy_ms_per_step", greedy_ms},
+                      {"us_per_draw_over_greedy", (ms - greedy_ms) * 1e3 / batch_size},
+                      {"rows_fetched_per_step", static_cast<double>(runner.rows_fetched() - rows0) / args->steps},
+                      {"search_rounds_per_step", static_cast<double>(runner.search_rounds() - rounds0) / args->steps},
+                      {"searched_draws_per_step", static_cast<double>(runner.searched_draws() - searched0) / args->steps}}));
+        }
+      };
       // Decode: prefill `batch` sequences of `context` tokens (untimed), then time single steps.
       for (int batch_size : batches) {
         StepBatch prefill;
@@ -225,6 +282,7 @@ CommandRunner register_bench(CLI::App& app) {
           obj["ratio_to_floor"] = ms / floor_ms;
         }
         print(obj);
+        if (args->sampling) time_sampling(batch_size, ms);
       }
       if (!args->model.model_dir.empty() && Tokenizer::available(args->model.model_dir)) {
         // Tokenizer throughput on ~1 MB of text made of decoded vocabulary pieces.

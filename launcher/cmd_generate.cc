@@ -5,6 +5,7 @@
 #include "launcher/commands.h"
 #include "launcher/sampling_options.h"
 #include "runtime/core/error.h"
+#include "runtime/generate/generation_config.h"
 #include "runtime/generate/tokenizer.h"
 #include "runtime/generate/utf8_stream.h"
 
@@ -43,6 +44,7 @@ CommandRunner register_generate(CLI::App& app) {
     GenerationOptions gen;
     std::string prompt, tokens;
     bool json = false;
+    int n = 1;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("generate", "Continue one prompt and print the continuation");
@@ -50,9 +52,12 @@ CommandRunner register_generate(CLI::App& app) {
   auto* prompt = cmd->add_option("--prompt", args->prompt, "prompt text (needs the tokenizer files)");
   auto* tokens = cmd->add_option("--tokens", args->tokens, "prompt as comma-separated token ids");
   prompt->excludes(tokens);
-  cmd->add_flag("--json", args->json, "print one JSON object (text, tokens, finish_reason)");
+  cmd->add_flag("--json", args->json, "print one JSON object (text, tokens, finish_reason; samples when --n > 1)");
+  cmd->add_option("--n", args->n, "samples of the prompt (sample k: seed + k), each printed")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   add_sampling_options(*cmd, args->gen);
-  return [args](World& world) {
+  return [args, cmd](World& world) {
     GPTJ_CHECK(!args->prompt.empty() || !args->tokens.empty(), "generate needs --prompt or --tokens");
     ModelSession session(world, args->model, "generate");
     return session.run([&]() {
@@ -67,35 +72,67 @@ CommandRunner register_generate(CLI::App& app) {
                    args->model.model_dir);
         request.prompt = tokenizer->encode(args->prompt);
       }
-      request.sampling = args->gen.sampling;
+      // generation_config.json's defaults for what the command line leaves unset (as vLLM).
+      const GenerationDefaults defaults = load_generation_defaults(args->model.model_dir);
+      SamplingParams& sp = args->gen.sampling;
+      auto unset = [&](const char* flag) { return cmd->count(flag) == 0; };
+      if (defaults.temperature && unset("--temperature")) sp.temperature = *defaults.temperature;
+      if (defaults.top_k && unset("--top-k")) sp.top_k = *defaults.top_k;
+      if (defaults.top_p && unset("--top-p")) sp.top_p = *defaults.top_p;
+      if (defaults.repetition_penalty && unset("--repetition-penalty")) sp.repetition_penalty = *defaults.repetition_penalty;
+      if (defaults.no_repeat_ngram_size && unset("--no-repeat-ngram-size"))
+        sp.no_repeat_ngram_size = *defaults.no_repeat_ngram_size;
+      if (defaults.max_new_tokens && unset("--max-new-tokens")) args->gen.max_new_tokens = *defaults.max_new_tokens;
+      request.sampling = sp;
       request.max_new_tokens = args->gen.max_new_tokens;
       request.stop = args->gen.stop;
-      Scheduler scheduler(session.runner(), scheduler_options_for(session, BatchingOptions{.max_batch = 1}),
-                          tokenizer ? &*tokenizer : nullptr);
+      request.n = args->n;
+      SchedulerOptions options = scheduler_options_for(session, BatchingOptions{.max_batch = args->n});
+      if (defaults.eos_token_id) options.eos_id = *defaults.eos_token_id;
+      Scheduler scheduler(session.runner(), options, tokenizer ? &*tokenizer : nullptr);
       scheduler.submit(request);
-      std::vector<int32_t> generated;
-      std::string text, finish;
+      struct Sample {
+        std::vector<int32_t> generated;
+        std::string text, finish;
+      };
+      std::vector<Sample> samples(static_cast<std::size_t>(args->n));  // sample k: handle k
       while (!scheduler.idle()) {
         for (const auto& event : scheduler.step()) {
-          if (event.finish == FinishReason::kNone) continue;
-          generated = *event.generated;
-          finish = finish_reason_name(event.finish);
-          text = event.finish == FinishReason::kStop ? event.stop_text
-                 : tokenizer                         ? tokenizer->decode(generated)
-                                                     : "";
+          if (event.finish == FinishReason::kNone || event.handle >= samples.size()) continue;
+          Sample& s = samples[event.handle];
+          s.generated = *event.generated;
+          s.finish = finish_reason_name(event.finish);
+          s.text = event.finish == FinishReason::kStop ? event.stop_text
+                   : tokenizer                         ? tokenizer->decode(s.generated)
+                                                       : "";
         }
       }
-      if (args->json) {
-        boost::json::object out{{"text", utf8::to_valid_utf8(text)}, {"finish_reason", finish},
+      auto as_json = [&](const Sample& s) {
+        boost::json::object out{{"text", utf8::to_valid_utf8(s.text)}, {"finish_reason", s.finish},
                                 {"prompt_tokens", request.prompt.size()},
-                                {"completion_tokens", generated.size()}};
-        out["tokens"] = boost::json::value_from(generated);
+                                {"completion_tokens", s.generated.size()}};
+        out["tokens"] = boost::json::value_from(s.generated);
+        return out;
+      };
+      if (args->json) {
+        boost::json::object out = as_json(samples[0]);
+        if (args->n > 1) {
+          boost::json::array all;
+          for (const Sample& s : samples) all.push_back(as_json(s));
+          out["samples"] = std::move(all);
+        }
         std::cout << boost::json::serialize(out) << std::endl;
-      } else if (tokenizer) {
-        std::cout << text << std::endl;
-      } else {
-        for (std::size_t i = 0; i < generated.size(); ++i) std::cout << (i ? "," : "") << generated[i];
-        std::cout << std::endl;
+        return 0;
+      }
+      for (std::size_t k = 0; k < samples.size(); ++k) {
+        if (args->n > 1) std::cout << "=== sample " << k << " (" << samples[k].finish << ")" << std::endl;
+        if (tokenizer) {
+          std::cout << samples[k].text << std::endl;
+        } else {
+          for (std::size_t i = 0; i < samples[k].generated.size(); ++i)
+            std::cout << (i ? "," : "") << samples[k].generated[i];
+          std::cout << std::endl;
+        }
       }
       return 0;
     });

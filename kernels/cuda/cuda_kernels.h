@@ -152,6 +152,12 @@ void summarize_draws(const float* logits, int vocab_rows, int64_t vocab_begin, c
                      int n_draws, const LogitEdit* edits, const DrawScratch& scratch, bool any_sort,
                      DrawSummary* out, cudaStream_t stream);
 
+// Threshold-search queries (kernels/sampling_math.h) answered from the processed keys summarize_draws()
+// left in scratch.keys [n_draws, vocab_rows] (device): out[i] (device) for queries[i] (device), as
+// answer_search_query() on the host. `rank`: this rank's TP position (ties at a cut are split by rank).
+void answer_search(const float* keys, int vocab_rows, int64_t vocab_begin, int rank, const DeviceDrawParams* params,
+                   const SearchQuery* queries, int n_queries, SearchReply* out, cudaStream_t stream);
+
 }  // namespace gptj::cuda
 
 #define GPTJ_CUDA_CHECK(expr) ::gptj::cuda::check((expr), #expr, __FILE__, __LINE__)

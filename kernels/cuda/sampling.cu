@@ -8,7 +8,11 @@
 //   4. sort:    cub segmented radix sort of (key, id) per draw, descending and stable, so equal keys
 //               keep ascending ids: the candidate order of ranks_before()
 //   5. top:     the first kDrawCandidates of each sorted segment into the summary
+// and the threshold-search rounds (answer_search; runtime/generate/draw_search.h) over the same
+// processed keys, on the device: a block per query builds its histogram in shared memory, lists a
+// bucket's ids, or races over the kept ids; only the SearchReply values leave the device.
 #include <cub/block/block_reduce.cuh>
+#include <cub/block/block_scan.cuh>
 #include <cub/device/device_segmented_radix_sort.cuh>
 
 #include "kernels/cuda/cuda_kernels.h"
@@ -169,7 +173,118 @@ __global__ void write_top_kernel(const float* sorted_keys, const int32_t* sorted
   if (threadIdx.x == 0) s.count = count;  // score_found, score_value, non_finite: draw_stats_kernel
 }
 
+
+struct MinOp {
+  __device__ float operator()(float a, float b) const { return fminf(a, b); }
+};
+struct MaxOp {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+// One block per query: the GPU half of answer_search_query() (runtime/backend/draw.cc).
+__global__ void answer_search_kernel(const float* keys, int vocab_rows, int64_t vocab_begin, int rank,
+                                     const DeviceDrawParams* params, const SearchQuery* queries, SearchReply* out) {
+  using FloatReduce = cub::BlockReduce<float, kThreads>;
+  using RaceReduce = cub::BlockReduce<RaceEntry, kThreads>;
+  using CountScan = cub::BlockScan<int, kThreads>;
+  __shared__ union {
+    typename FloatReduce::TempStorage f;
+    typename RaceReduce::TempStorage r;
+    typename CountScan::TempStorage s;
+  } temp;
+  __shared__ float edges[kSearchBuckets + 1];
+  __shared__ uint32_t count[kSearchBuckets];
+  __shared__ unsigned long long mass[kSearchBuckets];
+  __shared__ int listed;
+  const SearchQuery& q = queries[blockIdx.x];
+  const DeviceDrawParams p = params[q.draw];
+  const float* k = keys + static_cast<size_t>(q.draw) * vocab_rows;
+  const float t = p.temperature;
+  SearchReply& o = out[blockIdx.x];
+  for (int b = threadIdx.x; b < kSearchBuckets; b += blockDim.x) {
+    count[b] = 0;
+    mass[b] = 0;
+  }
+  for (int b = threadIdx.x; b <= kSearchBuckets; b += blockDim.x) edges[b] = q.edges[b];
+  if (threadIdx.x == 0) listed = 0;
+  __syncthreads();
+  float lo_s = INFINITY, hi_s = -INFINITY;
+  RaceEntry best{-INFINITY, -INFINITY, -1};
+  auto enter = [&](float v, int64_t j) {
+    const int32_t token = static_cast<int32_t>(vocab_begin + j);
+    const RaceEntry e{race_score(v, t, p.noise_key, token), v, token};
+    if (e.score > -INFINITY) best = RaceBetter()(best, e);
+  };
+  if (q.mode == kSearchRace) {
+    // Contiguous chunks per thread, so the ties at the cut are counted in id order.
+    const int chunk = (vocab_rows + blockDim.x - 1) / blockDim.x;
+    const int begin = threadIdx.x * chunk, end = min(vocab_rows, begin + chunk);
+    int ties = 0;
+    for (int j = begin; j < end; ++j) ties += (k[j] != -INFINITY && k[j] / t == q.cut) ? 1 : 0;
+    int before = 0;
+    CountScan(temp.s).ExclusiveSum(ties, before);
+    __syncthreads();
+    const int64_t take = rank < q.tie_rank ? vocab_rows : rank == q.tie_rank ? q.tie_take : 0;
+    for (int j = begin; j < end; ++j) {
+      const float v = k[j];
+      if (v == -INFINITY) continue;
+      const float s = v / t;
+      if (s > q.cut || (s == q.cut && before++ < take)) enter(v, j);
+    }
+  } else {
+    for (int j = threadIdx.x; j < vocab_rows; j += blockDim.x) {
+      const float v = k[j];
+      if (v == -INFINITY) continue;
+      const float s = v / t;
+      if (s > q.lo && s <= q.hi) {
+        lo_s = fminf(lo_s, s);
+        hi_s = fmaxf(hi_s, s);
+        if (q.mode == kSearchHistogram) {
+          constexpr int kLast = kSearchBuckets - 1;
+          const float guess = (q.hi - s) * q.bucket_scale;
+          int b = guess >= static_cast<float>(kLast) ? kLast : guess > 0.0f ? static_cast<int>(guess) : 0;
+          while (b > 0 && s > edges[b]) --b;
+          while (b < kLast && !(s > edges[b + 1])) ++b;
+          atomicAdd(&count[b], 1u);
+          if (q.want_mass) atomicAdd(&mass[b], static_cast<unsigned long long>(token_mass(s, q.scaled_max)));
+        } else {
+          const int at = atomicAdd(&listed, 1);
+          const int32_t token = static_cast<int32_t>(vocab_begin + j);
+          if (at < kSearchListed) o.list[at] = ListedToken{v, token, race_score(v, t, p.noise_key, token), 0};
+        }
+      } else if (q.mode == kSearchList && s > q.hi) {
+        enter(v, j);
+      }
+    }
+  }
+  __syncthreads();
+  lo_s = FloatReduce(temp.f).Reduce(lo_s, MinOp());
+  __syncthreads();
+  hi_s = FloatReduce(temp.f).Reduce(hi_s, MaxOp());
+  __syncthreads();
+  best = RaceReduce(temp.r).Reduce(best, RaceBetter());
+  if (q.mode == kSearchHistogram)
+    for (int b = threadIdx.x; b < kSearchBuckets; b += blockDim.x) {
+      o.hist.count[b] = count[b];
+      o.hist.mass[b] = mass[b];
+    }
+  if (threadIdx.x == 0) {
+    o.min_scaled = lo_s;
+    o.max_scaled = hi_s;
+    o.listed = min(listed, kSearchListed);  // rank 0 sized the bucket to fit (it checks the count)
+    o.best_score = best.token >= 0 ? best.score : -INFINITY;
+    o.best = best.token >= 0 ? TokenScore{best.value, best.token} : TokenScore{};
+  }
+}
+
 }  // namespace
+
+void answer_search(const float* keys, int vocab_rows, int64_t vocab_begin, int rank, const DeviceDrawParams* params,
+                   const SearchQuery* queries, int n_queries, SearchReply* out, cudaStream_t stream) {
+  if (n_queries <= 0) return;
+  answer_search_kernel<<<n_queries, kThreads, 0, stream>>>(keys, vocab_rows, vocab_begin, rank, params, queries, out);
+  check_launch("answer_search_kernel");
+}
 
 std::size_t summarize_draws_sort_bytes(int n_draws, int vocab_rows) {
   std::size_t bytes = 0;

@@ -31,6 +31,11 @@ class Backend {
   virtual void read_logit_rows(const std::vector<int32_t>& rows, float* out) = 0;
   // Reduces each draw over this rank's vocab shard (runtime/backend/draw.h): out[d] for draws[d].
   virtual void summarize_draws(const std::vector<DrawPlan>& draws, DrawSummary* out) = 0;
+  // Answers threshold-search queries about the same step's draws (kernels/sampling_math.h,
+  // runtime/generate/draw_search.h): out[i] for queries[i], about draws[queries[i].draw], from this
+  // rank's shard (answer_search_query() is the CPU reference).
+  virtual void answer_search(const std::vector<DrawPlan>& draws, const std::vector<SearchQuery>& queries,
+                             SearchReply* out) = 0;
   virtual int64_t vocab_shard_rows() const = 0;
   // Bytes of weights this rank holds (for the memory report).
   virtual int64_t weight_bytes() const = 0;

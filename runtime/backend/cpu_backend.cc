@@ -166,6 +166,19 @@ class CpuBackend final : public Backend {
     }
   }
 
+  void answer_search(const std::vector<DrawPlan>& draws, const std::vector<SearchQuery>& queries,
+                     SearchReply* out) override {
+    const std::size_t n = static_cast<std::size_t>(vocab_rows_);
+    const int64_t vocab_begin = options_.tp.rank * vocab_rows_;
+    for (std::size_t i = 0; i < queries.size(); ++i) {
+      const DrawPlan& draw = draws[static_cast<std::size_t>(queries[i].draw)];
+      const std::size_t row = static_cast<std::size_t>(draw.logit_row);
+      GPTJ_CHECK(row * n < logits_.size(), "draw from logit row {} not produced by the last step", row);
+      answer_search_query(&logits_[row * n], vocab_begin, vocab_rows_, draw, queries[i], options_.tp.rank, out[i],
+                          draw_scratch_);
+    }
+  }
+
  private:
   void copy_blocks(const std::vector<BlockCopy>& copies) {
     const std::size_t block = static_cast<std::size_t>(options_.kv.block_size) * heads_l_ * config_.head_dim();

@@ -180,6 +180,7 @@ class CudaBackend final : public Backend {
   }
 
   void forward(const StepBatch& batch) override {
+    summarized_draws_ = 0;  // the keys of the last step's draws are gone with its logits
     GPTJ_CUDA_CHECK(cudaSetDevice(device_));
     validate_step(batch, config_.n_positions, config_.vocab_size, options_.kv);
     build_metadata(batch);
@@ -313,6 +314,9 @@ class CudaBackend final : public Backend {
     GPTJ_CUDA_CHECK(cudaMemcpyAsync(draw_workspace_.at<char>(0), pinned_draws_.at<char>(0), upload,
                                     cudaMemcpyHostToDevice, stream_));
     scratch.keys = draw_workspace_.at<float>(d_keys);
+    keys_offset_ = d_keys;  // the processed keys stay for the step's threshold-search rounds
+    params_offset_ = h_params;
+    summarized_draws_ = n;
     scratch.ids = draw_workspace_.at<int32_t>(d_ids);
     scratch.sorted_keys = draw_workspace_.at<float>(d_sorted_keys);
     scratch.sorted_ids = draw_workspace_.at<int32_t>(d_sorted_ids);
@@ -326,6 +330,31 @@ class CudaBackend final : public Backend {
                                     cudaMemcpyDeviceToHost, stream_));
     GPTJ_CUDA_CHECK(cudaStreamSynchronize(stream_));
     std::memcpy(out, pinned_draws_.at<char>(h_out), n * sizeof(DrawSummary));
+  }
+
+  void answer_search(const std::vector<DrawPlan>& draws, const std::vector<SearchQuery>& queries,
+                     SearchReply* out) override {
+    GPTJ_CUDA_CHECK(cudaSetDevice(device_));
+    const int n = static_cast<int>(queries.size());
+    if (n == 0) return;
+    GPTJ_CHECK(static_cast<int>(draws.size()) == summarized_draws_, "threshold search before the step's summaries");
+    for (const SearchQuery& q : queries)
+      GPTJ_CHECK(q.draw >= 0 && q.draw < summarized_draws_, "search query for draw {} of {}", q.draw, summarized_draws_);
+    const std::size_t q_bytes = n * sizeof(SearchQuery), r_bytes = n * sizeof(SearchReply);
+    // Device and pinned: [queries | replies]; the keys and params stay in draw_workspace_.
+    pinned_search_.reserve(q_bytes + r_bytes, stream_, device_);
+    search_workspace_.reserve(q_bytes + r_bytes, stream_, device_);
+    std::memcpy(pinned_search_.at<char>(0), queries.data(), q_bytes);
+    GPTJ_CUDA_CHECK(cudaMemcpyAsync(search_workspace_.at<char>(0), pinned_search_.at<char>(0), q_bytes,
+                                    cudaMemcpyHostToDevice, stream_));
+    cuda::answer_search(draw_workspace_.at<float>(keys_offset_), static_cast<int>(vocab_rows_),
+                        options_.tp.rank * vocab_rows_, options_.tp.rank,
+                        draw_workspace_.at<cuda::DeviceDrawParams>(params_offset_),
+                        search_workspace_.at<SearchQuery>(0), n, search_workspace_.at<SearchReply>(q_bytes), stream_);
+    GPTJ_CUDA_CHECK(cudaMemcpyAsync(pinned_search_.at<char>(q_bytes), search_workspace_.at<char>(q_bytes), r_bytes,
+                                    cudaMemcpyDeviceToHost, stream_));
+    GPTJ_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::memcpy(static_cast<void*>(out), pinned_search_.at<char>(q_bytes), r_bytes);
   }
 
  private:
@@ -542,6 +571,11 @@ class CudaBackend final : public Backend {
   CudaGrowBuffer draw_workspace_{CudaGrowBuffer::Kind::kDevice, "draw summaries"};
   CudaGrowBuffer pinned_draws_{CudaGrowBuffer::Kind::kPinnedHost, "draw summaries"};
   std::vector<cuda::DeviceDrawParams> draw_params_;
+  // Threshold search: where the last summarize_draws() left its keys and params, for how many draws.
+  std::size_t keys_offset_ = 0, params_offset_ = 0;
+  int summarized_draws_ = 0;
+  CudaGrowBuffer search_workspace_{CudaGrowBuffer::Kind::kDevice, "threshold search"};
+  CudaGrowBuffer pinned_search_{CudaGrowBuffer::Kind::kPinnedHost, "threshold search"};
   std::vector<LogitEdit> draw_edits_;
 
   // Step metadata (host).

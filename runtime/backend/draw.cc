@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "runtime/core/error.h"
+
 namespace gptj {
 
 void process_row(float* row, int64_t vocab_begin, int64_t count, const DrawPlan& plan) {
@@ -64,12 +66,16 @@ const std::vector<float>& reject_below() {
 
 }  // namespace
 
-void race_over(const float* v, int64_t vocab_begin, int64_t count, float temperature, uint64_t key,
-               RaceLeader& leader) {
+namespace {
+// race_over restricted to the ids `keep(j, scaled)` accepts (visited in ascending order).
+template <typename Keep>
+void race_where(const float* v, int64_t vocab_begin, int64_t count, float temperature, uint64_t key,
+                RaceLeader& leader, Keep keep) {
   const std::vector<float>& reject = reject_below();
   for (int64_t j = 0; j < count; ++j) {
     if (v[j] == -INFINITY) continue;
     const float scaled = v[j] / temperature;
+    if (!keep(j, scaled)) continue;
     const int32_t token = static_cast<int32_t>(vocab_begin + j);
     if (leader.entry.token >= 0) {
       const float c = leader.score - scaled;  // the noise this id needs
@@ -81,6 +87,81 @@ void race_over(const float* v, int64_t vocab_begin, int64_t count, float tempera
     }
     race_enter(leader, v[j], temperature, key, token);
   }
+}
+}  // namespace
+
+void race_over(const float* v, int64_t vocab_begin, int64_t count, float temperature, uint64_t key,
+               RaceLeader& leader) {
+  race_where(v, vocab_begin, count, temperature, key, leader, [](int64_t, float) { return true; });
+}
+
+void answer_search_query(const float* logits_shard, int64_t vocab_begin, int64_t count, const DrawPlan& plan,
+                         const SearchQuery& q, int rank, SearchReply& out, std::vector<float>& scratch) {
+  scratch.assign(logits_shard, logits_shard + count);
+  float* v = scratch.data();
+  process_row(v, vocab_begin, count, plan);
+  const float t = plan.temperature;
+  GPTJ_CHECK(t > 0.0f, "threshold search for a greedy draw");
+  std::memset(static_cast<void*>(&out), 0, sizeof(out));
+  out.min_scaled = INFINITY;
+  out.max_scaled = -INFINITY;
+  out.best_score = -INFINITY;
+  out.best = TokenScore{};
+  auto note = [&](float s) {
+    out.min_scaled = std::min(out.min_scaled, s);
+    out.max_scaled = std::max(out.max_scaled, s);
+  };
+  RaceLeader leader;
+  if (q.mode == kSearchHistogram) {
+    constexpr int kLast = kSearchBuckets - 1;
+    thread_local std::vector<float> in_s;  // the interval's scaled logits and their buckets
+    thread_local std::vector<uint16_t> in_bucket;
+    in_s.clear();
+    in_bucket.clear();
+    for (int64_t j = 0; j < count; ++j) {
+      if (v[j] == -INFINITY) continue;
+      const float s = v[j] / t;
+      if (!(s > q.lo && s <= q.hi)) continue;
+      note(s);
+      // bucket b: edges[b+1] < s <= edges[b]; guessed from the spacing, then moved to the edges
+      const float guess = (q.hi - s) * q.bucket_scale;
+      int b = guess >= static_cast<float>(kLast) ? kLast : guess > 0.0f ? static_cast<int>(guess) : 0;
+      while (b > 0 && s > q.edges[b]) --b;
+      while (b < kLast && !(s > q.edges[b + 1])) ++b;
+      out.hist.count[b] += 1;
+      if (q.want_mass) {
+        in_s.push_back(s);
+        in_bucket.push_back(static_cast<uint16_t>(b));
+      }
+    }
+    // The masses in a loop of their own: independent fma chains, no branches between them.
+    for (std::size_t i = 0; i < in_s.size(); ++i) out.hist.mass[in_bucket[i]] += token_mass(in_s[i], q.scaled_max);
+    return;
+  }
+  for (int64_t j = 0; j < count; ++j)
+    if (v[j] != -INFINITY && v[j] / t > q.lo && v[j] / t <= q.hi) note(v[j] / t);
+  if (q.mode == kSearchList) {
+    for (int64_t j = 0; j < count; ++j) {
+      if (v[j] == -INFINITY) continue;
+      const float s = v[j] / t;
+      if (!(s > q.lo && s <= q.hi)) continue;
+      GPTJ_CHECK(out.listed < kSearchListed, "threshold search: more than {} ids listed", kSearchListed);
+      const int32_t token = static_cast<int32_t>(vocab_begin + j);
+      out.list[out.listed++] = {v[j], token, race_score(v[j], t, plan.noise_key, token), 0};
+    }
+    race_where(v, vocab_begin, count, t, plan.noise_key, leader, [&](int64_t, float s) { return s > q.hi; });
+  } else {
+    GPTJ_CHECK(q.mode == kSearchRace, "threshold search: unknown mode {}", q.mode);
+    // Ties at the cut, in id order: this rank keeps all, its first tie_take, or none.
+    const int64_t take = rank < q.tie_rank ? count : rank == q.tie_rank ? q.tie_take : 0;
+    int64_t ties = 0;
+    race_where(v, vocab_begin, count, t, plan.noise_key, leader, [&](int64_t, float s) {
+      if (s > q.cut) return true;
+      return s == q.cut && ties++ < take;
+    });
+  }
+  out.best_score = leader.score;
+  out.best = leader.entry;
 }
 
 namespace {

@@ -50,4 +50,15 @@ void process_row(float* row, int64_t vocab_begin, int64_t count, const DrawPlan&
 void race_over(const float* v, int64_t vocab_begin, int64_t count, float temperature, uint64_t key,
                RaceLeader& leader);
 
+// CPU answer of one rank (`rank`) to a threshold-search query (kernels/sampling_math.h) about draw
+// `plan` over its raw logits_shard [count] of ids vocab_begin..; the reference of the CUDA kernel.
+void answer_search_query(const float* logits_shard, int64_t vocab_begin, int64_t count, const DrawPlan& plan,
+                         const SearchQuery& query, int rank, SearchReply& out, std::vector<float>& scratch);
+
+// The top-p criterion both paths use: the descending prefix of integer mass `cumulative` out of
+// `total` reaches p (with a 1e-6 tolerance: p arrives as a float, 0.8f = 0.8000000119).
+inline bool nucleus_reached(uint64_t cumulative, uint64_t total, float p) {
+  return static_cast<double>(cumulative) >= (static_cast<double>(p) - 1e-6) * static_cast<double>(total);
+}
+
 }  // namespace gptj

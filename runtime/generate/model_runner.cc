@@ -6,6 +6,8 @@
 #include <cstring>
 #include <string>
 
+#include <spdlog/spdlog.h>
+
 #include "runtime/core/error.h"
 
 namespace gptj {
@@ -62,10 +64,32 @@ void ModelRunner::fail_non_finite(const StepBatch& batch, int row, const std::st
        steps_, describe_row(batch, row), ranks);
 }
 
+namespace {
+// A NeedsRow callback as a resolver that never searches.
+class RowResolver final : public ModelRunner::DrawResolver {
+ public:
+  explicit RowResolver(const ModelRunner::NeedsRow& needs_row) : needs_row_(needs_row) {}
+  Need summaries(int draw, const DrawSummary* per_rank, int ranks) override {
+    return needs_row_(draw, per_rank, ranks) ? Need::kRow : Need::kNothing;
+  }
+  bool next_query(int, SearchQuery&) override { return false; }
+  void replies(int, const SearchReply*, int) override {}
+  bool needs_row(int) override { return false; }
+
+ private:
+  const ModelRunner::NeedsRow& needs_row_;
+};
+}  // namespace
+
 const ModelRunner::DrawResults& ModelRunner::step_draws(const StepBatch& batch, const NeedsRow& needs_row) {
+  RowResolver resolver(needs_row);
+  return step_draws(batch, resolver);
+}
+
+const ModelRunner::DrawResults& ModelRunner::step_draws(const StepBatch& batch, DrawResolver& resolver) {
   GPTJ_CHECK(!batch.raw_logits, "ModelRunner::step_draws samples; use step for raw logits");
   begin_timing(batch);
-  run_step(batch, &needs_row);
+  run_step(batch, &resolver);
   if (watchdog_) watchdog_->end_step();
   if (non_finite_draw_ >= 0) {  // every rank has finished the step: failing here leaves none waiting
     const std::size_t draws = batch.draws.size();
@@ -138,7 +162,49 @@ void ModelRunner::gather_rows(const std::vector<int32_t>& rows) {
   comm_.gather_to_root(shard_.data(), count, comm_.rank() == 0 ? gathered_.data() : nullptr);
 }
 
-void ModelRunner::run_step(const StepBatch& batch, const NeedsRow* needs_row) {
+void ModelRunner::run_search(const StepBatch& batch, DrawResolver* resolver, const std::vector<int>& searching) {
+  static_assert(sizeof(SearchReply) % sizeof(float) == 0);
+  constexpr std::size_t kWords = sizeof(SearchReply) / sizeof(float);
+  const std::size_t ranks = static_cast<std::size_t>(comm_.size());
+  std::vector<SearchReply>& per_rank = reply_of_draw_;
+  per_rank.resize(ranks);
+  for (;;) {
+    int32_t n = 0;
+    if (comm_.rank() == 0 && resolver) {
+      queries_.clear();
+      SearchQuery query;
+      for (int d : searching)
+        if (resolver->next_query(d, query)) {
+          query.draw = d;
+          queries_.push_back(query);
+        }
+      n = static_cast<int32_t>(queries_.size());
+    }
+    if (comm_.size() > 1) {
+      comm_.broadcast(&n, sizeof(n));
+      queries_.resize(static_cast<std::size_t>(n));
+      if (n > 0) comm_.broadcast(queries_.data(), queries_.size() * sizeof(SearchQuery));
+    }
+    if (n == 0) return;
+    for (const SearchQuery& q : queries_)
+      GPTJ_CHECK(q.draw >= 0 && static_cast<std::size_t>(q.draw) < batch.draws.size(),
+                 "corrupt search query (draw {})", q.draw);
+    local_replies_.resize(queries_.size());
+    backend_.answer_search(batch.draws, queries_, local_replies_.data());
+    if (comm_.rank() == 0) gathered_replies_.resize(queries_.size() * ranks);  // [rank][query]
+    comm_.gather_to_root(reinterpret_cast<const float*>(local_replies_.data()), queries_.size() * kWords,
+                         comm_.rank() == 0 ? reinterpret_cast<float*>(gathered_replies_.data()) : nullptr);
+    if (comm_.rank() == 0 && resolver) {
+      ++search_rounds_;
+      for (std::size_t i = 0; i < queries_.size(); ++i) {
+        for (std::size_t r = 0; r < ranks; ++r) per_rank[r] = gathered_replies_[r * queries_.size() + i];
+        resolver->replies(queries_[i].draw, per_rank.data(), static_cast<int>(ranks));
+      }
+    }
+  }
+}
+
+void ModelRunner::run_step(const StepBatch& batch, DrawResolver* resolver) {
   ++steps_;
   maybe_inject_fault();
   backend_.forward(batch);
@@ -167,16 +233,29 @@ void ModelRunner::run_step(const StepBatch& batch, const NeedsRow* needs_row) {
     for (std::size_t i = 0; i < draws * ranks && non_finite_draw_ < 0; ++i)
       if (gathered_summaries_[i].non_finite) non_finite_draw_ = static_cast<int>(i % draws);
   }
-  if (comm_.rank() == 0 && non_finite_draw_ < 0) {
+  std::vector<int> searching;
+  if (comm_.rank() == 0 && resolver && non_finite_draw_ < 0) {  // rank 0 always has a resolver
     std::vector<DrawSummary> per_rank(ranks);
+    auto fetch = [&](int32_t row) {
+      if (std::find(fetch_rows_.begin(), fetch_rows_.end(), row) == fetch_rows_.end()) fetch_rows_.push_back(row);
+    };
     for (std::size_t d = 0; d < draws; ++d) {
       for (std::size_t r = 0; r < ranks; ++r) per_rank[r] = gathered_summaries_[r * draws + d];
-      const int32_t row = batch.draws[d].logit_row;
-      if ((*needs_row)(static_cast<int>(d), per_rank.data(), static_cast<int>(ranks)) &&
-          std::find(fetch_rows_.begin(), fetch_rows_.end(), row) == fetch_rows_.end())
-        fetch_rows_.push_back(row);
+      const DrawResolver::Need need = resolver->summaries(static_cast<int>(d), per_rank.data(), static_cast<int>(ranks));
+      if (need == DrawResolver::Need::kRow) fetch(batch.draws[d].logit_row);
+      if (need == DrawResolver::Need::kSearch) searching.push_back(static_cast<int>(d));
     }
+    searched_draws_ += searching.size();
+  }
+  // Rounds 2..: the threshold search (every rank takes part while rank 0 has queries).
+  run_search(batch, resolver, searching);
+  if (comm_.rank() == 0 && resolver && non_finite_draw_ < 0) {  // rank 0 always has a resolver
+    for (int d : searching)
+      if (resolver->needs_row(d) && std::find(fetch_rows_.begin(), fetch_rows_.end(), batch.draws[d].logit_row) ==
+                                        fetch_rows_.end())
+        fetch_rows_.push_back(batch.draws[d].logit_row);
     n_fetch = static_cast<int32_t>(fetch_rows_.size());
+    rows_fetched_ += fetch_rows_.size();
   }
   if (comm_.size() > 1) {
     comm_.broadcast(&n_fetch, sizeof(n_fetch));
@@ -189,6 +268,8 @@ void ModelRunner::run_step(const StepBatch& batch, const NeedsRow* needs_row) {
 void ModelRunner::shutdown(int exit_code) {
   if (shut_down_) return;
   shut_down_ = true;
+  spdlog::debug("sampling: {} draws searched in {} threshold-search rounds; {} full logit rows fetched",
+                searched_draws_, search_rounds_, rows_fetched_);
   if (comm_.size() > 1) {
     std::vector<uint8_t> plan = serialize_step(StepBatch{}, true);
     plan.resize(plan.size() + sizeof(int32_t));

@@ -1,8 +1,13 @@
 // The control channel between rank 0 and the worker ranks (docs/DESIGN.md §2).
 // Rank 0 calls step() or step_draws(): the plan is broadcast and every rank runs its shard. step()
 // gathers the vocab shards of the raw logits to rank 0. step_draws() gathers only each rank's
-// DrawSummary per draw (runtime/backend/draw.h), then the full rows of the draws whose summaries do
-// not settle the token (a second, usually empty, round: rank 0 broadcasts the row list).
+// DrawSummary per draw (runtime/backend/draw.h); then, for the top-k / top-p draws the summaries do
+// not settle, the rounds of the threshold search (runtime/generate/draw_search.h: rank 0 broadcasts
+// one SearchQuery per such draw, every rank answers from its shard, the SearchReply values are
+// gathered; all such draws of the step share each round, so a step has as many rounds as its
+// slowest search, usually 2-3); then the full rows of the draws nothing else settles (a last round,
+// empty in normal operation: only the reference tests and degenerate rows use it; counted in
+// rows_fetched()).
 // Logits that are NaN or ±inf (the draw summaries flag them; step() checks the rows it returns) make
 // rank 0's call throw, once every rank has finished the step, an Error naming the step, the logit row
 // and its sequence and position: the caller's job fails (launcher/main.cc ends every rank), since
@@ -43,6 +48,18 @@ class ModelRunner {
   // d [ranks], ranks) says whether draw d needs its full row.
   using NeedsRow = std::function<bool(int draw, const DrawSummary* per_rank, int ranks)>;
   const DrawResults& step_draws(const StepBatch& batch, const NeedsRow& needs_row);
+  // Rank 0's side of a drawing step with the threshold search: for every draw, summaries() first;
+  // then, while any draw searches, next_query()/replies() once per round; then needs_row().
+  class DrawResolver {
+   public:
+    enum class Need { kNothing, kSearch, kRow };
+    virtual ~DrawResolver() = default;
+    virtual Need summaries(int draw, const DrawSummary* per_rank, int ranks) = 0;
+    virtual bool next_query(int draw, SearchQuery& query) = 0;  // false: this draw asks no more
+    virtual void replies(int draw, const SearchReply* per_rank, int ranks) = 0;
+    virtual bool needs_row(int draw) = 0;  // after the search rounds
+  };
+  const DrawResults& step_draws(const StepBatch& batch, DrawResolver& resolver);
   // Rank 0 only: ends the worker loops, handing them rank 0's exit code. Safe to call twice.
   void shutdown(int exit_code = 0);
   // Rank 0, main thread, between steps: sends a keepalive plan when nothing was sent for
@@ -67,9 +84,15 @@ class ModelRunner {
 
   int vocab_size() const { return vocab_size_; }
   uint64_t steps() const { return steps_; }  // model steps run (keepalives are not steps)
+  // Rank 0: full logit rows fetched for draws (0 in normal operation), threshold-search rounds run
+  // and draws that searched, since the start.
+  uint64_t rows_fetched() const { return rows_fetched_; }
+  uint64_t search_rounds() const { return search_rounds_; }
+  uint64_t searched_draws() const { return searched_draws_; }
 
  private:
-  void run_step(const StepBatch& batch, const NeedsRow* needs_row);  // every rank
+  void run_step(const StepBatch& batch, DrawResolver* resolver);  // every rank
+  void run_search(const StepBatch& batch, DrawResolver* resolver, const std::vector<int>& searching);
   void gather_rows(const std::vector<int32_t>& rows);  // every rank: rows' shards into gathered_
   // Reorders gathered_ [tp][n][shard] into out [n][vocab_size], dropping the padding.
   void assemble_rows(int n, std::vector<float>& out) const;
@@ -90,6 +113,9 @@ class ModelRunner {
   std::vector<float> shard_, gathered_, logits_;
   std::vector<DrawSummary> local_summaries_, gathered_summaries_;
   std::vector<int32_t> fetch_rows_;
+  std::vector<SearchQuery> queries_;
+  std::vector<SearchReply> local_replies_, gathered_replies_, reply_of_draw_;
+  uint64_t rows_fetched_ = 0, search_rounds_ = 0, searched_draws_ = 0;
   int non_finite_draw_ = -1;  // rank 0: a draw of the step whose summaries flag NaN/inf logits, or -1
   DrawResults draw_results_;
 };

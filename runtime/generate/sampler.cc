@@ -1,5 +1,7 @@
 #include "runtime/generate/sampler.h"
 
+#include "runtime/generate/draw_search.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -88,36 +90,28 @@ void apply_top_k(float* logits, int vocab, int k) {
     if (logits[i] < threshold) logits[i] = kNegInf;
 }
 
-namespace {
-// Length of the shortest prefix of `values` (sorted descending) whose probability mass, out of
-// `total` = sum exp(v - values[0]), reaches p; 0 when the prefix never reaches it.
-template <typename Values>
-std::size_t nucleus_length(const Values& values, std::size_t n, double total, float p) {
-  double cumulative = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    cumulative += std::exp(static_cast<double>(values[i] - values[0])) / total;
-    if (cumulative >= p - 1e-6) return i + 1;  // tolerance: p arrives as float (0.8f = 0.8000000119)
-  }
-  return 0;
-}
-}  // namespace
-
 void apply_top_p(float* logits, int vocab, float p) {
   if (p >= 1.0f) return;
   std::vector<int> order(vocab);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] > logits[b]; });
-  std::vector<float> sorted(vocab);
-  double total = 0;
-  for (int i = 0; i < vocab; ++i) {
-    sorted[i] = logits[order[i]];
-    total += std::exp(static_cast<double>(sorted[i] - sorted[0]));
-  }
+  // Integer masses relative to the top logit (kernels/sampling_math.h: exact sums in any order, the
+  // same the threshold search over the shards adds up).
+  const float top = logits[order[0]];
+  uint64_t total = 0;
+  for (int i = 0; i < vocab; ++i) total += token_mass(logits[order[i]], top);
   // HF: remove tokens whose cumulative probability (ascending order) is <= 1 - p; equivalently
   // keep the descending prefix until the mass reaches p, always keeping the top token.
-  std::size_t keep = nucleus_length(sorted, sorted.size(), total, p);
-  if (keep == 0) keep = vocab;
-  for (std::size_t i = keep; i < static_cast<std::size_t>(vocab); ++i) logits[order[i]] = kNegInf;
+  int keep = vocab;
+  uint64_t cumulative = 0;
+  for (int i = 0; i < vocab; ++i) {
+    cumulative += token_mass(logits[order[i]], top);
+    if (nucleus_reached(cumulative, total, p)) {
+      keep = i + 1;
+      break;
+    }
+  }
+  for (int i = keep; i < vocab; ++i) logits[order[i]] = kNegInf;
 }
 
 Sampler::Sampler(const SamplingParams& params, int allowed_vocab)
@@ -241,7 +235,7 @@ std::optional<TokenChoice> Sampler::choose_from_summaries(const DrawPlan& plan, 
   const float m = merged.max_logit;
   const int64_t listed = merged.listed;
   if (cands.empty()) return std::nullopt;
-  const bool complete = listed >= vocab;  // every id of the row is a candidate
+  const bool complete = listed >= vocab && listed <= kDrawCandidates;  // every id of the row is a candidate
   auto value_of = [&](int32_t token) {
     for (const TokenScore& c : cands)
       if (c.token == token) return c.value;
@@ -253,36 +247,65 @@ std::optional<TokenChoice> Sampler::choose_from_summaries(const DrawPlan& plan, 
   float chosen_value = cands[0].value;
   const float t = plan.temperature;
   if (t > 0.0f) {
-    // The kept ids as a prefix of the candidates (sorted by scaled logit, then id), when known.
+    // The kept ids as a prefix of the candidates in the full-row path's order (scaled logit
+    // descending, then id), when the candidates determine it. An id tying the last candidate's
+    // scaled logit may be missing from the list: only the ids above it are known to be complete.
+    std::vector<TokenScore> order;  // (scaled, token)
+    for (const TokenScore& c : cands) order.push_back({c.value / t, c.token});
+    std::sort(order.begin(), order.end(), ranks_before);
     std::vector<float> scaled;
-    for (const TokenScore& c : cands) scaled.push_back(c.value / t);
-    std::size_t kept = cands.size();
+    for (const TokenScore& o : order) scaled.push_back(o.value);
+    std::size_t known = order.size();  // a prefix of the row's order
+    if (!complete)
+      while (known > 0 && scaled[known - 1] == scaled.back()) --known;
+    std::size_t kept = order.size();
     const int k = params_.top_k;
     const bool top_k_on = k > 0 && k < vocab;
     if (top_k_on) {
-      if (static_cast<std::size_t>(k) > cands.size()) return std::nullopt;
+      if (static_cast<std::size_t>(k) > known) return std::nullopt;
       const float threshold = scaled[k - 1];
-      if (!complete && !(scaled.back() < threshold)) return std::nullopt;  // ties run past the list
       kept = k;
-      while (kept < cands.size() && scaled[kept] >= threshold) ++kept;
+      while (kept < known && scaled[kept] >= threshold) ++kept;
+      if (kept == known && known < order.size() && !(scaled.back() < threshold))
+        return std::nullopt;  // ties run past the list
     }
     if (plan.top_p < 1.0f) {
-      double total = 0;
-      if (top_k_on || complete) {
-        for (std::size_t i = 0; i < kept; ++i) total += std::exp(static_cast<double>(scaled[i] - scaled[0]));
-      } else {  // the whole row's mass at temperature t, from the shards' sums
+      const float top = scaled[0];  // the row's largest scaled logit
+      std::size_t nucleus = 0;
+      uint64_t cumulative = 0;
+      if (top_k_on || complete) {  // the kept set's mass is the candidates' (exact)
+        uint64_t total = 0;
+        for (std::size_t i = 0; i < kept; ++i) total += token_mass(scaled[i], top);
+        for (std::size_t i = 0; i < kept && nucleus == 0; ++i) {
+          cumulative += token_mass(scaled[i], top);
+          if (nucleus_reached(cumulative, total, plan.top_p)) nucleus = i + 1;
+        }
+        if (nucleus == 0) nucleus = kept;
+      } else {
+        // The whole row's mass from the shards' float sums: within a relative 1e-5 of the exact
+        // integer total, so a cut clear of that margin is the exact path's cut; one inside it (or
+        // past the candidates) goes to the threshold search.
+        double approx = 0;
         for (int r = 0; r < ranks; ++r)
           if (per_rank[r].max_logit != kNegInf)
-            total += per_rank[r].sum_exp_t *
-                     std::exp(static_cast<double>(per_rank[r].max_logit / t - scaled[0]));
+            approx += per_rank[r].sum_exp_t *
+                      std::exp(static_cast<double>(per_rank[r].max_logit / t) - static_cast<double>(top));
+        approx *= static_cast<double>(uint64_t{1} << kMassBits);
+        constexpr double kMargin = 1e-5;
+        const double want = static_cast<double>(plan.top_p) - 1e-6;
+        for (std::size_t i = 0; i < known && nucleus == 0; ++i) {
+          cumulative += token_mass(scaled[i], top);
+          const double c = static_cast<double>(cumulative);
+          if (c >= want * approx * (1 + kMargin)) nucleus = i + 1;
+          else if (!(c < want * approx * (1 - kMargin))) return std::nullopt;  // too close to call
+        }
+        if (nucleus == 0) return std::nullopt;  // wider than the candidates
       }
-      const std::size_t nucleus = nucleus_length(scaled, kept, total, plan.top_p);
-      if (nucleus == 0 && !(top_k_on || complete)) return std::nullopt;  // wider than the candidates
-      if (nucleus > 0) kept = nucleus;
+      kept = nucleus;
     }
     if (top_k_on || plan.top_p < 1.0f || complete) {
       std::vector<int32_t> tokens;
-      for (std::size_t i = 0; i < kept; ++i) tokens.push_back(cands[i].token);
+      for (std::size_t i = 0; i < kept; ++i) tokens.push_back(order[i].token);
       choice.token = race(tokens, value_of, t, plan.noise_key);
       chosen_value = value_of(choice.token);
     } else {  // every id races: the ranks ran it over their shards
@@ -305,6 +328,32 @@ std::optional<TokenChoice> Sampler::choose_from_summaries(const DrawPlan& plan, 
     const int top_n = std::min<int>(params_.logprobs, static_cast<int>(cands.size()));
     if (top_n < params_.logprobs && !complete) return std::nullopt;
     for (int i = 0; i < top_n; ++i) choice.top.emplace_back(cands[i].token, cands[i].value - norm);
+  }
+  return choice;
+}
+
+std::optional<DrawSearch> Sampler::search_for(const DrawPlan& plan, const DrawSummary* per_rank, int ranks,
+                                               int64_t vocab) const {
+  const bool top_k_on = params_.top_k > 0 && params_.top_k < vocab;
+  if (!(plan.temperature > 0.0f) || (!top_k_on && !(plan.top_p < 1.0f))) return std::nullopt;
+  const Merged merged = merge(per_rank, ranks);
+  if (merged.cands.size() < static_cast<std::size_t>(params_.logprobs)) return std::nullopt;  // a tiny row
+  DrawSearch search(plan, params_.top_k, per_rank, ranks, vocab);
+  if (search.failed()) return std::nullopt;
+  return search;
+}
+
+std::optional<TokenChoice> Sampler::choose_from_search(const DrawPlan& plan, const DrawSearch& search,
+                                                       const DrawSummary* per_rank, int ranks) const {
+  if (!search.settled()) return std::nullopt;
+  TokenChoice choice;
+  choice.token = search.winner().token;
+  if (plan.want_log_norm) {
+    const Merged merged = merge(per_rank, ranks);
+    const float norm = log_norm(per_rank, ranks, merged.max_logit);
+    choice.logprob = search.winner().value - norm;
+    const int top_n = std::min<int>(params_.logprobs, static_cast<int>(merged.cands.size()));
+    for (int i = 0; i < top_n; ++i) choice.top.emplace_back(merged.cands[i].token, merged.cands[i].value - norm);
   }
   return choice;
 }

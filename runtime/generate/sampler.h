@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "runtime/backend/draw.h"
+#include "runtime/generate/draw_search.h"
 
 namespace gptj {
 
@@ -51,7 +52,15 @@ class Sampler {
   // length), or nullopt when they do not determine it (then call choose_from_row).
   std::optional<TokenChoice> choose_from_summaries(const DrawPlan& plan, const DrawSummary* per_rank,
                                                    int ranks, int64_t vocab) const;
-  // The token from the full raw row [vocab] (modified in place).
+  // When the summaries do not settle a top-k / top-p draw: the threshold search over the shards that
+  // will (runtime/generate/draw_search.h), or nullopt when only the full row can (a row too small
+  // for the logprobs asked). Then choose_from_search() once the search has settled: the full-row
+  // path's token and logprob; nullopt when the search gave up (fetch the row).
+  std::optional<DrawSearch> search_for(const DrawPlan& plan, const DrawSummary* per_rank, int ranks,
+                                       int64_t vocab) const;
+  std::optional<TokenChoice> choose_from_search(const DrawPlan& plan, const DrawSearch& search,
+                                                const DrawSummary* per_rank, int ranks) const;
+  // The token from the full raw row [vocab] (modified in place): the reference the other paths match.
   TokenChoice choose_from_row(const DrawPlan& plan, float* row, int64_t vocab) const;
   // plan() + choose_from_row() in one call.
   TokenChoice choose(float* logits, int vocab, const std::vector<int32_t>& context, int n_prompt);

@@ -1,9 +1,11 @@
 #include "runtime/generate/scheduler.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <optional>
 
 #include "runtime/core/error.h"
+#include "runtime/generate/draw_chooser.h"
 #include "runtime/generate/tokenizer.h"
 
 namespace gptj {
@@ -353,7 +355,6 @@ std::vector<GenerationEvent> Scheduler::step() {
     Sequence* who;                  // whose sampler planned it (or whose prompt is scored)
     std::unique_ptr<Sequence> fork; // set when the draw starts a fork of `who`'s parent
     bool score;                     // a scoring draw
-    std::optional<TokenChoice> choice;
   };
   std::vector<Drawer> drawers;
   int32_t row = 0;
@@ -361,7 +362,7 @@ std::vector<GenerationEvent> Scheduler::step() {
     Sequence& seq = *active[i].seq;
     auto add = [&](DrawPlan plan, Sequence* who, std::unique_ptr<Sequence> fork, bool score) {
       batch.draws.push_back(std::move(plan));
-      drawers.push_back({who, std::move(fork), score, std::nullopt});
+      drawers.push_back({who, std::move(fork), score});
     };
     const int n = active[i].tokens;
     const int rows = batch.seqs[i].all_logits ? n : 1;
@@ -381,41 +382,35 @@ std::vector<GenerationEvent> Scheduler::step() {
     }
   }
   const int64_t vocab = runner_.vocab_size();
-  const ModelRunner::DrawResults& results = runner_.step_draws(
-      batch, [&](int d, const DrawSummary* per_rank, int ranks) {
-        Drawer& dr = drawers[d];
-        if (dr.score)
-          dr.choice = score_from_summaries(batch.draws[d], per_rank, ranks, dr.who->request.sampling.logprobs);
-        else
-          dr.choice = dr.who->sampler.choose_from_summaries(batch.draws[d], per_rank, ranks, vocab);
-        return !dr.choice.has_value();
-      });
-  std::vector<float> logits_row;
+  // Each draw from its summaries; a wide top-k / top-p one through the threshold search; the row
+  // only where neither settles it (degenerate rows; none in normal operation).
+  std::vector<DrawChooser::Draw> chosen(drawers.size());
   for (std::size_t d = 0; d < drawers.size(); ++d) {
-    if (drawers[d].choice) continue;
-    const float* fetched = &results.rows[static_cast<std::size_t>(results.row_of_draw[d]) * vocab];
-    logits_row.assign(fetched, fetched + vocab);
-    drawers[d].choice = drawers[d].who->sampler.choose_from_row(batch.draws[d], logits_row.data(), vocab);
+    if (drawers[d].score) chosen[d].score_top_n = drawers[d].who->request.sampling.logprobs;
+    else chosen[d].sampler = &drawers[d].who->sampler;
   }
+  DrawChooser chooser(batch, vocab, chosen);
+  chooser.choose_from_rows(runner_.step_draws(batch, chooser));
   for (const Active& a : active) {
     a.seq->cached += a.tokens;
     if (options_.prefix_caching) publish_full_blocks(*a.seq);
   }
   std::vector<std::unique_ptr<Sequence>> forks;
   Sequence* parent = nullptr;
-  for (Drawer& dr : drawers) {
+  for (std::size_t d = 0; d < drawers.size(); ++d) {
+    Drawer& dr = drawers[d];
     if (dr.score) {
-      dr.who->prompt_scores.push_back(std::move(*dr.choice));
+      dr.who->prompt_scores.push_back(std::move(*chosen[d].choice));
     } else if (!dr.fork) {
       parent = dr.who;
       parent->forks_pending = 0;
-      accept_choice(*parent, *dr.choice, events);
+      accept_choice(*parent, *chosen[d].choice, events);
       if (!parent->scored && parent->request.score_prompt) {  // its first event carries the scores
         events.back().prompt_logprobs = std::move(parent->prompt_scores);
         parent->scored = true;
       }
     } else {
-      start_fork(*parent, std::move(dr.fork), *dr.choice, events, forks);
+      start_fork(*parent, std::move(dr.fork), *chosen[d].choice, events, forks);
     }
   }
   for (const Active& a : active) {  // scoring-only requests end with their prefill

@@ -3,16 +3,23 @@
 // exactly: same inputs, same edit formula), maxima, log-sum-exp pieces (float exps summed in double:
 // 1e-6 relative) and the Gumbel-max winner, for greedy, tempered, top-p and penalized draws,
 // several draws per row, and scored ids (score_token).
-// Reading a row back after summarizing gives the raw logits.
+// Reading a row back after summarizing gives the raw logits. The threshold-search rounds on the
+// device (answer_search) give the CPU reference's replies (counts and integer masses exactly, the
+// listed ids as a set, the race winners) and the full-row path's token, at top-p 0.5/0.9/0.99 and
+// top-k 100/1000, with penalties.
 // Skips with the reason when no CUDA device is visible.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <memory>
+#include <optional>
 #include <vector>
 
 #include "parallel/communicator.h"
 #include "runtime/backend/cuda_backend.h"
 #include "runtime/backend/draw.h"
+#include "runtime/generate/draw_search.h"
 #include "runtime/generate/sampler.h"
 #include "runtime/model/config.h"
 #include "runtime/model/safetensors.h"
@@ -22,17 +29,26 @@
 namespace gptj {
 namespace {
 
+// tiny-gptj-a on the CUDA backend, fp16, 16 KV blocks of 4.
+struct TinyA {
+  TinyA() : dir(testing::model_dir("tiny-gptj-a")), config(load_config(dir + "/config.json")), checkpoint(dir) {
+    BackendOptions options;
+    options.kv.num_blocks = 16;
+    options.kv.block_size = 4;
+    options.compute_dtype = "float16";
+    backend = make_cuda_backend(config, &checkpoint, 0, options, comm, 0);
+  }
+  std::string dir;
+  GptjConfig config;
+  Checkpoint checkpoint;
+  SingleCommunicator comm;
+  std::unique_ptr<Backend> backend;
+};
+
 TEST(CudaDraws, SummariesMatchTheCpuReference) {
   SKIP_WITHOUT_GPU();
-  const std::string dir = testing::model_dir("tiny-gptj-a");
-  const GptjConfig config = load_config(dir + "/config.json");
-  const Checkpoint checkpoint(dir);
-  BackendOptions options;
-  options.kv.num_blocks = 16;
-  options.kv.block_size = 4;
-  options.compute_dtype = "float16";
-  SingleCommunicator comm;
-  auto backend = make_cuda_backend(config, &checkpoint, 0, options, comm, 0);
+  TinyA a;
+  Backend* backend = a.backend.get();
   StepBatch batch;
   batch.seqs.push_back({{1, 2, 3, 4, 5}, 0, {0, 1}, false});
   batch.seqs.push_back({{7, 8, 9}, 0, {2}, true});  // rows 1..3
@@ -88,6 +104,72 @@ TEST(CudaDraws, SummariesMatchTheCpuReference) {
   std::vector<float> row(static_cast<std::size_t>(vocab));
   backend->read_logit_rows({1}, row.data());
   EXPECT_EQ(std::vector<float>(logits.begin() + vocab, logits.begin() + 2 * vocab), row);
+}
+
+TEST(CudaDraws, ThresholdSearchMatchesTheCpuReference) {
+  SKIP_WITHOUT_GPU();
+  TinyA a;
+  const GptjConfig& config = a.config;
+  Backend* backend = a.backend.get();
+  StepBatch batch;
+  batch.seqs.push_back({{1, 2, 3, 4, 5}, 0, {0, 1}, false});
+  const std::vector<float> logits = testing::forward_logits(*backend, batch);
+  const int64_t vocab = backend->vocab_shard_rows();
+  struct Setting {
+    float t, p;
+    int k;
+  };
+  int searched = 0;
+  for (const Setting& c : {Setting{1.0f, 0.5f, 0}, Setting{1.0f, 0.9f, 0}, Setting{0.8f, 0.99f, 0},
+                           Setting{1.0f, 1.0f, 100}, Setting{1.2f, 0.9f, 1000}}) {
+    SamplingParams params;
+    params.temperature = c.t;
+    params.top_p = c.p;
+    params.top_k = c.k;
+    params.repetition_penalty = 1.2f;
+    params.seed = 7;
+    Sampler sampler(params, config.vocab_size - 143);
+    const DrawPlan plan = sampler.plan({1, 2, 3, 4, 5}, 5, 0);
+    SCOPED_TRACE("T " + std::to_string(c.t) + " p " + std::to_string(c.p) + " k " + std::to_string(c.k));
+    std::vector<DrawSummary> gpu(1);
+    backend->summarize_draws({plan}, gpu.data());
+    std::optional<DrawSearch> search = sampler.search_for(plan, gpu.data(), 1, vocab);
+    if (!search) continue;  // settled by the summaries
+    ++searched;
+    SearchQuery query;
+    std::vector<float> scratch;
+    while (search->next_query(query)) {
+      query.draw = 0;
+      std::vector<SearchReply> on_gpu(1);
+      backend->answer_search({plan}, {query}, on_gpu.data());
+      SearchReply cpu;
+      answer_search_query(logits.data(), 0, vocab, plan, query, 0, cpu, scratch);
+      const SearchReply& g = on_gpu[0];
+      EXPECT_EQ(g.min_scaled, cpu.min_scaled);
+      EXPECT_EQ(g.max_scaled, cpu.max_scaled);
+      EXPECT_EQ(g.best.token, cpu.best.token);
+      EXPECT_EQ(g.best_score, cpu.best_score);
+      if (query.mode == kSearchHistogram) {
+        for (int b = 0; b < kSearchBuckets; ++b) {
+          EXPECT_EQ(g.hist.count[b], cpu.hist.count[b]) << b;
+          EXPECT_EQ(g.hist.mass[b], cpu.hist.mass[b]) << b;
+        }
+      } else if (query.mode == kSearchList) {
+        ASSERT_EQ(g.listed, cpu.listed);
+        std::vector<int32_t> a, b;
+        for (int i = 0; i < g.listed; ++i) a.push_back(g.list[i].token), b.push_back(cpu.list[i].token);
+        std::sort(a.begin(), a.end());
+        std::sort(b.begin(), b.end());
+        EXPECT_EQ(a, b);
+      }
+      search->take_replies(on_gpu.data(), 1);
+    }
+    const std::optional<TokenChoice> got = sampler.choose_from_search(plan, *search, gpu.data(), 1);
+    ASSERT_TRUE(got.has_value());
+    std::vector<float> row(logits.begin(), logits.begin() + vocab);
+    EXPECT_EQ(got->token, sampler.choose_from_row(plan, row.data(), vocab).token);
+  }
+  EXPECT_GT(searched, 0);
 }
 
 }  // namespace
