@@ -62,8 +62,8 @@ UNUSED_BIAS = -60.0
 TOP_K = 1024
 CONFIG = dict(n_embd=64, n_layer=4, n_head=4, rotary_dim=16, n_positions=256)
 REFERENCE_PROMPT = "A friend in need is a friend indeed, and the early bird gets the worm, but the second mouse"
-GREEDY_PROMPT = "You will"
-GREEDY_TOKENS = 32
+GREEDY_PROMPT = "A friend in need"
+GREEDY_TOKENS = 48
 
 
 # ---- GPT-2 byte-level BPE (as Hugging Face's GPT2Tokenizer) ----------------------------------------
