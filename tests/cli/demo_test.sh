@@ -40,11 +40,13 @@ PY
 
 want=$(field greedy_new_tokens)
 greedy_n=$(python3 -c "import json; print(len(json.load(open('$ref'))['greedy_new_tokens']))")
+# --temperature 0: the model's generation_config.json samples (do_sample, 0.9), and gptj generate
+# takes its defaults from there (README: defaults from generation_config.json).
 for np in 1 2; do
   if [ "$np" = 1 ]; then
-    "$GPTJ" generate --model "$m" --tokens "$(field greedy_prompt_tokens)" --max-new-tokens "$greedy_n" --json > "$WORK/g$np.json"
+    "$GPTJ" generate --model "$m" --tokens "$(field greedy_prompt_tokens)" --max-new-tokens "$greedy_n" --temperature 0 --json > "$WORK/g$np.json"
   else
-    mpi 2 generate --model "$m" --tokens "$(field greedy_prompt_tokens)" --max-new-tokens "$greedy_n" --json > "$WORK/g$np.json"
+    mpi 2 generate --model "$m" --tokens "$(field greedy_prompt_tokens)" --max-new-tokens "$greedy_n" --temperature 0 --json > "$WORK/g$np.json"
   fi || fail "generate at TP $np"
   got=$(python3 -c "import json; print(','.join(map(str, json.load(open('$WORK/g$np.json'))['tokens'])))")
   [ "$got" = "$want" ] || fail "greedy at TP $np: $got != reference $want"
