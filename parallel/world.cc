@@ -196,7 +196,10 @@ std::string World::describe_layout() {
     MPI_Gather(send.data(), kWidth, MPI_CHAR, recv.data(), kWidth, MPI_CHAR, 0, MPI_COMM_WORLD);
     if (rank_ == 0) {
       all.clear();
-      for (int r = 0; r < size_; ++r) all += (r ? " " : "") + std::string(recv.data() + r * kWidth);
+      for (int r = 0; r < size_; ++r) {
+        if (r) all += ' ';
+        all.append(recv.data() + static_cast<std::size_t>(r) * kWidth);  // NUL-terminated within kWidth
+      }
     }
   }
 #endif

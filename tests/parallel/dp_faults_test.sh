@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # No hang with data-parallel replicas, default timeouts: in a `gptj batch` job, kill -9 and SIGSTOP of
-# a non-leader rank of replica 1, SIGSTOP of replica 1's leader (np 4, --tp 2; its kill -9 is
-# mpirun's to notice, as the worker's is), and SIGSTOP of a TP-1
+# a non-leader rank of replica 1 and of replica 1's leader (np 4, --tp 2), and SIGSTOP of a TP-1
 # replica's only rank (np 2, --tp 1; only rank 0's replica link can notice) each end the whole job
 # within 30 s, non-zero, with a message naming the rank; the lines finished before stay, and
 # --resume completes the output with every id exactly once.
@@ -48,5 +47,6 @@ fault() {  # fault NAME NP TP RANK SIGNAL PATTERN
 fault kill_worker 4 2 3 KILL "rank 3"
 fault stop_worker 4 2 3 STOP "rank 2 \(replica 1\) on .*did not complete within|rank 3"
 fault stop_leader 4 2 2 STOP "rank 2"
+fault kill_leader 4 2 2 KILL "rank 2"
 fault stop_tp1_replica 2 1 1 STOP "replica 1 \(leader rank 1 on .*\) sent nothing for [0-9]+ s"
 echo PASS
