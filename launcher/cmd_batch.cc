@@ -121,7 +121,7 @@ CommandRunner register_batch(CLI::App& app) {
     std::optional<Tokenizer> tokenizer;
     if (Tokenizer::available(args->model.model_dir)) tokenizer = Tokenizer::from_model_dir(args->model.model_dir);
     const Tokenizer* tok = tokenizer ? &*tokenizer : nullptr;
-    SchedulerOptions options = scheduler_options_for(session, args->batching);
+    SchedulerOptions options = scheduler_options_for(session, args->batching, tok);
     options.static_batching = args->static_batching;
     return session.run_engine(options, tok, [&](Engine& engine) {
       if (!writer) open_output();

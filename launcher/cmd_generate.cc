@@ -22,7 +22,8 @@ void add_batching_options(CLI::App& command, BatchingOptions& options) {
                    "recompute every prompt (default: reuse the KV blocks of prefixes computed before)");
 }
 
-SchedulerOptions scheduler_options_for(ModelSession& session, const BatchingOptions& batching) {
+SchedulerOptions scheduler_options_for(ModelSession& session, const BatchingOptions& batching,
+                                       const Tokenizer* tokenizer) {
   SchedulerOptions options;
   options.max_batch = batching.max_batch;
   options.max_step_tokens = batching.max_step_tokens;
@@ -32,9 +33,7 @@ SchedulerOptions scheduler_options_for(ModelSession& session, const BatchingOpti
   options.n_positions = session.config().n_positions;
   options.eos_id = session.config().eos_token_id;
   options.allowed_vocab = session.config().vocab_size;
-  if (Tokenizer::available(session.options().model_dir))
-    options.allowed_vocab = std::min(options.allowed_vocab,
-                                     Tokenizer::from_model_dir(session.options().model_dir).vocab_size());
+  if (tokenizer) options.allowed_vocab = std::min(options.allowed_vocab, tokenizer->vocab_size());
   return options;
 }
 
@@ -87,7 +86,8 @@ CommandRunner register_generate(CLI::App& app) {
       request.max_new_tokens = args->gen.max_new_tokens;
       request.stop = args->gen.stop;
       request.n = args->n;
-      SchedulerOptions options = scheduler_options_for(session, BatchingOptions{.max_batch = args->n});
+      SchedulerOptions options = scheduler_options_for(session, BatchingOptions{.max_batch = args->n},
+                                                       tokenizer ? &*tokenizer : nullptr);
       if (defaults.eos_token_id) options.eos_id = *defaults.eos_token_id;
       Scheduler scheduler(session.runner(), options, tokenizer ? &*tokenizer : nullptr);
       scheduler.submit(request);

@@ -315,7 +315,7 @@ int serve_rank0(World& world, const ServeArgs& args) {
   ModelSession session(world, args.model, "serve");
   std::optional<Tokenizer> tokenizer;
   if (Tokenizer::available(session.options().model_dir)) tokenizer = Tokenizer::from_model_dir(session.options().model_dir);
-  const SchedulerOptions options = scheduler_options_for(session, args.batching);
+  const SchedulerOptions options = scheduler_options_for(session, args.batching, tokenizer ? &*tokenizer : nullptr);
   // Returns once every replica has loaded (launcher/replicas.h); /health says ready only then.
   return session.run_engine(options, tokenizer ? &*tokenizer : nullptr, [&](Engine& engine) {
     const ModelInfo info = model_info_for(session, options, tokenizer ? &*tokenizer : nullptr, args.model_name);
@@ -355,7 +355,8 @@ CommandRunner register_serve(CLI::App& app) {
     // the remaining ranks serve their leader's steps. The body runs on rank 0 only.
     std::optional<Tokenizer> tokenizer;
     if (Tokenizer::available(session.options().model_dir)) tokenizer = Tokenizer::from_model_dir(session.options().model_dir);
-    return session.run_engine(scheduler_options_for(session, args->batching), tokenizer ? &*tokenizer : nullptr,
+    const Tokenizer* tok = tokenizer ? &*tokenizer : nullptr;
+    return session.run_engine(scheduler_options_for(session, args->batching, tok), tok,
                               [](Engine&) { return 0; });
   };
 }

@@ -31,9 +31,10 @@ struct BatchingOptions {
 };
 void add_batching_options(CLI::App& command, BatchingOptions& options);
 
-// Scheduler options matching the session's KV cache, model limits and tokenizer, with `batching`'s
-// limits (cmd_generate.cc).
-SchedulerOptions scheduler_options_for(ModelSession& session, const BatchingOptions& batching);
+// Scheduler options matching the session's KV cache, model limits and `tokenizer` (the caller's,
+// may be null: then every id of the embedding may be sampled), with `batching`'s limits (cmd_generate.cc).
+SchedulerOptions scheduler_options_for(ModelSession& session, const BatchingOptions& batching,
+                                       const Tokenizer* tokenizer);
 
 // Parses "1,2,3" into ids; throws naming the bad item.
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);
