@@ -45,35 +45,48 @@ std::vector<std::pair<int32_t, float>> get_pairs(Reader& r) {
   return pairs;
 }
 
+// One plain field either way (a bool travels as one byte 0/1, never loaded from a raw byte).
+template <typename T>
+void put_field(Writer& w, const T& value) {
+  if constexpr (std::is_same_v<T, bool>)
+    w.put<uint8_t>(value ? 1 : 0);
+  else
+    w.put(value);
+}
+template <typename T>
+void get_field(Reader& r, T& value) {
+  if constexpr (std::is_same_v<T, bool>)
+    value = r.get<uint8_t>() != 0;
+  else
+    value = r.get<T>();
+}
+
+// Each struct's plain fields, listed once for both directions, in wire order (S may be const).
+template <typename S, typename F>
+void sampling_fields(S& s, F&& f) {
+  f(s.temperature), f(s.top_k), f(s.top_p), f(s.repetition_penalty), f(s.presence_penalty);
+  f(s.frequency_penalty), f(s.no_repeat_ngram_size), f(s.logprobs), f(s.report_logprob);
+}
+template <typename S, typename F>
+void stats_fields(S& s, F&& f) {  // `ready` is not sent: rank 0 decides it
+  f(s.running), f(s.waiting), f(s.kv_blocks_used), f(s.kv_blocks_free), f(s.kv_blocks_total);
+  f(s.peak_used_blocks), f(s.preemptions), f(s.prefix_hit_tokens), f(s.sequences_finished), f(s.tokens_generated);
+}
+
 void put_sampling(Writer& w, const SamplingParams& s) {
-  w.put(s.temperature);
-  w.put(s.top_k);
-  w.put(s.top_p);
-  w.put(s.repetition_penalty);
-  w.put(s.presence_penalty);
-  w.put(s.frequency_penalty);
-  w.put(s.no_repeat_ngram_size);
-  w.put<uint8_t>(s.seed.has_value());
+  sampling_fields(s, [&](const auto& field) { put_field(w, field); });
+  put_field(w, s.seed.has_value());
   w.put<uint64_t>(s.seed.value_or(0));
-  w.put(s.logprobs);
-  w.put<uint8_t>(s.report_logprob);
   put_pairs(w, s.logit_bias);
 }
 
 SamplingParams get_sampling(Reader& r) {
   SamplingParams s;
-  s.temperature = r.get<float>();
-  s.top_k = r.get<int>();
-  s.top_p = r.get<float>();
-  s.repetition_penalty = r.get<float>();
-  s.presence_penalty = r.get<float>();
-  s.frequency_penalty = r.get<float>();
-  s.no_repeat_ngram_size = r.get<int>();
-  const bool seeded = r.get<uint8_t>() != 0;
+  sampling_fields(s, [&](auto& field) { get_field(r, field); });
+  bool seeded = false;
+  get_field(r, seeded);
   const uint64_t seed = r.get<uint64_t>();
   if (seeded) s.seed = seed;
-  s.logprobs = r.get<int>();
-  s.report_logprob = r.get<uint8_t>() != 0;
   s.logit_bias = get_pairs(r);
   return s;
 }
@@ -102,9 +115,9 @@ std::vector<uint8_t> encode_request(const GenerationRequest& q) {
   w.put(q.max_new_tokens);
   w.put<uint32_t>(static_cast<uint32_t>(q.stop.size()));
   for (const std::string& s : q.stop) w.put_string(s);
-  w.put<uint8_t>(q.ignore_eos);
+  put_field(w, q.ignore_eos);
   w.put(q.n);
-  w.put<uint8_t>(q.score_prompt);
+  put_field(w, q.score_prompt);
   return w.take();
 }
 
@@ -117,25 +130,16 @@ GenerationRequest decode_request(const std::vector<uint8_t>& bytes) {
   q.max_new_tokens = r.get<int>();
   const uint32_t stops = r.get<uint32_t>();
   for (uint32_t i = 0; i < stops; ++i) q.stop.push_back(r.get_string());
-  q.ignore_eos = r.get<uint8_t>() != 0;
+  get_field(r, q.ignore_eos);
   q.n = r.get<int>();
-  q.score_prompt = r.get<uint8_t>() != 0;
+  get_field(r, q.score_prompt);
   r.expect_end();
   return q;
 }
 
 std::vector<uint8_t> encode_report(const ReplicaStats& s, const std::vector<GenerationEvent>& events) {
   Writer w;
-  w.put(s.running);
-  w.put(s.waiting);
-  w.put(s.kv_blocks_used);
-  w.put(s.kv_blocks_free);
-  w.put(s.kv_blocks_total);
-  w.put(s.peak_used_blocks);
-  w.put(s.preemptions);
-  w.put(s.prefix_hit_tokens);
-  w.put(s.sequences_finished);
-  w.put(s.tokens_generated);
+  stats_fields(s, [&](const auto& field) { put_field(w, field); });
   w.put<uint32_t>(static_cast<uint32_t>(events.size()));
   for (const GenerationEvent& e : events) {
     w.put(e.handle);
@@ -153,16 +157,7 @@ std::vector<uint8_t> encode_report(const ReplicaStats& s, const std::vector<Gene
 
 void decode_report(const std::vector<uint8_t>& bytes, ReplicaStats& s, std::vector<WireEvent>& events) {
   Reader r(bytes.data(), bytes.size());
-  s.running = r.get<int>();
-  s.waiting = r.get<int>();
-  s.kv_blocks_used = r.get<int>();
-  s.kv_blocks_free = r.get<int>();
-  s.kv_blocks_total = r.get<int>();
-  s.peak_used_blocks = r.get<int>();
-  s.preemptions = r.get<uint64_t>();
-  s.prefix_hit_tokens = r.get<uint64_t>();
-  s.sequences_finished = r.get<uint64_t>();
-  s.tokens_generated = r.get<uint64_t>();
+  stats_fields(s, [&](auto& field) { get_field(r, field); });
   const uint32_t n = r.get<uint32_t>();
   events.clear();
   for (uint32_t i = 0; i < n; ++i) {
