@@ -59,6 +59,12 @@ uint64_t decode_u64(const std::vector<uint8_t>& bytes) {
 
 constexpr double kInterval = StepWatchdog::kKeepaliveIntervalS;
 
+// The longest silence allowed from the other side of the link: the start-up limit before its first
+// word, then the silence limit stretched by the step allowance it announced last.
+double silence_limit(const ReplicaTimeouts& t, bool heard, double peer_allowance_s) {
+  return heard ? t.silence_s + peer_allowance_s : t.startup_s;
+}
+
 }  // namespace
 
 // ---- rank 0 ----------------------------------------------------------------------------------
@@ -150,14 +156,14 @@ void DataParallelEngine::send(Remote& to, int kind, const std::vector<uint8_t>& 
   to.last_sent = Clock::now();
 }
 
-void DataParallelEngine::receive(const LinkMessage& message, std::vector<GenerationEvent>& events) {
+void DataParallelEngine::receive(LinkMessage& message, std::vector<GenerationEvent>& events) {
   Timed timed(frontend_s_);
   int replica = 1;
   while (replica < static_cast<int>(replicas_.size()) && replicas_[replica].rank != message.from) ++replica;
   GPTJ_CHECK(replica < static_cast<int>(replicas_.size()), "a replica message came from rank {}, which leads no replica",
              message.from);
   Remote& remote = replicas_[replica];
-  std::vector<uint8_t> bytes = message.bytes;
+  std::vector<uint8_t>& bytes = message.bytes;
   remote.allowance_s = split_allowance(bytes);
   remote.last_heard = Clock::now();
   GPTJ_CHECK(message.kind == kReport || message.kind == kHeartbeat, "rank {} sent a message of unknown kind {}",
@@ -210,10 +216,7 @@ std::vector<GenerationEvent> DataParallelEngine::step() {
 
 void DataParallelEngine::wait_until_ready() {
   std::vector<GenerationEvent> none;
-  for (;;) {
-    bool all = true;
-    for (const Remote& remote : replicas_) all = all && remote.stats.ready;
-    if (all) return;
+  while (!std::all_of(replicas_.begin(), replicas_.end(), [](const Remote& r) { return r.stats.ready; })) {
     if (auto message = link_.wait(std::chrono::milliseconds(20))) receive(*message, none);
     keepalive_if_due();
     check_silence();
@@ -231,7 +234,7 @@ void DataParallelEngine::check_silence() {
   if (timeouts_.silence_s <= 0) return;
   for (std::size_t r = 1; r < replicas_.size(); ++r) {
     const Remote& remote = replicas_[r];
-    const double limit = remote.stats.ready ? timeouts_.silence_s + remote.allowance_s : timeouts_.startup_s;
+    const double limit = silence_limit(timeouts_, remote.stats.ready, remote.allowance_s);
     const double silent = seconds_since(remote.last_heard);
     GPTJ_CHECK(silent <= limit,
                "replica {} (leader rank {} on {}) sent nothing for {:.0f} s{}: it is stopped, hung or unreachable; "
@@ -311,7 +314,7 @@ int run_replica_leader(Scheduler& scheduler, World& world, const ReplicaTimeouts
       last_sent = Clock::now();
     }
     if (timeouts.silence_s > 0) {
-      const double limit = heard ? timeouts.silence_s + rank0_allowance : timeouts.startup_s;
+      const double limit = silence_limit(timeouts, heard, rank0_allowance);
       const double silent = seconds_since(last_heard);
       GPTJ_CHECK(silent <= limit,
                  "rank {} (leader of replica {} on {}): rank 0 sent nothing for {:.0f} s: it is stopped, hung or "

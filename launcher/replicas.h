@@ -77,7 +77,7 @@ class DataParallelEngine final : public Engine {
     std::chrono::steady_clock::time_point last_heard, last_sent;
     double allowance_s = 0;    // its announced longest next step
   };
-  void receive(const LinkMessage& message, std::vector<GenerationEvent>& events);
+  void receive(LinkMessage& message, std::vector<GenerationEvent>& events);  // consumes message.bytes
   void send(Remote& to, int kind, const std::vector<uint8_t>& payload);
   void check_silence();
   std::vector<ReplicaLoad> loads() const;
