@@ -113,19 +113,19 @@ World::~World() {
 }
 
 namespace {
-// Every rank's host name, by world rank (collective).
-std::vector<std::string> gather_hosts(const std::string& mine, int size) {
-  std::vector<std::string> hosts(static_cast<std::size_t>(size), mine);
+// Every rank's `mine` (at most 127 bytes are kept), by world rank (collective over the world).
+std::vector<std::string> allgather_strings(const std::string& mine, int size) {
+  std::vector<std::string> all(static_cast<std::size_t>(size), mine);
 #ifdef GPTJ_WITH_MPI
   if (size > 1) {
     constexpr int kWidth = 128;
     std::vector<char> send(kWidth, '\0'), recv(static_cast<std::size_t>(kWidth) * size);
     std::copy_n(mine.begin(), std::min<std::size_t>(mine.size(), kWidth - 1), send.begin());
     MPI_Allgather(send.data(), kWidth, MPI_CHAR, recv.data(), kWidth, MPI_CHAR, MPI_COMM_WORLD);
-    for (int r = 0; r < size; ++r) hosts[r] = std::string(recv.data() + static_cast<std::size_t>(r) * kWidth);
+    for (int r = 0; r < size; ++r) all[r] = std::string(recv.data() + static_cast<std::size_t>(r) * kWidth);
   }
 #endif
-  return hosts;
+  return all;
 }
 
 // A replica spans hosts although it need not: every host has at least tp ranks (so a layout with
@@ -148,7 +148,7 @@ void World::split_replicas(int tp) {
   if (tp <= 0) tp = size_;
   GPTJ_CHECK(size_ % tp == 0, "--tp {} does not divide the {} ranks of the job into replicas", tp, size_);
   layout_ = {tp, size_ / tp, rank_ / tp, rank_ % tp};
-  hosts_ = gather_hosts(host_, size_);
+  hosts_ = allgather_strings(host_, size_);
   if (layout_.count == 1) return;
 #ifdef GPTJ_WITH_MPI
   mpi_comms_ = std::make_unique<MpiComms>();
@@ -186,23 +186,11 @@ void World::check_same_arguments(const std::string& description) {
 }
 
 std::string World::describe_layout() {
-  std::string mine = fmt::format("r{}={}/local{}", rank_, host_, local_rank_);
-  std::string all = mine;
-#ifdef GPTJ_WITH_MPI
-  if (size_ > 1) {
-    constexpr int kWidth = 128;
-    std::vector<char> send(kWidth, '\0'), recv(static_cast<std::size_t>(kWidth) * size_);
-    std::copy_n(mine.begin(), std::min<std::size_t>(mine.size(), kWidth - 1), send.begin());
-    MPI_Gather(send.data(), kWidth, MPI_CHAR, recv.data(), kWidth, MPI_CHAR, 0, MPI_COMM_WORLD);
-    if (rank_ == 0) {
-      all.clear();
-      for (int r = 0; r < size_; ++r) {
-        if (r) all += ' ';
-        all.append(recv.data() + static_cast<std::size_t>(r) * kWidth);  // NUL-terminated within kWidth
-      }
-    }
+  std::string all;
+  for (const std::string& part : allgather_strings(fmt::format("r{}={}/local{}", rank_, host_, local_rank_), size_)) {
+    if (!all.empty()) all += ' ';
+    all += part;
   }
-#endif
   return fmt::format("launcher {}, {} rank(s) = {} replica(s) x TP {}: {}", launcher_, size_, layout_.count,
                      layout_.tp, all);
 }

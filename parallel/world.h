@@ -62,7 +62,7 @@ class World {
   void check_same_arguments(const std::string& description);
 
   // One line describing the job: launcher, size, and every rank's host and local rank (collective:
-  // every rank calls it; rank 0 gets the whole picture, the others their own part).
+  // every rank calls it and gets the whole picture).
   std::string describe_layout();
 
   // Ends every rank of the job now with `code` (MPI_Abort when size > 1).
