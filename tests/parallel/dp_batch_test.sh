@@ -22,7 +22,7 @@ for model in tiny-gptj-a tiny-gptj-b; do
   dir=$DATA/$model/model
   exp=$DATA/$model/expected
   p7=$(prompt $model 1)
-  allowed=$([ -e "$dir/vocab.json" ] && echo 50257 || python3 -c "import json; print(json.load(open('$dir/config.json'))['vocab_size'])")
+  allowed=$(allowed_vocab "$dir")
   # One job per layout: the greedy lines (ids 0..3), the scoring line and the sampled lines ("s0"..).
   prompts_jsonl $model 32 > "$WORK/in.jsonl"
   sampled_jsonl $model | python3 -c "

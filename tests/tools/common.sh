@@ -18,6 +18,11 @@ prompt() {  # prompt MODEL INDEX -> comma-separated ids
   python3 -c "import json,sys; print(','.join(map(str, json.load(open('$DATA/gptj_prompts.json'))['models']['$1']['prompts'][$2])))"
 }
 
+allowed_vocab() {  # allowed_vocab MODEL_DIR -> ids a sampler may pick: the tokenizer's 50257, else vocab_size
+  if [ -e "$1/vocab.json" ]; then echo 50257; else
+    python3 -c "import json, sys; print(json.load(open(sys.argv[1] + '/config.json'))['vocab_size'])" "$1"; fi
+}
+
 prompts_jsonl() {  # prompts_jsonl MODEL MAX_NEW [COUNT] > file: the 4 golden prompts as batch input
   # (COUNT lines, ids 0..COUNT-1, going round the golden prompts; default: each once)
   python3 -c "
