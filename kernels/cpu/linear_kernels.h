@@ -1,0 +1,29 @@
+// The per-level kernels behind cpu::linear (linear.cc dispatches to them by active_cpu_isa()).
+// Each level's translation unit is built with its own instruction-set flags (kernels/cpu/
+// CMakeLists.txt) and defines one table; the tables are plain function pointers, constant-initialized,
+// so loading the binary runs no code of any level.
+//
+// Every kernel computes y [rows, out] = x [rows, in] · W^T (+ bias [out] when non-null), W [out, in]
+// row-major (nn.Linear layout), ldx / ldy the row strides of x / y; it never allocates.
+#pragma once
+#include <cstdint>
+
+namespace gptj::cpu {
+
+template <class Weight>
+using LinearKernel = void (*)(const float* x, int ldx, int rows, int in, const Weight* weight, int out,
+                              const float* bias, float* y, int ldy);
+
+struct LinearKernels {
+  LinearKernel<float> dots_f32;    // float32, a dot product per (output, row): any rows, any in
+  LinearKernel<float> tiled_f32;   // float32 register tile (meant for 4..48 rows): in % 8 == 0
+  // 16-bit weights (float16 / bfloat16), widened in registers, any rows (meant for 1..64): in % 8 == 0.
+  // Each picks the few-rows streaming kernel (rows < 4, out % 4 == 0, in % 16 == 0) or the tile.
+  LinearKernel<uint16_t> small_f16;
+  LinearKernel<uint16_t> small_bf16;
+};
+
+extern const LinearKernels kLinearAvx2;    // linear_avx2.cc: 256-bit, AVX2 + FMA + F16C
+extern const LinearKernels kLinearAvx512;  // linear_avx512.cc: 512-bit, AVX-512 F/BW/VL/DQ
+
+}  // namespace gptj::cpu
