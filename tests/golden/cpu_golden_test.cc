@@ -1,9 +1,14 @@
 // Golden tests on CPU, TP = 1, in process: logits of the fixture models against Hugging Face
 // transformers' (max abs error 1e-5), through the one-shot path and the KV-cache decode path (also
 // with tiny-gptj-b loaded from pytorch_model.bin, single and sharded), and
-// greedy tokens (alone and batched together) identical to transformers' generate().
+// greedy tokens (alone and batched together) identical to transformers' generate(). ctest runs it at
+// the best CPU kernel level the machine has and forced to the lowest (GPTJ_CPU_ISA=avx2); the run
+// prints which.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
+#include "kernels/cpu/cpu_isa.h"
 #include "runtime/backend/backend.h"
 #include "runtime/generate/scheduler.h"
 #include "runtime/model/safetensors.h"
@@ -13,6 +18,11 @@ namespace gptj {
 namespace {
 
 constexpr float kTolerance = 1e-5f;
+
+struct SayCpuIsa : ::testing::Environment {
+  void SetUp() override { std::printf("CPU kernels: %s\n", cpu::describe_cpu_isa().c_str()); }
+};
+[[maybe_unused]] ::testing::Environment* const kSayCpuIsa = ::testing::AddGlobalTestEnvironment(new SayCpuIsa);
 
 struct Fixture : testing::CpuModel {
   using CpuModel::CpuModel;

@@ -1,7 +1,8 @@
 // cpu::linear against a double-precision reference, for every code path it picks by size: 1..3
 // rows, the 3 x 4 register tile (ragged last output group and row block), sgemm for larger row
 // counts, with float32, float16 and bfloat16 weights (compared with their float32 widening),
-// strided x / y (column blocks of wider matrices) and with or without a bias.
+// strided x / y (column blocks of wider matrices) and with or without a bias. Every test runs once
+// per CPU ISA level (suffix /avx2, /avx512, /avx512bf16), skipped where the CPU lacks the level.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -11,6 +12,7 @@
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "runtime/core/dtype.h"
+#include "tests/unit/cpu_isa_levels.h"
 
 namespace gptj {
 namespace {
@@ -45,7 +47,11 @@ void check(int rows, int in, int out, DType dtype, bool with_bias) {
   }
 }
 
-TEST(Linear, EveryPathMatchesTheReference) {
+class Linear : public testing::CpuIsaTest<cpu::CpuIsa> {
+  cpu::CpuIsa level() const override { return GetParam(); }
+};
+
+TEST_P(Linear, EveryPathMatchesTheReference) {
   for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16})
     for (int rows : {1, 2, 3, 4, 5, 7, 8, 31, 32, 48, 49, 64, 65, 100})
       for (int out : {1, 2, 3, 4, 5, 8, 67})
@@ -53,11 +59,23 @@ TEST(Linear, EveryPathMatchesTheReference) {
           check(rows, in, out, dtype, (rows + out) % 2 == 0);
 }
 
-TEST(Linear, SizesThatAreNotMultiplesOfEight) {
+TEST_P(Linear, SizesThatAreNotMultiplesOfEight) {
   for (DType dtype : {DType::kF32, DType::kF16})
     for (int rows : {1, 4, 9, 70})
       check(rows, 13, 6, dtype, true);
 }
+
+// Sizes of the real models' products (and of their register remainders at 16 floats: in = 1032 is
+// 64 registers of 16 and one of 8), where the streaming kernel's two-register loop runs long.
+TEST_P(Linear, ModelSizedRows) {
+  for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16})
+    for (int rows : {1, 3, 4, 32})
+      for (int in : {1024, 1032, 1040})
+        check(rows, in, 12, dtype, rows % 2 == 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Levels, Linear, testing::kAllCpuIsaLevels,
+                         [](const auto& info) { return std::string(cpu::cpu_isa_name(info.param)); });
 
 }  // namespace
 }  // namespace gptj

@@ -1,18 +1,21 @@
 // The CPU backend keeps float16/bfloat16 weights 16-bit and widens them in its kernels. A model
 // stored in 16 bits must give the same logits as the same values stored as float32 (widened
-// exactly), through every kernel path: 1-3 rows (decode), 4-64 rows, and > 64 rows (prefill).
+// exactly), through every kernel path: 1-3 rows (decode), 4-64 rows, and > 64 rows (prefill); once
+// per CPU ISA level (suffix _avx2, _avx512, _avx512bf16), skipped where the CPU lacks the level.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <tuple>
 
 #include "parallel/communicator.h"
 #include "runtime/backend/backend.h"
 #include "runtime/generate/model_runner.h"
 #include "runtime/model/config.h"
 #include "runtime/model/safetensors.h"
+#include "tests/unit/cpu_isa_levels.h"
 
 namespace gptj {
 namespace {
@@ -87,12 +90,17 @@ std::vector<float> run(const fs::path& dir) {
   return all;
 }
 
-class Weights16 : public ::testing::TestWithParam<DType> {};
+// Param: the weights' dtype and the CPU ISA level.
+class Weights16 : public testing::CpuIsaTest<std::tuple<DType, cpu::CpuIsa>> {
+ protected:
+  cpu::CpuIsa level() const override { return std::get<1>(GetParam()); }
+  DType dtype() const { return std::get<0>(GetParam()); }
+};
 
 TEST_P(Weights16, SameLogitsAsTheWidenedFloat32Model) {
   const fs::path root = fs::temp_directory_path() / ("gptj-weights16-" + std::to_string(::getpid()) + "-" +
-                                                     std::string(dtype_name(GetParam())));
-  write_pair(tiny_config(), GetParam(), root / "narrow", root / "wide");
+                                                     std::string(dtype_name(dtype())));
+  write_pair(tiny_config(), dtype(), root / "narrow", root / "wide");
   const auto narrow = run(root / "narrow"), wide = run(root / "wide");
   fs::remove_all(root);
   ASSERT_EQ(narrow.size(), wide.size());
@@ -101,10 +109,15 @@ TEST_P(Weights16, SameLogitsAsTheWidenedFloat32Model) {
     const float diff = std::fabs(narrow[i] - wide[i]);
     if (!(diff <= worst)) worst = diff;
   }
-  EXPECT_LE(worst, 1e-5f) << dtype_name(GetParam()) << " weights";
+  EXPECT_LE(worst, 1e-5f) << dtype_name(dtype()) << " weights";
 }
 
-INSTANTIATE_TEST_SUITE_P(Dtypes, Weights16, ::testing::Values(DType::kF16, DType::kBF16));
+INSTANTIATE_TEST_SUITE_P(DtypesAndLevels, Weights16,
+                         ::testing::Combine(::testing::Values(DType::kF16, DType::kBF16), testing::kAllCpuIsaLevels),
+                         [](const auto& info) {
+                           return std::string(dtype_name(std::get<0>(info.param))) + "_" +
+                                  std::string(cpu::cpu_isa_name(std::get<1>(info.param)));
+                         });
 
 }  // namespace
 }  // namespace gptj

@@ -1,7 +1,8 @@
-// main() of the GPU test binaries: gtest's, except that a run in which some test skipped (no GPU
-// visible, or fewer GPUs than a test needs) and none failed exits 77, which ctest reports as
-// skipped (SKIP_RETURN_CODE) instead of passed: a GPU check that did not run is never counted as one
-// that passed.
+// main() of the test binaries whose tests can skip for want of hardware (the GPU tests: no GPU
+// visible, or fewer GPUs than a test needs; the per-level kernel tests: a CPU ISA level this CPU
+// lacks): gtest's, except that a run in which some test skipped and none failed exits 77, which
+// ctest reports as skipped (SKIP_RETURN_CODE) instead of passed: a check that did not run is never
+// counted as one that passed.
 #include <gtest/gtest.h>
 
 #include <cstdio>
