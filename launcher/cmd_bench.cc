@@ -14,6 +14,7 @@
 #include <numeric>
 #include <utility>
 
+#include "kernels/cpu/cpu_isa.h"
 #include "launcher/commands.h"
 #include "runtime/core/error.h"
 #include "runtime/generate/draw_chooser.h"
@@ -151,7 +152,8 @@ CommandRunner register_bench(CLI::App& app) {
                                  {"tp", world.size()},
                                  {"n_layer", c.n_layer},
                                  {"n_embd", c.n_embd},
-                                 {"threads_per_rank", omp_get_max_threads()}};
+                                 {"threads_per_rank", omp_get_max_threads()},
+                                 {"cpu_isa", std::string(cpu::cpu_isa_name())}};
       auto with = [&](boost::json::object obj) {
         for (const auto& [k, v] : common) obj[k] = v;
         return obj;

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "kernels/cpu/cpu_isa.h"
 #include "runtime/core/error.h"
 #include "runtime/core/logging.h"
 #include "launcher/replicas.h"
@@ -94,9 +95,12 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
              "--model {}: no config.json there (expected a Hugging Face GPT-J checkpoint directory)",
              options.model_dir);
   const std::string layout = world.describe_layout();
+  cpu::active_cpu_isa();  // every rank: a bad GPTJ_CPU_ISA fails here, on each, before any work
   if (world.rank() == 0)
     spdlog::info("{}; backend {}{}", layout, options_.backend,
-                 options_.backend == "cuda" ? " (each rank uses the GPU numbered by its local rank)" : "");
+                 options_.backend == "cuda" ? " (each rank uses the GPU numbered by its local rank)"
+                                            : fmt::format(" (CPU kernels {}, {} threads per rank)",
+                                                          cpu::describe_cpu_isa(), omp_get_max_threads()));
   config_ = load_config(random ? options.random_config
                                : (std::filesystem::path(options.model_dir) / "config.json").string());
   GPTJ_CHECK(config_.n_head % tp == 0,

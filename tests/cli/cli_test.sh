@@ -144,8 +144,20 @@ assert floats and not [t for t in floats if "e" in t.lower()], [t for t in float
 decode = [r for r in rows if r["what"] == "decode"]
 assert [r["batch"] for r in decode] == [1, 4] and all(r["all_reduces_per_layer"] == 1 for r in decode), rows
 assert any(r["what"] == "peak_memory" for r in rows), rows
+assert all(r["cpu_isa"] in ("avx2", "avx512", "avx512bf16") for r in decode), rows
 print("ok bench JSON:", len(rows), "lines")
 PY
+# GPTJ_CPU_ISA: the lowest level can always be forced, and the bench and the launch log say so; an
+# unknown name is one line listing the valid ones.
+GPTJ_CPU_ISA=avx2 "$GPTJ" --log-level info bench --model "$b" --decode-batches 1 --steps 1 --prefill-tokens 8 --no-bandwidth \
+  > "$WORK/bench_avx2.jsonl" 2> "$WORK/bench_avx2.err" || fail "bench at GPTJ_CPU_ISA=avx2"
+grep -q '"cpu_isa":"avx2"' "$WORK/bench_avx2.jsonl" || fail "bench JSON lacks the forced level: $(cat "$WORK/bench_avx2.jsonl")"
+grep -q "CPU kernels avx2" "$WORK/bench_avx2.err" || fail "launch log lacks the level: $(cat "$WORK/bench_avx2.err")"
+GPTJ_CPU_ISA=sse9 "$GPTJ" generate --model "$b" --tokens 1,2 --max-new-tokens 1 > "$WORK/isa.out" 2> "$WORK/isa.err" &&
+  fail "GPTJ_CPU_ISA=sse9 accepted"
+grep -q "GPTJ_CPU_ISA=sse9: unknown level (valid: avx2, avx512, avx512bf16)" "$WORK/isa.err" &&
+  [ "$(wc -l < "$WORK/isa.err")" = 1 ] || fail "GPTJ_CPU_ISA=sse9 message: $(cat "$WORK/isa.err")"
+echo "ok GPTJ_CPU_ISA"
 # Threads per rank: OMP_NUM_THREADS when set, else the cores the process may run on.
 threads() { python3 -c "import json,sys; print([json.loads(l) for l in sys.stdin][-2]['threads_per_rank'])"; }
 [ "$(OMP_NUM_THREADS=1 "$GPTJ" bench --model "$b" --decode-batches 1 --steps 1 --prefill-tokens 8 --no-bandwidth | threads)" = 1 ] ||
