@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/linear_quant.h"
 #include "runtime/core/dtype.h"
 
 namespace gptj::cpu {
@@ -173,6 +174,10 @@ void linear_small_16(const float* x, int ldx, int rows, int in, const uint16_t* 
 
 void linear(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias,
             float* y, int ldy) {
+  if (weight.dtype == WeightRef::kInt8 || weight.dtype == WeightRef::kInt4) {
+    linear_quantized(x, ldx, rows, in, weight, out, bias, y, ldy);
+    return;
+  }
   if (weight.dtype == 0) {
     linear(x, ldx, rows, in, static_cast<const float*>(weight.data), out, bias, y, ldy);
     return;
