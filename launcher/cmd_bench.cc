@@ -120,6 +120,9 @@ CommandRunner register_bench(CLI::App& app) {
   cmd->add_option("--seed", args->model.random_seed, "random weight seed");
   cmd->add_option("--backend", args->model.backend, "cpu|cuda|auto")->capture_default_str();
   cmd->add_option("--dtype", args->model.dtype, "compute dtype")->capture_default_str();
+  cmd->add_option("--weights", args->model.weights, "weight format: auto | int8 | int4 | fp8 (quantized at load)")
+      ->capture_default_str();
+  cmd->add_flag("--quantize-lm-head", args->model.quantize_lm_head, "with --weights int8/int4: lm_head too");
   cmd->add_option("--kv-blocks", args->model.kv_blocks, "KV blocks per rank");
   cmd->add_option("--decode-batches", args->decode_batches, "comma-separated batch sizes")->capture_default_str();
   cmd->add_option("--prefill-tokens", args->prefill_tokens, "prompt length of the prefill run")->capture_default_str();
@@ -149,6 +152,8 @@ CommandRunner register_bench(CLI::App& app) {
       Communicator& comm = world.communicator();
       boost::json::object common{{"backend", session.backend().name()},
                                  {"dtype", session.options().dtype},
+                                 {"weights", session.backend().weight_format()},
+                                 {"weight_bytes_per_rank", session.backend().weight_bytes()},
                                  {"tp", world.size()},
                                  {"n_layer", c.n_layer},
                                  {"n_embd", c.n_embd},

@@ -33,6 +33,12 @@ void add_common_model_options(CLI::App& command, ModelOptions& options) {
   command.add_option("--backend", options.backend, "cpu|cuda|auto")->capture_default_str();
   command.add_option("--dtype", options.dtype, "compute dtype: float32|float16|bfloat16|auto")
       ->capture_default_str();
+  command.add_option("--weights", options.weights,
+                     "weight format: auto (as stored) | int8 (per output channel) | int4 (groups of 128) | fp8; "
+                     "quantized at load")
+      ->capture_default_str();
+  command.add_flag("--quantize-lm-head", options.quantize_lm_head,
+                   "with --weights int8/int4: quantize lm_head too (default: kept as stored)");
   command.add_option("--kv-blocks", options.kv_blocks, "KV cache blocks per rank (0: from --kv-memory-gb)");
   command.add_option("--kv-memory-gb", options.kv_memory_gb, "KV cache memory per rank (0: 1 on cpu, 24 on cuda)");
   command.add_option("--block-size", options.block_size, "positions per KV block")->capture_default_str();

@@ -111,6 +111,10 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
   BackendOptions backend_options;
   backend_options.tp = {world.replicas().tp_rank, tp};
   backend_options.compute_dtype = options_.dtype;
+  backend_options.weights.format = parse_weight_format(options.weights);
+  backend_options.weights.quantize_lm_head = options.quantize_lm_head;
+  GPTJ_CHECK(!options.quantize_lm_head || backend_options.weights.format != WeightFormat::kStored,
+             "--quantize-lm-head needs --weights int8 or int4");
   backend_options.kv.block_size = options.block_size;
   const double budget_gb = options.kv_memory_gb > 0 ? options.kv_memory_gb
                                                     : (options_.backend == "cuda" ? 24.0 : 1.0);
@@ -162,8 +166,14 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
     runner_->set_watchdog(watchdog_.get(),
                           watchdog_->startup_wait_limit(load_seconds_, static_cast<double>(backend_->weight_bytes())));
   }
-  spdlog::debug("{} backend ready: {:.1f} MB of weights, {} KV blocks of {}", backend_->name(),
-                backend_->weight_bytes() / 1e6, kv_blocks_, options.block_size);
+  const std::string ready = fmt::format("{} backend ready: {:.1f} MB of {} weights per rank, {} KV blocks of {}",
+                                        backend_->name(), backend_->weight_bytes() / 1e6, backend_->weight_format(),
+                                        kv_blocks_, options.block_size);
+  // Quantized runs say so at info level (rank 0): what was asked for is what is measured.
+  if (world.rank() == 0 && backend_options.weights.format != WeightFormat::kStored)
+    spdlog::info("{}", ready);
+  else
+    spdlog::debug("{}", ready);
 }
 
 ModelSession::~ModelSession() = default;

@@ -23,6 +23,10 @@ struct ModelOptions {
   uint64_t random_seed = 0;
   std::string backend = "auto";  // cpu | cuda | auto
   std::string dtype = "auto";    // float32 | float16 | bfloat16 | auto (cpu: float32, cuda: float16)
+  // --weights: auto (as the checkpoint stores them) | int8 | int4 | fp8 (quantized at load, each rank
+  // its own slices: runtime/core/quant.h); --quantize-lm-head quantizes lm_head too.
+  std::string weights = "auto";
+  bool quantize_lm_head = false;
   int kv_blocks = 0;             // 0: as many as kv_memory_gb holds, at most 8192
   double kv_memory_gb = 0;       // KV cache per rank; 0: 1 GiB on cpu, 24 GiB on cuda
   int block_size = 16;

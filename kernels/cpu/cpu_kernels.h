@@ -21,16 +21,24 @@ void layernorm(const float* x, const float* gamma, const float* beta, float* y, 
 void linear(const float* x, int ldx, int rows, int in, const float* weight, int out,
             const float* bias, float* y, int ldy);
 
-// A weight matrix [out, in] in float32, float16 or bfloat16 (row-major, nn.Linear layout).
-// dtype: 0 = float32, 1 = float16, 2 = bfloat16 (the order of gptj::DType).
+// A weight matrix [out, in] (row-major, nn.Linear layout) in one of the stored formats:
+//   kF32, kF16, kBF16  (the order of gptj::DType): data [out, in] of that type
+//   kInt8  data [out, in] int8, scales float32 [out]: w = scales[o] * q
+//   kInt4  data [out, (in + 15) / 16 * 8] nibbles, scales float16 [out, ceil(in / 128)]: the layout of
+//          runtime/core/quant.h (w = scale of the 128-column group * (nibble - 8))
 struct WeightRef {
+  enum Format { kF32 = 0, kF16 = 1, kBF16 = 2, kInt8 = 3, kInt4 = 4 };
   const void* data = nullptr;
-  int dtype = 0;
+  int dtype = kF32;
+  const void* scales = nullptr;  // int8 and int4 only
 };
 
-// linear() for a weight of any of the three types. 16-bit weights are widened to float32 in
+// linear() for a weight of any of these formats. 16-bit weights are widened to float32 in
 // registers (decode-sized products) or block by block into a scratch buffer (larger products), so
-// the arithmetic is the same as with the float32 weights they widen to.
+// the arithmetic is the same as with the float32 weights they widen to. int8/int4 weights are
+// dequantized in registers for 1..3 input rows (the scale applied once per row or group: equal to
+// the product with the dequantized weights within float32 rounding) and panel by panel into a
+// float32 scratch for more rows (then exactly the float32 product with the dequantized weights).
 void linear(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias,
             float* y, int ldy);
 

@@ -18,6 +18,7 @@
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/linear_kernels.h"
+#include "kernels/cpu/linear_quant.h"
 #include "runtime/core/dtype.h"
 
 namespace gptj::cpu {
@@ -36,6 +37,10 @@ const LinearKernels& kernels() {
 
 void linear(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias,
             float* y, int ldy) {
+  if (weight.dtype == WeightRef::kInt8 || weight.dtype == WeightRef::kInt4) {
+    linear_quantized(x, ldx, rows, in, weight, out, bias, y, ldy);
+    return;
+  }
   if (weight.dtype == 0) {
     linear(x, ldx, rows, in, static_cast<const float*>(weight.data), out, bias, y, ldy);
     return;

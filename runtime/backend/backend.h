@@ -11,6 +11,7 @@
 
 #include "parallel/communicator.h"
 #include "parallel/sharding.h"
+#include "runtime/backend/model_shard.h"
 #include "runtime/backend/step.h"
 #include "runtime/model/config.h"
 
@@ -39,6 +40,8 @@ class Backend {
   virtual int64_t vocab_shard_rows() const = 0;
   // Bytes of weights this rank holds (for the memory report).
   virtual int64_t weight_bytes() const = 0;
+  // The format its weight matrices are held in: "float16", "int8 (lm_head float32)", ...
+  virtual std::string weight_format() const = 0;
   // How many times the partial sums were reduced across TP ranks (one per layer per step by design;
   // counted at TP 1 too, where the reduction is the identity). Printed by the bench.
   virtual uint64_t all_reduce_calls() const = 0;
@@ -52,6 +55,7 @@ struct BackendOptions {
   TpPosition tp;
   KvCacheOptions kv;
   std::string compute_dtype = "float32";  // the CPU backend supports float32 only
+  WeightOptions weights;                   // --weights: as stored, or quantized at load
 };
 
 // CPU backend: OpenBLAS GEMMs + kernels/cpu; `comm` joins the TP ranks (host memory).

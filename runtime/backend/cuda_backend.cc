@@ -73,13 +73,14 @@ class CudaBackend final : public Backend {
               const BackendOptions& options, Communicator& host_comm, int device)
       : config_(config), options_(options), device_(device) {
     const TpPosition tp = options.tp;
-    E_ = config.n_embd;
-    El_ = E_ / tp.size;
-    Il_ = config.n_inner / tp.size;
-    heads_l_ = config.n_head / tp.size;
-    head_dim_ = config.head_dim();
-    n_in_ = 3 * El_ + Il_;
-    vocab_rows_ = gptj::vocab_shard_rows(config.vocab_size, tp.size);
+    const ShardGeometry g = shard_geometry(config, tp);
+    E_ = g.E;
+    El_ = g.El;
+    Il_ = g.Il;
+    heads_l_ = g.heads_l;
+    head_dim_ = g.head_dim;
+    n_in_ = g.n_in;
+    vocab_rows_ = g.vocab_rows;
 
     GPTJ_CUDA_CHECK(cudaSetDevice(device_));
     GPTJ_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -95,7 +96,7 @@ class CudaBackend final : public Backend {
     const int64_t E = E_, V = config.vocab_size;
     wte_ = alloc<T>(static_cast<std::size_t>(V) * E, "wte", true);
     if (checkpoint)
-      load_rows(*checkpoint, "transformer.wte.weight", {V, E}, 0, V, wte_);
+      load_embedding(*checkpoint, V, wte_);
     else
       random(wte_, static_cast<std::size_t>(V) * E, seed, 1, 0.0f, 0.02f);
 
@@ -130,15 +131,13 @@ class CudaBackend final : public Backend {
     ln_f_beta_ = alloc<float>(E, "ln_f.bias", true);
     lm_head_ = alloc<T>(static_cast<std::size_t>(vocab_rows_) * E, "lm_head.weight", true);
     lm_bias_ = alloc<float>(vocab_rows_, "lm_head.bias", true);
-    const int64_t vocab_begin = tp.rank * vocab_rows_;
+    const int64_t vocab_begin = g.vocab_begin;
     if (checkpoint) {
-      upload_f32(checkpoint->read_f32("transformer.ln_f.weight", {E}), ln_f_gamma_);
-      upload_f32(checkpoint->read_f32("transformer.ln_f.bias", {E}), ln_f_beta_);
-      load_rows(*checkpoint, "lm_head.weight", {V, E}, vocab_begin, vocab_rows_, lm_head_);
-      Slice bias_slice;
-      bias_slice.row_begin = vocab_begin;
-      bias_slice.row_end = vocab_begin + vocab_rows_;
-      upload_f32(checkpoint->read_f32("lm_head.bias", {V}, bias_slice), lm_bias_);
+      const HeadShard head = read_head_shard(*checkpoint, config, tp, options.weights);
+      upload_f32(head.ln_f_gamma, ln_f_gamma_);
+      upload_f32(head.ln_f_beta, ln_f_beta_);
+      upload_matrix(head.lm_head, lm_head_);
+      upload_f32(head.lm_bias, lm_bias_);
     } else {
       random(ln_f_gamma_, E, seed, 2, 1.0f, 0.02f);
       random(ln_f_beta_, E, seed, 3, 0.0f, 0.02f);
@@ -171,6 +170,8 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
   int64_t vocab_shard_rows() const override { return vocab_rows_; }
   int64_t weight_bytes() const override { return weight_bytes_; }
+  // The GPU holds every matrix in the compute type T, whatever the checkpoint stores.
+  std::string weight_format() const override { return std::string(dtype_name(TypeInfo<T>::kDType)); }
   uint64_t all_reduce_calls() const override { return all_reduce_calls_; }
   std::string async_error() override {
 #ifdef GPTJ_WITH_NCCL
@@ -389,65 +390,43 @@ class CudaBackend final : public Backend {
     GPTJ_CUDA_CHECK(cudaMemcpy(dst, staging_.data(), n * sizeof(T), cudaMemcpyHostToDevice));
   }
 
-  // Rows [row_begin, row_begin + rows) of a 2-D tensor [*, cols] (all columns) into dst [rows, cols],
-  // in chunks of ~64 MiB of float32 so host memory stays small. Rows past the end read as zeros.
-  void load_rows(const Checkpoint& ck, const std::string& name, const std::vector<int64_t>& shape,
-                 int64_t row_begin, int64_t rows, T* dst) {
-    const int64_t cols = shape.at(1);
+  // A host matrix of the shard (model_shard.h) into dst [rows, cols] of T, converted in chunks of
+  // ~64 MiB of float32 so host memory stays small.
+  void upload_matrix(const WeightMatrix& m, T* dst) {
+    GPTJ_CHECK(!m.is_quantized(), "the cuda backend has no {} kernels yet (--weights auto on a GPU)", m.format_name());
+    const HostMatrix& host = m.plain();
+    const int64_t cols = host.cols();
     const int64_t chunk = std::max<int64_t>(1, (int64_t{64} << 20) / (cols * 4));
-    for (int64_t r = 0; r < rows; r += chunk) {
-      Slice s;
-      s.row_begin = row_begin + r;
-      s.row_end = s.row_begin + std::min(chunk, rows - r);
-      const std::vector<float> part = ck.read_f32(name, shape, s);
+    std::vector<float> part;
+    for (int64_t r = 0; r < host.rows(); r += chunk) {
+      const int64_t n = std::min(chunk, host.rows() - r);
+      part.resize(static_cast<std::size_t>(n * cols));
+      convert_to_f32(host.dtype(), host.row(r), part.data(), part.size());
       upload_t(part.data(), part.size(), dst + r * cols);
     }
   }
 
+  // Embedding rows [0, V) (replicated on every rank) in chunks.
+  void load_embedding(const Checkpoint& ck, int64_t V, T* dst) {
+    const int64_t E = E_;
+    const int64_t chunk = std::max<int64_t>(1, (int64_t{64} << 20) / (E * 4));
+    for (int64_t r = 0; r < V; r += chunk) {
+      Slice s;
+      s.row_begin = r;
+      s.row_end = r + std::min(chunk, V - r);
+      const std::vector<float> part = ck.read_f32("transformer.wte.weight", {V, E}, s);
+      upload_t(part.data(), part.size(), dst + r * E);
+    }
+  }
+
   void load_layer(const Checkpoint& ck, int l, CudaLayer<T>& layer) {
-    const TpPosition tp = options_.tp;
-    const int64_t E = E_, I = config_.n_inner;
-    const std::string p = "transformer.h." + std::to_string(l) + ".";
-    auto read = [&](const std::string& name, const std::vector<int64_t>& shape) {
-      return ck.read_f32(name, shape, shard_slice(name, shape, tp).slice);
-    };
-    upload_f32(read(p + "ln_1.weight", {E}), layer.ln_gamma);
-    upload_f32(read(p + "ln_1.bias", {E}), layer.ln_beta);
-    int64_t row = 0;
-    for (const char* proj : {"attn.q_proj.weight", "attn.k_proj.weight", "attn.v_proj.weight",
-                             "mlp.fc_in.weight"}) {
-      const std::string name = p + proj;
-      const std::vector<int64_t> shape = name.ends_with("fc_in.weight") ? std::vector<int64_t>{I, E}
-                                                                        : std::vector<int64_t>{E, E};
-      const ShardSlice shard = shard_slice(name, shape, tp);
-      const int64_t rows = shard.local_shape[0];
-      load_rows(ck, name, shape, shard.slice.row_begin, rows, layer.w_in + row * E);
-      row += rows;
-    }
-    GPTJ_CHECK(row == n_in_, "fused input projection has {} rows, expected {}", row, n_in_);
-    upload_f32(read(p + "mlp.fc_in.bias", {I}), layer.b_fc_in);
-    // w_out row r = [out_proj shard row r | fc_out shard row r], built in row chunks.
-    const std::string out_name = p + "attn.out_proj.weight", fc_name = p + "mlp.fc_out.weight";
-    const ShardSlice out_shard = shard_slice(out_name, {E, E}, tp);
-    const ShardSlice fc_shard = shard_slice(fc_name, {E, I}, tp);
-    const int64_t width = El_ + Il_;
-    const int64_t chunk = std::max<int64_t>(1, (int64_t{64} << 20) / (width * 4));
-    std::vector<float> merged;
-    for (int64_t r = 0; r < E; r += chunk) {
-      const int64_t n = std::min(chunk, E - r);
-      Slice so = out_shard.slice, sf = fc_shard.slice;
-      so.row_begin = sf.row_begin = r;
-      so.row_end = sf.row_end = r + n;
-      const std::vector<float> out_part = ck.read_f32(out_name, {E, E}, so);
-      const std::vector<float> fc_part = ck.read_f32(fc_name, {E, I}, sf);
-      merged.resize(static_cast<std::size_t>(n * width));
-      for (int64_t i = 0; i < n; ++i) {
-        std::memcpy(&merged[i * width], &out_part[i * El_], sizeof(float) * El_);
-        std::memcpy(&merged[i * width + El_], &fc_part[i * Il_], sizeof(float) * Il_);
-      }
-      upload_t(merged.data(), merged.size(), layer.w_out + r * width);
-    }
-    upload_f32(read(p + "mlp.fc_out.bias", {E}), layer.b_fc_out);
+    const LayerShard shard = read_layer_shard(ck, config_, options_.tp, l, options_.weights);
+    upload_f32(shard.ln_gamma, layer.ln_gamma);
+    upload_f32(shard.ln_beta, layer.ln_beta);
+    upload_matrix(shard.w_in, layer.w_in);
+    upload_f32(shard.b_fc_in, layer.b_fc_in);
+    upload_matrix(shard.w_out, layer.w_out);
+    upload_f32(shard.b_fc_out, layer.b_fc_out);
   }
 
   // y [rows, out] (row stride ldy) = x [rows, in] (row stride ldx) · W^T, W [out, in] row-major.
@@ -614,10 +593,10 @@ std::unique_ptr<Backend> make_cuda_backend(const GptjConfig& config, const Check
              tp.size);
   GPTJ_CHECK(host_comm.size() == tp.size, "CUDA backend: TP size {} but the communicator has {} ranks",
              tp.size, host_comm.size());
-  GPTJ_CHECK(config.n_head % tp.size == 0,
-             "tensor-parallel size {} does not divide n_head {} of the model", tp.size, config.n_head);
-  GPTJ_CHECK(config.n_inner % tp.size == 0, "tensor-parallel size {} does not divide n_inner {}",
-             tp.size, config.n_inner);
+  shard_geometry(config, tp);  // the TP checks every backend shares
+  GPTJ_CHECK(options.weights.format == WeightFormat::kStored,
+             "--weights {}: the cuda backend has no quantized kernels yet (use --backend cpu for int8/int4)",
+             weight_format_name(options.weights.format));
   GPTJ_CHECK(config.head_dim() <= cuda::kMaxHeadDim,
              "CUDA backend: head_dim {} above the supported {}", config.head_dim(), cuda::kMaxHeadDim);
   GPTJ_CHECK(config.rotary_dim % 2 == 0 && config.rotary_dim <= config.head_dim(),

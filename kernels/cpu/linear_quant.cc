@@ -1,0 +1,198 @@
+// cpu::linear with int8 / int4 weights. Which code runs depends on the number of input rows:
+//   rows 1..3  memory-bound decode: the quantized rows are streamed once, widened to float32 in
+//              registers (8 values per load for int8, 16 per 8-byte load for int4) and FMA'd with the
+//              inputs; the scale multiplies once per output (int8) or per 128-column group (int4).
+//              K weight rows at a time against R input rows (K x R accumulators in registers).
+//   more rows  compute-bound: panels of weight rows are dequantized into a float32 scratch (L2-sized)
+//              and the float32 cpu::linear runs on each panel (its register tile, or sgemm).
+// Baseline ISA: AVX2 + FMA (x86-64-v3, what every gptj build targets); without AVX2 every size takes
+// the panel path.
+#include "kernels/cpu/linear_quant.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "runtime/core/dtype.h"
+
+namespace gptj::cpu {
+namespace {
+
+constexpr int kInt4Group = 128;  // = runtime/core/quant.h's
+constexpr int kPanelRows = 128;  // weight rows dequantized per panel (in = 4096: 2 MiB of float32)
+
+int int4_row_bytes(int in) { return (in + 15) / 16 * 8; }
+int int4_groups(int in) { return (in + kInt4Group - 1) / kInt4Group; }
+
+// Value c of an int4 row (nibble - 8) and of an int8 row.
+inline int int4_value(const uint8_t* row, int c) {
+  const uint8_t byte = row[c / 16 * 8 + c % 8];
+  return ((c % 16 < 8) ? (byte & 0x0F) : (byte >> 4)) - 8;
+}
+
+}  // namespace
+
+void dequantize_weight_rows(WeightRef weight, int in, int row_begin, int n, float* out) {
+  const auto* values = static_cast<const uint8_t*>(weight.data);
+  for (int r = row_begin; r < row_begin + n; ++r, out += in) {
+    if (weight.dtype == WeightRef::kInt8) {
+      const float scale = static_cast<const float*>(weight.scales)[r];
+      const auto* q = reinterpret_cast<const int8_t*>(values) + static_cast<std::size_t>(r) * in;
+      for (int c = 0; c < in; ++c) out[c] = scale * static_cast<float>(q[c]);
+    } else {
+      const uint16_t* scales = static_cast<const uint16_t*>(weight.scales) + static_cast<std::size_t>(r) * int4_groups(in);
+      const uint8_t* row = values + static_cast<std::size_t>(r) * int4_row_bytes(in);
+      for (int g = 0; g * kInt4Group < in; ++g) {
+        const float scale = f16_to_f32(scales[g]);
+        for (int c = g * kInt4Group; c < std::min(in, (g + 1) * kInt4Group); ++c)
+          out[c] = scale * static_cast<float>(int4_value(row, c));
+      }
+    }
+  }
+}
+
+namespace {
+
+// Panels of dequantized rows through the float32 linear(): the arithmetic of the float32 product
+// with the dequantized weights, exactly.
+void linear_panels(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias, float* y,
+                   int ldy) {
+  static thread_local std::vector<float> scratch;  // the calling thread's; OpenMP workers get a pointer
+  scratch.resize(static_cast<std::size_t>(kPanelRows) * in);
+  float* const panel = scratch.data();
+  for (int o = 0; o < out; o += kPanelRows) {
+    const int n = std::min(kPanelRows, out - o);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < n; ++r) dequantize_weight_rows(weight, in, o + r, 1, panel + static_cast<std::size_t>(r) * in);
+    linear(x, ldx, rows, in, panel, n, bias ? bias + o : nullptr, y + o, ldy);
+  }
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+inline float hsum(__m256 v) {
+  const __m128 sum4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
+  return _mm_cvtss_f32(_mm_add_ss(sum2, _mm_shuffle_ps(sum2, sum2, 1)));
+}
+
+inline __m256 widen_int8(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+// int8: outputs o..o+K-1 for input rows 0..R-1; in % 8 columns done in scalar at the end.
+template <int K, int R>
+void int8_block(const float* x, int ldx, int in, const int8_t* w, const float* scales, int o, const float* bias,
+                float* y, int ldy) {
+  __m256 acc[K][R];
+  for (int k = 0; k < K; ++k)
+    for (int r = 0; r < R; ++r) acc[k][r] = _mm256_setzero_ps();
+  const int in8 = in / 8 * 8;
+  for (int i = 0; i < in8; i += 8) {
+    __m256 xv[R];
+    for (int r = 0; r < R; ++r) xv[r] = _mm256_loadu_ps(x + static_cast<std::size_t>(r) * ldx + i);
+    for (int k = 0; k < K; ++k) {
+      const __m256 wk = widen_int8(w + static_cast<std::size_t>(o + k) * in + i);
+      for (int r = 0; r < R; ++r) acc[k][r] = _mm256_fmadd_ps(wk, xv[r], acc[k][r]);
+    }
+  }
+  for (int k = 0; k < K; ++k) {
+    const int8_t* wk = w + static_cast<std::size_t>(o + k) * in;
+    for (int r = 0; r < R; ++r) {
+      const float* xr = x + static_cast<std::size_t>(r) * ldx;
+      float sum = hsum(acc[k][r]);
+      for (int i = in8; i < in; ++i) sum += static_cast<float>(wk[i]) * xr[i];
+      y[static_cast<std::size_t>(r) * ldy + o + k] = scales[o + k] * sum + (bias ? bias[o + k] : 0.0f);
+    }
+  }
+}
+
+// int4: 16 values from 8 bytes (layout in runtime/core/quant.h) as two runs of 8 floats.
+inline void widen_int4(const uint8_t* p, __m256& lo, __m256& hi) {
+  const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  const __m256i mask = _mm256_set1_epi32(0x0F), eight = _mm256_set1_epi32(8);
+  lo = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(bytes, mask), eight));
+  hi = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bytes, 4), eight));
+}
+
+// int4: outputs o..o+K-1 for input rows 0..R-1; needs in % 16 == 0. Per group, the group's sums
+// (in registers) are scaled into the totals.
+template <int K, int R>
+void int4_block(const float* x, int ldx, int in, const uint8_t* w, const uint16_t* scales, int o, const float* bias,
+                float* y, int ldy) {
+  const int row_bytes = int4_row_bytes(in), groups = int4_groups(in);
+  __m256 total[K][R];
+  for (int k = 0; k < K; ++k)
+    for (int r = 0; r < R; ++r) total[k][r] = _mm256_setzero_ps();
+  for (int g = 0; g < groups; ++g) {
+    __m256 acc[K][R];
+    for (int k = 0; k < K; ++k)
+      for (int r = 0; r < R; ++r) acc[k][r] = _mm256_setzero_ps();
+    const int end = std::min(in, (g + 1) * kInt4Group);
+    for (int i = g * kInt4Group; i < end; i += 16) {
+      __m256 xlo[R], xhi[R];
+      for (int r = 0; r < R; ++r) {
+        xlo[r] = _mm256_loadu_ps(x + static_cast<std::size_t>(r) * ldx + i);
+        xhi[r] = _mm256_loadu_ps(x + static_cast<std::size_t>(r) * ldx + i + 8);
+      }
+      for (int k = 0; k < K; ++k) {
+        __m256 lo, hi;
+        widen_int4(w + static_cast<std::size_t>(o + k) * row_bytes + i / 2, lo, hi);
+        for (int r = 0; r < R; ++r) acc[k][r] = _mm256_fmadd_ps(hi, xhi[r], _mm256_fmadd_ps(lo, xlo[r], acc[k][r]));
+      }
+    }
+    for (int k = 0; k < K; ++k) {
+      const __m256 scale = _mm256_set1_ps(f16_to_f32(scales[static_cast<std::size_t>(o + k) * groups + g]));
+      for (int r = 0; r < R; ++r) total[k][r] = _mm256_fmadd_ps(acc[k][r], scale, total[k][r]);
+    }
+  }
+  for (int k = 0; k < K; ++k)
+    for (int r = 0; r < R; ++r)
+      y[static_cast<std::size_t>(r) * ldy + o + k] = hsum(total[k][r]) + (bias ? bias[o + k] : 0.0f);
+}
+
+// R input rows: blocks of K outputs in parallel, the last out % K outputs one at a time.
+template <int R>
+void few_rows(const float* x, int ldx, int in, WeightRef weight, int out, const float* bias, float* y, int ldy) {
+  constexpr int K = R == 1 ? 4 : 2;
+  const bool int8 = weight.dtype == WeightRef::kInt8;
+  const auto* w8 = static_cast<const int8_t*>(weight.data);
+  const auto* w4 = static_cast<const uint8_t*>(weight.data);
+  const auto* s8 = static_cast<const float*>(weight.scales);
+  const auto* s4 = static_cast<const uint16_t*>(weight.scales);
+  const int blocks = out / K;
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < blocks + (out % K); ++b) {
+    if (b < blocks) {
+      if (int8)
+        int8_block<K, R>(x, ldx, in, w8, s8, b * K, bias, y, ldy);
+      else
+        int4_block<K, R>(x, ldx, in, w4, s4, b * K, bias, y, ldy);
+    } else {
+      const int o = blocks * K + (b - blocks);
+      if (int8)
+        int8_block<1, R>(x, ldx, in, w8, s8, o, bias, y, ldy);
+      else
+        int4_block<1, R>(x, ldx, in, w4, s4, o, bias, y, ldy);
+    }
+  }
+}
+#endif
+
+}  // namespace
+
+void linear_quantized(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias,
+                      float* y, int ldy) {
+#if defined(__AVX2__) && defined(__FMA__)
+  const bool vector_ok = weight.dtype == WeightRef::kInt8 || in % 16 == 0;
+  if (rows <= 3 && vector_ok) {
+    if (rows == 1) few_rows<1>(x, ldx, in, weight, out, bias, y, ldy);
+    if (rows == 2) few_rows<2>(x, ldx, in, weight, out, bias, y, ldy);
+    if (rows == 3) few_rows<3>(x, ldx, in, weight, out, bias, y, ldy);
+    return;
+  }
+#endif
+  linear_panels(x, ldx, rows, in, weight, out, bias, y, ldy);
+}
+
+}  // namespace gptj::cpu
