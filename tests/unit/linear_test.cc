@@ -3,7 +3,10 @@
 // counts, with float32, float16 and bfloat16 weights (compared with their float32 widening),
 // strided x / y (column blocks of wider matrices) and with or without a bias. Every test runs once
 // per CPU ISA level (suffix /avx2, /avx512, /avx512bf16), skipped where the CPU lacks the level.
+// Also: the kernel templates at 16 floats per register (the avx512 level's width: its loops and
+// 8-float tails) with the registers emulated by AVX2 pairs, so that logic runs on any machine.
 #include <gtest/gtest.h>
+#include <immintrin.h>
 
 #include <cmath>
 #include <random>
@@ -11,13 +14,18 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/linear_simd.h"
 #include "runtime/core/dtype.h"
 #include "tests/unit/cpu_isa_levels.h"
 
 namespace gptj {
 namespace {
 
-void check(int rows, int in, int out, DType dtype, bool with_bias) {
+using LinearFn = void (*)(const float* x, int ldx, int rows, int in, cpu::WeightRef weight, int out,
+                          const float* bias, float* y, int ldy);
+
+// Runs `linear` (cpu::linear unless given) and compares with the double-precision reference.
+void check(int rows, int in, int out, DType dtype, bool with_bias, LinearFn linear = cpu::linear) {
   SCOPED_TRACE("rows " + std::to_string(rows) + " in " + std::to_string(in) + " out " + std::to_string(out) +
                " dtype " + std::to_string(static_cast<int>(dtype)) + (with_bias ? " bias" : ""));
   std::mt19937 rng(static_cast<uint32_t>(rows * 7919 + in * 31 + out));
@@ -32,7 +40,7 @@ void check(int rows, int in, int out, DType dtype, bool with_bias) {
   convert_from_f32(dtype, w.data(), stored.data(), w.size());
   convert_to_f32(dtype, stored.data(), w.data(), w.size());
   std::vector<float> y(static_cast<std::size_t>(rows) * ldy, 12345.0f);
-  cpu::linear(x.data(), ldx, rows, in, cpu::WeightRef{stored.data(), static_cast<int>(dtype)}, out,
+  linear(x.data(), ldx, rows, in, cpu::WeightRef{stored.data(), static_cast<int>(dtype)}, out,
               with_bias ? bias.data() : nullptr, y.data(), ldy);
   for (int r = 0; r < rows; ++r) {
     for (int o = 0; o < out; ++o) {
@@ -76,6 +84,63 @@ TEST_P(Linear, ModelSizedRows) {
 
 INSTANTIATE_TEST_SUITE_P(Levels, Linear, testing::kAllCpuIsaLevels,
                          [](const auto& info) { return std::string(cpu::cpu_isa_name(info.param)); });
+
+// A 16-float "register" as two AVX2 ones: the level interface of kernels/cpu/linear_simd.h.
+struct Emulated16 {
+  struct vf {
+    __m256 lo, hi;
+  };
+  static constexpr int kWidth = 16;
+  static vf zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+  static vf add(vf a, vf b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
+  static vf fmadd(vf a, vf b, vf c) { return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)}; }
+  static float hsum(vf v) {
+    float lanes[16];
+    _mm256_storeu_ps(lanes, v.lo);
+    _mm256_storeu_ps(lanes + 8, v.hi);
+    float sum = 0;
+    for (float lane : lanes) sum += lane;
+    return sum;
+  }
+  static __m256 eight(const float* p) { return _mm256_loadu_ps(p); }
+  static __m256 eight(cpu::F16, const uint16_t* p) { return _mm256_cvtph_ps(bits(p)); }
+  static __m256 eight(cpu::BF16, const uint16_t* p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits(p)), 16));
+  }
+  // 16 values, or (load8) 8 and zeros.
+  static vf load(const float* p) { return {eight(p), eight(p + 8)}; }
+  template <class Format>
+  static vf load(Format f, const uint16_t* p) {
+    return {eight(f, p), eight(f, p + 8)};
+  }
+  static vf load8(const float* p) { return {eight(p), _mm256_setzero_ps()}; }
+  template <class Format>
+  static vf load8(Format f, const uint16_t* p) {
+    return {eight(f, p), _mm256_setzero_ps()};
+  }
+  static __m128i bits(const uint16_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
+};
+
+// cpu::linear's choice among the table's kernels (linear.cc) for rows <= 48, on the emulated level.
+void linear_emulated16(const float* x, int ldx, int rows, int in, cpu::WeightRef weight, int out, const float* bias,
+                       float* y, int ldy) {
+  static constexpr cpu::LinearKernels kTable = cpu::linear_kernels_of<Emulated16>();
+  const auto* w16 = static_cast<const uint16_t*>(weight.data);
+  if (weight.dtype == 0)
+    (rows >= 4 && in % 8 == 0 ? kTable.tiled_f32 : kTable.dots_f32)(x, ldx, rows, in, static_cast<const float*>(weight.data),
+                                                                     out, bias, y, ldy);
+  else
+    (weight.dtype == 1 ? kTable.small_f16 : kTable.small_bf16)(x, ldx, rows, in, w16, out, bias, y, ldy);
+}
+
+TEST(LinearAt16Floats, EveryPathAndTailMatchesTheReference) {
+  for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16})
+    for (int rows : {1, 2, 3, 4, 5, 9, 32, 48})
+      for (int out : {1, 4, 5, 12})
+        for (int in : {8, 16, 24, 32, 40, 48, 72, 1040})  // in % 16 == 8 and in % 32 == 16 included
+          check(rows, in, out, dtype, (rows + out) % 2 == 0, linear_emulated16);
+  check(3, 13, 8, DType::kF32, true, linear_emulated16);  // f32 dots with a scalar tail
+}
 
 }  // namespace
 }  // namespace gptj
