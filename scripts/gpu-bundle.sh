@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds, on this (GPU-less) machine, everything scripts/gpu-check.sh needs on a GPU machine that
 # cannot install packages: gptj and the GPU/golden test binaries for sm_90, single-process
-# (GPTJ_MPI=OFF: no MPI, no NCCL), portable CPU code (GPTJ_NATIVE=OFF), with no RUNPATH, plus the
+# (GPTJ_MPI=OFF: no MPI, no NCCL), portable CPU code (GPTJ_NATIVE=OFF, the default: x86-64-v3, the
+# AVX-512 kernels chosen at run time), with no RUNPATH, plus the
 # shared libraries they need that a CUDA image lacks (OpenBLAS, Boost.JSON, spdlog, fmt, OpenMP...).
 # CUDA's own libraries (libcudart, libcublas, libcublasLt) are NOT carried (hundreds of MB): on the
 # GPU machine scripts/gpu-libs.sh finds them (toolkit, driver folder or Python wheels) at start-up.
@@ -16,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUNDLE_BUILD:-build-gpu-bundle}
 out=${BUNDLE_OUT:-$PWD}
-binaries=(gptj cuda_kernels_test cuda_model_test cuda_draws_test cpu_golden_test)
+binaries=(gptj cuda_kernels_test cuda_model_test cuda_draws_test cpu_golden_test linear_test weights16_test)
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGPTJ_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DGPTJ_MPI=OFF -DGPTJ_NATIVE=OFF -DCMAKE_SKIP_RPATH=ON >/dev/null
 nice ninja -C "$build" -j"${JOBS:-2}" "${binaries[@]}"

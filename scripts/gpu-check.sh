@@ -14,6 +14,9 @@
 #                fraction of HBM bandwidth at batch 1
 #   sanitizer    compute-sanitizer memcheck on the three GPU test binaries, racecheck on the kernels
 #   rerun        every failed GPU stage again with CUDA_LAUNCH_BLOCKING=1 (the fault names its kernel)
+#   cpu          the CPU golden test, at the best CPU kernel level and forced to avx2; the linear kernel
+#                tests at each level (avx2, avx512, avx512bf16): a GPU machine's CPU is where the
+#                AVX-512 levels get run; a level this CPU lacks is skipped (the binary exits 77)
 # A stage that would start past the deadline is skipped (GPTJ_CHECK_DEADLINE_S, default 400 s), and
 # each stage's timeout is cut to the time left. Without a GPU every GPU stage says "skipped: no GPU".
 # The summary line is the last line. Exit: 0 every stage ran and passed; 1 some stage failed;
@@ -83,6 +86,9 @@ stage() {
   if [ "$rc" -eq 0 ]; then
     echo "=== [$name] ok ($((SECONDS - t0)) s)"
     passed+=("$name")
+  elif [ "$rc" -eq 77 ] && [ "$kind" = host ]; then  # a host test binary whose tests skipped (reasons above)
+    echo "=== [$name] skipped: exit 77 (this machine lacks what its tests need)"
+    skipped+=("$name")
   else
     local why="exit $rc"
     [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] && why="timed out after ${limit} s"
@@ -338,4 +344,9 @@ done
 
 # CPU golden in-process (the bundle's CPU code on this machine's CPU), last: it checks no GPU.
 stage cpu-golden-tests host 120 "$BIN/cpu_golden_test"
+stage cpu-golden-tests-avx2 host 120 env GPTJ_CPU_ISA=avx2 "$BIN/cpu_golden_test"
+for level in avx2 avx512 avx512bf16; do
+  stage "cpu-kernels-$level" host 60 "$BIN/linear_test" "--gtest_filter=*/$level"
+  stage "cpu-weights16-$level" host 60 "$BIN/weights16_test" "--gtest_filter=*_$level"
+done
 finish

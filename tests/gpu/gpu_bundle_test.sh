@@ -52,7 +52,7 @@ BUNDLE_BUILD=$BUNDLE_BUILD BUNDLE_OUT=$WORK bash "$REPO/scripts/gpu-bundle.sh" >
 [ -f "$WORK/gpu-bundle.tar.gz" ] || fail "no gpu-bundle.tar.gz"
 mkdir -p "$WORK/unpacked" && tar xzf "$WORK/gpu-bundle.tar.gz" -C "$WORK/unpacked" || fail "tar xzf failed"
 B=$WORK/unpacked/gpu-bundle
-for bin in gptj cuda_kernels_test cuda_model_test cuda_draws_test cpu_golden_test; do
+for bin in gptj cuda_kernels_test cuda_model_test cuda_draws_test cpu_golden_test linear_test weights16_test; do
   [ -x "$B/bin/$bin" ] || fail "bundle lacks bin/$bin"
   readelf -d "$B/bin/$bin" | grep -Eq 'RUNPATH|RPATH' && fail "bin/$bin carries a RUNPATH of this machine"
   readelf -d "$B/bin/$bin" | grep -q 'libnccl' && fail "bin/$bin needs libnccl (single-process build)"
@@ -88,6 +88,8 @@ grep -q 'FAILED' "$log" && { grep FAILED "$log"; fail "a stage failed"; }
 n_skipped=$(grep -c 'skipped: no GPU' "$log")
 [ "$n_skipped" -ge 15 ] || fail "expected every GPU stage skipped, saw $n_skipped"
 grep -q '=== \[cpu-golden-tests\] ok' "$log" || fail "the bundle's cpu_golden_test did not pass"
+grep -q '=== \[cpu-golden-tests-avx2\] ok' "$log" || fail "the bundle's cpu_golden_test at GPTJ_CPU_ISA=avx2 did not pass"
+grep -q '=== \[cpu-kernels-avx2\] ok' "$log" || fail "the bundle's linear_test at avx2 did not pass"
 grep -q '^machine: .*glibc' "$log" || fail "no machine facts in the log"
 grep -q '^libs: ' "$log" || fail "no library resolution in the log"
 [ "$(ls -d /tmp/gpu-check.* 2>/dev/null | wc -l)" -eq "$scratch_before" ] || fail "gpu-check.sh left its /tmp scratch folder"
