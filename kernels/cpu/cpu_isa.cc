@@ -38,8 +38,8 @@ Features read_features() {
   const bool osxsave = c & (1u << 27), avx = c & (1u << 28);
   if (osxsave && avx) {
     const uint64_t xcr0 = read_xcr0();
-    f.ymm_state = (xcr0 & 0x6) == 0x6;             // SSE + AVX state
-    f.zmm_state = (xcr0 & 0xE6) == 0xE6;           // + opmask, ZMM_Hi256, Hi16_ZMM
+    f.ymm_state = (xcr0 & 0x6) == 0x6;    // SSE + AVX state
+    f.zmm_state = (xcr0 & 0xE6) == 0xE6;  // + opmask, ZMM_Hi256, Hi16_ZMM
   }
   if (__get_cpuid_max(0, nullptr) < 7) return f;
   __cpuid_count(7, 0, a, b, c, d);
