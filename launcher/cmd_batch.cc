@@ -275,6 +275,7 @@ CommandRunner register_batch(CLI::App& app) {
                    static_cast<unsigned long long>(total.prefix_hit_tokens), total.peak_used_blocks,
                    total.kv_blocks_total, total.peak_used_blocks * block_mb / engine.replicas(),
                    static_cast<double>(args->batching.max_batch) * session.config().n_positions / options.kv.block_size * block_mb);
+      std::fprintf(stderr, "gptj batch: %s\n", session.weights_summary().c_str());
       if (engine.replicas() > 1) {
         std::fprintf(stderr, "gptj batch: %s\n", engine.frontend_summary().c_str());
       }

@@ -320,6 +320,7 @@ int serve_rank0(World& world, const ServeArgs& args) {
   return session.run_engine(options, tokenizer ? &*tokenizer : nullptr, [&](Engine& engine) {
     const ModelInfo info = model_info_for(session, options, tokenizer ? &*tokenizer : nullptr, args.model_name);
     router.set_model(info);
+    std::fprintf(stderr, "gptj serve: %s\n", session.weights_summary().c_str());
     coordinator.run(engine);  // returns after SIGTERM/SIGINT and the drain
     metrics.set_ready(false);
     server.stop(std::chrono::milliseconds(5000));  // let the last answers reach their clients

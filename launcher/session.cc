@@ -178,6 +178,10 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
 
 ModelSession::~ModelSession() = default;
 
+std::string ModelSession::weights_summary() const {
+  return fmt::format("weights {}, {:.1f} MB per rank", backend_->weight_format(), backend_->weight_bytes() / 1e6);
+}
+
 int ModelSession::run(const std::function<int()>& body) {
   if (world_.replicas().tp_rank != 0) return runner_->run_worker_loop();
   runner_->keepalive_if_due();  // the first word: rank 0 has loaded (the workers' start-up wait ends)

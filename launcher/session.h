@@ -62,6 +62,8 @@ class ModelSession {
   const GptjConfig& config() const { return config_; }
   const ModelOptions& options() const { return options_; }
   Backend& backend() { return *backend_; }
+  // "weights int8 (lm_head float16), 6.8 MB per rank": for the batch and serve summaries.
+  std::string weights_summary() const;
   ModelRunner& runner() { return *runner_; }
   int kv_blocks() const { return kv_blocks_; }
 

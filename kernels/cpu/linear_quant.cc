@@ -20,7 +20,7 @@ namespace gptj::cpu {
 namespace {
 
 constexpr int kInt4Group = 128;  // = runtime/core/quant.h's
-constexpr int kPanelRows = 128;  // weight rows dequantized per panel (in = 4096: 2 MiB of float32)
+constexpr int kPanelRows = 256;  // weight rows dequantized per panel (in = 4096: 4 MiB of float32)
 
 int int4_row_bytes(int in) { return (in + 15) / 16 * 8; }
 int int4_groups(int in) { return (in + kInt4Group - 1) / kInt4Group; }
@@ -33,39 +33,23 @@ inline int int4_value(const uint8_t* row, int c) {
 
 }  // namespace
 
-void dequantize_weight_rows(WeightRef weight, int in, int row_begin, int n, float* out) {
-  const auto* values = static_cast<const uint8_t*>(weight.data);
-  for (int r = row_begin; r < row_begin + n; ++r, out += in) {
-    if (weight.dtype == WeightRef::kInt8) {
-      const float scale = static_cast<const float*>(weight.scales)[r];
-      const auto* q = reinterpret_cast<const int8_t*>(values) + static_cast<std::size_t>(r) * in;
-      for (int c = 0; c < in; ++c) out[c] = scale * static_cast<float>(q[c]);
-    } else {
-      const uint16_t* scales = static_cast<const uint16_t*>(weight.scales) + static_cast<std::size_t>(r) * int4_groups(in);
-      const uint8_t* row = values + static_cast<std::size_t>(r) * int4_row_bytes(in);
-      for (int g = 0; g * kInt4Group < in; ++g) {
-        const float scale = f16_to_f32(scales[g]);
-        for (int c = g * kInt4Group; c < std::min(in, (g + 1) * kInt4Group); ++c)
-          out[c] = scale * static_cast<float>(int4_value(row, c));
-      }
-    }
-  }
-}
-
 namespace {
 
-// Panels of dequantized rows through the float32 linear(): the arithmetic of the float32 product
-// with the dequantized weights, exactly.
-void linear_panels(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias, float* y,
-                   int ldy) {
-  static thread_local std::vector<float> scratch;  // the calling thread's; OpenMP workers get a pointer
-  scratch.resize(static_cast<std::size_t>(kPanelRows) * in);
-  float* const panel = scratch.data();
-  for (int o = 0; o < out; o += kPanelRows) {
-    const int n = std::min(kPanelRows, out - o);
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < n; ++r) dequantize_weight_rows(weight, in, o + r, 1, panel + static_cast<std::size_t>(r) * in);
-    linear(x, ldx, rows, in, panel, n, bias ? bias + o : nullptr, y + o, ldy);
+// One row, scalar (any width): scale * q, one rounding.
+void dequantize_row_scalar(WeightRef weight, int in, int r, float* out) {
+  const auto* values = static_cast<const uint8_t*>(weight.data);
+  if (weight.dtype == WeightRef::kInt8) {
+    const float scale = static_cast<const float*>(weight.scales)[r];
+    const auto* q = reinterpret_cast<const int8_t*>(values) + static_cast<std::size_t>(r) * in;
+    for (int c = 0; c < in; ++c) out[c] = scale * static_cast<float>(q[c]);
+    return;
+  }
+  const uint16_t* scales = static_cast<const uint16_t*>(weight.scales) + static_cast<std::size_t>(r) * int4_groups(in);
+  const uint8_t* row = values + static_cast<std::size_t>(r) * int4_row_bytes(in);
+  for (int g = 0; g * kInt4Group < in; ++g) {
+    const float scale = f16_to_f32(scales[g]);
+    for (int c = g * kInt4Group; c < std::min(in, (g + 1) * kInt4Group); ++c)
+      out[c] = scale * static_cast<float>(int4_value(row, c));
   }
 }
 
@@ -113,6 +97,32 @@ inline void widen_int4(const uint8_t* p, __m256& lo, __m256& hi) {
   const __m256i mask = _mm256_set1_epi32(0x0F), eight = _mm256_set1_epi32(8);
   lo = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(bytes, mask), eight));
   hi = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bytes, 4), eight));
+}
+
+// One row with AVX2: the same products as dequantize_row_scalar (scale * q), 8 or 16 at a time.
+void dequantize_row(WeightRef weight, int in, int r, float* out) {
+  if (weight.dtype == WeightRef::kInt8) {
+    const __m256 scale = _mm256_set1_ps(static_cast<const float*>(weight.scales)[r]);
+    const auto* q = static_cast<const int8_t*>(weight.data) + static_cast<std::size_t>(r) * in;
+    const int in8 = in / 8 * 8;
+    for (int c = 0; c < in8; c += 8) _mm256_storeu_ps(out + c, _mm256_mul_ps(scale, widen_int8(q + c)));
+    const float s = static_cast<const float*>(weight.scales)[r];
+    for (int c = in8; c < in; ++c) out[c] = s * static_cast<float>(q[c]);
+    return;
+  }
+  if (in % 16 != 0) {
+    dequantize_row_scalar(weight, in, r, out);
+    return;
+  }
+  const uint16_t* scales = static_cast<const uint16_t*>(weight.scales) + static_cast<std::size_t>(r) * int4_groups(in);
+  const uint8_t* row = static_cast<const uint8_t*>(weight.data) + static_cast<std::size_t>(r) * int4_row_bytes(in);
+  for (int c = 0; c < in; c += 16) {
+    const __m256 scale = _mm256_set1_ps(f16_to_f32(scales[c / kInt4Group]));
+    __m256 lo, hi;
+    widen_int4(row + c / 2, lo, hi);
+    _mm256_storeu_ps(out + c, _mm256_mul_ps(scale, lo));
+    _mm256_storeu_ps(out + c + 8, _mm256_mul_ps(scale, hi));
+  }
 }
 
 // int4: outputs o..o+K-1 for input rows 0..R-1; needs in % 16 == 0. Per group, the group's sums
@@ -177,9 +187,30 @@ void few_rows(const float* x, int ldx, int in, WeightRef weight, int out, const 
     }
   }
 }
+#else
+void dequantize_row(WeightRef weight, int in, int r, float* out) { dequantize_row_scalar(weight, in, r, out); }
 #endif
 
+// Panels of dequantized rows through the float32 linear(): the arithmetic of the float32 product
+// with the dequantized weights, exactly.
+void linear_panels(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias, float* y,
+                   int ldy) {
+  static thread_local std::vector<float> scratch;  // the calling thread's; OpenMP workers get a pointer
+  scratch.resize(static_cast<std::size_t>(kPanelRows) * in);
+  float* const panel = scratch.data();
+  for (int o = 0; o < out; o += kPanelRows) {
+    const int n = std::min(kPanelRows, out - o);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < n; ++r) dequantize_row(weight, in, o + r, panel + static_cast<std::size_t>(r) * in);
+    linear(x, ldx, rows, in, panel, n, bias ? bias + o : nullptr, y + o, ldy);
+  }
+}
+
 }  // namespace
+
+void dequantize_weight_rows(WeightRef weight, int in, int row_begin, int n, float* out) {
+  for (int r = row_begin; r < row_begin + n; ++r, out += in) dequantize_row(weight, in, r, out);
+}
 
 void linear_quantized(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias,
                       float* y, int ldy) {

@@ -10,7 +10,8 @@
 //         consecutive values, byte j's low nibble = value j and its high nibble = value j + 8
 //         (so one 8-byte load widens to two runs of 8 values); a row is padded to a multiple of 16
 //         values with the nibble for 0.
-// A scale of 0 (an all-zero row or group) dequantizes to zeros. Non-finite weights are refused at
+// A scale of 0 (an all-zero row or group; for int4 also a group whose max|w| / 7 is below float16's
+// smallest subnormal, 2^-24) dequantizes to zeros. Non-finite weights are refused at
 // load with the tensor's name. Why symmetric round-to-nearest: it needs no calibration data and no
 // zero-points in the inner loop (the kernels multiply by the scale once per row or group), and GPT-J's
 // weights are close to symmetric around 0; int4 keeps [-7, 7] so +/-max|w| are both representable.

@@ -24,24 +24,7 @@ struct SayCpuIsa : ::testing::Environment {
 };
 [[maybe_unused]] ::testing::Environment* const kSayCpuIsa = ::testing::AddGlobalTestEnvironment(new SayCpuIsa);
 
-struct Fixture : testing::CpuModel {
-  using CpuModel::CpuModel;
-  // Logits of `tokens` fed as steps of the given sizes (one sequence, blocks 0..).
-  std::vector<float> logits(const std::vector<int32_t>& tokens, std::vector<int> step_sizes) {
-    std::vector<int32_t> table;
-    for (int b = 0; b * 16 < static_cast<int>(tokens.size()); ++b) table.push_back(b);
-    std::vector<float> rows;
-    int at = 0;
-    for (int n : step_sizes) {
-      StepBatch batch;
-      batch.seqs.push_back({std::vector<int32_t>(tokens.begin() + at, tokens.begin() + at + n), at, table, true});
-      const auto& out = runner->step(batch);
-      rows.insert(rows.end(), out.begin(), out.begin() + static_cast<long>(n) * config.vocab_size);
-      at += n;
-    }
-    return rows;
-  }
-};
+using Fixture = testing::CpuModel;
 
 class Golden : public ::testing::TestWithParam<std::string> {};
 // The logits tests also run on tiny-gptj-b's weights saved as pytorch_model.bin (one file, and 5

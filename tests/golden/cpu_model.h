@@ -3,6 +3,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "parallel/communicator.h"
 #include "runtime/backend/backend.h"
@@ -16,9 +17,11 @@ namespace gptj::testing {
 
 struct CpuModel {
   // `name`: a folder of tests/data (tiny-gptj-a, tiny-gptj-b); the backend has `num_blocks` KV blocks.
-  explicit CpuModel(const std::string& name, int num_blocks = 256)
+  // `weights`: as stored (default) or quantized at load (--weights).
+  explicit CpuModel(const std::string& name, int num_blocks = 256, WeightOptions weights = {})
       : model(name), dir(model_dir(name)), config(load_config(dir + "/config.json")), checkpoint(dir) {
     BackendOptions options;
+    options.weights = weights;
     options.kv.num_blocks = num_blocks;
     options.kv.block_size = 16;
     backend = make_cpu_backend(config, checkpoint, options, comm);
@@ -32,6 +35,23 @@ struct CpuModel {
     o.n_positions = config.n_positions;
     o.eos_id = config.eos_token_id;
     return o;
+  }
+
+  // Logits of `tokens` fed as steps of the given sizes (one sequence, blocks 0..), every position:
+  // [tokens.size(), vocab].
+  std::vector<float> logits(const std::vector<int32_t>& tokens, std::vector<int> step_sizes) {
+    std::vector<int32_t> table;
+    for (int b = 0; b * 16 < static_cast<int>(tokens.size()); ++b) table.push_back(b);
+    std::vector<float> rows;
+    int at = 0;
+    for (int n : step_sizes) {
+      StepBatch batch;
+      batch.seqs.push_back({std::vector<int32_t>(tokens.begin() + at, tokens.begin() + at + n), at, table, true});
+      const auto& out = runner->step(batch);
+      rows.insert(rows.end(), out.begin(), out.begin() + static_cast<long>(n) * config.vocab_size);
+      at += n;
+    }
+    return rows;
   }
 
   std::string model, dir;

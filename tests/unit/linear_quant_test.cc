@@ -1,0 +1,93 @@
+// cpu::linear with int8 / int4 weights against the same product done in double precision on the
+// dequantized weights (runtime/core/quant.h's dequantize_rows): this checks the kernels exactly,
+// apart from quantization error. Every code path the kernel picks: 1..3 rows (dequantized in
+// registers; K weight rows at a time and the out % K tail), more rows (panels through the float32
+// kernels: register tile and sgemm), in not a multiple of 8/16 (scalar tail / panel path), ragged
+// last int4 group, strided x and y, with and without bias.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/linear_quant.h"
+#include "runtime/core/quant.h"
+
+namespace gptj {
+namespace {
+
+cpu::WeightRef ref(const QuantizedMatrix& q) {
+  if (q.format == WeightFormat::kInt8) return {q.values.data(), cpu::WeightRef::kInt8, q.scales.data()};
+  return {q.values.data(), cpu::WeightRef::kInt4, q.scales16.data()};
+}
+
+void check(WeightFormat format, int rows, int in, int out, bool with_bias) {
+  SCOPED_TRACE(std::string(weight_format_name(format)) + " rows " + std::to_string(rows) + " in " + std::to_string(in) +
+               " out " + std::to_string(out) + (with_bias ? " bias" : ""));
+  std::mt19937 rng(static_cast<uint32_t>(rows * 7919 + in * 31 + out));
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  const int ldx = in + 3, ldy = out + 5;
+  std::vector<float> x(static_cast<std::size_t>(rows) * ldx), w(static_cast<std::size_t>(out) * in), bias(out);
+  for (float& v : x) v = u(rng);
+  for (float& v : w) v = u(rng) * (1.0f + static_cast<float>(&v - w.data()) / static_cast<float>(w.size()));
+  for (float& v : bias) v = u(rng);
+  HostMatrix m(DType::kF32, out, in);
+  std::copy(w.begin(), w.end(), static_cast<float*>(m.data()));
+  const QuantizedMatrix q = quantize(m, format, "test");
+  std::vector<float> deq(w.size()), deq_kernel(w.size());
+  dequantize_rows(q, 0, out, deq.data());
+  cpu::dequantize_weight_rows(ref(q), in, 0, out, deq_kernel.data());
+  ASSERT_EQ(deq, deq_kernel) << "the kernels' dequantization differs from runtime/core/quant's";
+
+  std::vector<float> y(static_cast<std::size_t>(rows) * ldy, 12345.0f);
+  cpu::linear(x.data(), ldx, rows, in, ref(q), out, with_bias ? bias.data() : nullptr, y.data(), ldy);
+  for (int r = 0; r < rows; ++r) {
+    for (int o = 0; o < ldy; ++o) {
+      const float got = y[static_cast<std::size_t>(r) * ldy + o];
+      if (o >= out) {
+        ASSERT_EQ(got, 12345.0f) << "wrote past out at row " << r;
+        continue;
+      }
+      double want = with_bias ? bias[o] : 0.0, magnitude = std::fabs(want);
+      for (int i = 0; i < in; ++i) {
+        const double term = static_cast<double>(x[static_cast<std::size_t>(r) * ldx + i]) * deq[static_cast<std::size_t>(o) * in + i];
+        want += term;
+        magnitude += std::fabs(term);
+      }
+      // float32 accumulation of `in` terms: a few ulps of the sum of magnitudes.
+      ASSERT_NEAR(got, want, 1e-6 * magnitude * (1 + std::sqrt(in)) + 1e-6) << "row " << r << " out " << o;
+    }
+  }
+}
+
+TEST(LinearQuant, EveryPathAgainstTheDequantizedProduct) {
+  for (WeightFormat format : {WeightFormat::kInt8, WeightFormat::kInt4}) {
+    for (int rows : {1, 2, 3, 4, 5, 17, 48, 49, 64, 65, 100}) {
+      for (int in : {16, 64, 136, 320}) {
+        for (int out : {1, 5, 13, 130}) check(format, rows, in, out, rows % 2 == 1);
+      }
+    }
+  }
+}
+
+TEST(LinearQuant, WidthsNotAMultipleOfTheVectorLength) {
+  for (WeightFormat format : {WeightFormat::kInt8, WeightFormat::kInt4}) {
+    for (int rows : {1, 2, 3, 7, 70}) {
+      for (int in : {1, 7, 9, 23, 100, 129}) check(format, rows, in, 11, true);
+    }
+  }
+}
+
+TEST(LinearQuant, ModelSizedRows) {
+  // gptj-small's fused input projection (in 1024) and a 6B-wide row (in 4096) at decode sizes.
+  for (WeightFormat format : {WeightFormat::kInt8, WeightFormat::kInt4}) {
+    check(format, 1, 1024, 260, false);
+    check(format, 3, 4096, 64, true);
+    check(format, 32, 1024, 96, false);
+  }
+}
+
+}  // namespace
+}  // namespace gptj
