@@ -29,9 +29,9 @@ void dequantize(const cuda::QuantWeights& w, int row_begin, int n, void* out, cu
 
 }  // namespace
 
-int CudaQuantLinear::tile_rows(int cols, std::size_t elem_bytes) const {
+int CudaQuantLinear::tile_rows(std::size_t tile_bytes, int cols, std::size_t elem_bytes) {
   const std::size_t row = std::max<std::size_t>(1, static_cast<std::size_t>(cols) * elem_bytes);
-  return static_cast<int>(std::max<std::size_t>(16, tile_bytes_ / row / 16 * 16));
+  return static_cast<int>(std::max<std::size_t>(16, tile_bytes / row / 16 * 16));
 }
 
 void CudaQuantLinear::linear(const void* x, int ldx, int rows, const cuda::QuantWeights& w, void* y, int ldy,
@@ -50,7 +50,7 @@ void CudaQuantLinear::linear(const void* x, int ldx, int rows, const cuda::Quant
       gemv<__nv_bfloat16>(x, ldx, rows, w, y, ldy, y_f32, stream_);
     return;
   }
-  const int tile = std::min(w.rows, tile_rows(w.cols, elem));
+  const int tile = std::min(w.rows, tile_rows(tile_bytes_, w.cols, elem));
   scratch_.reserve(static_cast<std::size_t>(tile) * w.cols * elem, stream_, device_);
   void* scratch = scratch_.at<void>(0);
   const std::size_t y_elem = element_bytes(y_type);

@@ -28,8 +28,9 @@ class CudaQuantLinear {
   void linear(const void* x, int ldx, int rows, const cuda::QuantWeights& w, void* y, int ldy, cudaDataType_t in_type,
               cudaDataType_t y_type);
 
-  // Rows of W per dequantized tile for a matrix of `cols` columns in elements of `elem_bytes`.
-  int tile_rows(int cols, std::size_t elem_bytes) const;
+  // Rows of W per dequantized tile of about tile_bytes for a matrix of `cols` columns in elements of
+  // `elem_bytes`: a multiple of 16, at least 16.
+  static int tile_rows(std::size_t tile_bytes, int cols, std::size_t elem_bytes);
 
  private:
   CudaGemm& gemm_;

@@ -1,0 +1,338 @@
+// CUDA weight-only int8 / int4 products (kernels/cuda/quant_linear.cu through
+// runtime/backend/cuda_quant_linear.h) and the CUDA backend with --weights int8/int4.
+//
+// Kernels: every path — quant_gemv (1..8 rows) and dequantized tiles into cuBLASLt (more rows; one
+// tile, and 16-row tiles with a ragged last one) — for rows 1..100, ragged in/out sizes (in not a
+// multiple of 16 or of the int4 group, out not a multiple of the 4 outputs per block), row strides
+// ldx > in and ldy > out, int8 and int4, T = float, __half, __nv_bfloat16, output T or float32;
+// against the same product in double on the weights dequantized by runtime/core/quant.h
+// (dequantize_rows), on x rounded to T first. The padding columns of x are NaN (a kernel that reads
+// past `in` fails) and y's padding must be left as it was. Tolerance, with S = sum_k |x_k w_k|:
+//   float32 storage: 2 (in + 4) 2^-24 S — the worst-case bound of float32 summation (plus the
+//     scale multiply and the reference's rounding of scale * q), i.e. equal within float rounding;
+//   16-bit storage (u = 2^-11 float16, 2^-8 bfloat16): that + u S (the tiled path rounds each
+//     dequantized weight to T) + u |y| when y is T (output rounding).
+// Whole model: tiny-gptj-a/b on the CUDA backend in float32 with --weights int8/int4 (lm_head kept
+// and quantized) against the CPU backend with the same --weights, so both hold the same quantized
+// weights and only float32 rounding differs: max |logit difference| <= 2e-4 (twice the 1e-4 that
+// the unquantized float32 CUDA-vs-CPU checks of scripts/gpu-check.sh use), on a 7-token prefill
+// (the gemv path: 7 rows), a 33-token prefill (the tiled path) and decode steps.
+// Skips with the reason when no CUDA device is visible.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/cuda/cuda_kernels.h"
+#include "parallel/communicator.h"
+#include "runtime/backend/cuda_gemm.h"
+#include "runtime/backend/cuda_quant_linear.h"
+#include "runtime/core/dtype.h"
+#include "runtime/core/error.h"
+#include "runtime/core/quant.h"
+#include "runtime/model/config.h"
+#include "runtime/model/safetensors.h"
+#include "tests/golden/golden_data.h"
+#include "tests/gpu/gpu_test_support.h"
+
+namespace gptj {
+namespace {
+
+using testing::DeviceMem;
+
+template <typename T>
+struct Storage;
+template <>
+struct Storage<float> {
+  static constexpr DType kDType = DType::kF32;
+  static constexpr cudaDataType_t kCuda = CUDA_R_32F;
+  static constexpr double kUnit = 0.0;  // no rounding beyond float32's
+};
+template <>
+struct Storage<__half> {
+  static constexpr DType kDType = DType::kF16;
+  static constexpr cudaDataType_t kCuda = CUDA_R_16F;
+  static constexpr double kUnit = 1.0 / 2048;
+};
+template <>
+struct Storage<__nv_bfloat16> {
+  static constexpr DType kDType = DType::kBF16;
+  static constexpr cudaDataType_t kCuda = CUDA_R_16BF;
+  static constexpr double kUnit = 1.0 / 256;
+};
+
+// W [out, in] of random values with a zero row (scale 0) and a row with one huge value.
+QuantizedMatrix random_quantized(int out, int in, WeightFormat format, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  HostMatrix m(DType::kF32, out, in);
+  float* w = static_cast<float*>(m.data());
+  for (int64_t i = 0; i < static_cast<int64_t>(out) * in; ++i) w[i] = normal(rng);
+  if (out > 2) {
+    std::fill(w, w + in, 0.0f);
+    w[static_cast<std::size_t>(2) * in + in / 2] = 1000.0f;
+  }
+  return quantize(m, format, "test.weight");
+}
+
+cuda::QuantWeights device_view(const QuantizedMatrix& q, const DeviceMem& values, const DeviceMem& scales) {
+  cuda::QuantWeights w;
+  w.kind = q.format == WeightFormat::kInt8 ? cuda::QuantKind::kInt8 : cuda::QuantKind::kInt4;
+  w.rows = static_cast<int>(q.rows);
+  w.cols = static_cast<int>(q.cols);
+  w.values = values.as<uint8_t>();
+  w.scales = scales.get();
+  return w;
+}
+
+struct Shape {
+  int out, in, ldx_pad, ldy_pad;
+};
+
+struct Stream {  // one owned non-blocking stream
+  Stream() { GPTJ_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking)); }
+  ~Stream() { cudaStreamDestroy(stream); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  cudaStream_t stream = nullptr;
+};
+
+// One product through `linear` (rows, shape, format) with T inputs and output T or float32, checked
+// element by element against the double reference.
+template <typename T>
+void check_product(CudaQuantLinear& linear, cudaStream_t stream, int rows, const Shape& shape, WeightFormat format,
+                   bool y_f32, const std::string& what) {
+  const int out = shape.out, in = shape.in, ldx = in + shape.ldx_pad, ldy = out + shape.ldy_pad;
+  const QuantizedMatrix q = random_quantized(out, in, format, 1000u * rows + 7u * in + out);
+  std::vector<float> w(static_cast<std::size_t>(out) * in);
+  dequantize_rows(q, 0, out, w.data());
+
+  // x [rows, ldx] rounded to T, NaN in the padding columns.
+  std::mt19937 rng(rows * 31 + in);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<std::size_t>(rows) * ldx, std::numeric_limits<float>::quiet_NaN());
+  for (int r = 0; r < rows; ++r)
+    for (int k = 0; k < in; ++k) x[static_cast<std::size_t>(r) * ldx + k] = normal(rng);
+  std::vector<uint8_t> x_bytes(x.size() * sizeof(T));
+  convert_from_f32(Storage<T>::kDType, x.data(), x_bytes.data(), x.size());
+  convert_to_f32(Storage<T>::kDType, x_bytes.data(), x.data(), x.size());
+
+  const std::size_t y_elem = y_f32 ? sizeof(float) : sizeof(T);
+  const DType y_dtype = y_f32 ? DType::kF32 : Storage<T>::kDType;
+  const float sentinel = 12345.0f;
+  std::vector<float> y_init(static_cast<std::size_t>(rows) * ldy, sentinel);
+  std::vector<uint8_t> y_bytes(y_init.size() * y_elem);
+  convert_from_f32(y_dtype, y_init.data(), y_bytes.data(), y_init.size());
+  float sentinel_as_y = 0;  // the sentinel as y's type holds it
+  convert_to_f32(y_dtype, y_bytes.data(), &sentinel_as_y, 1);
+
+  DeviceMem d_values(q.values.size()), d_scales(q.size_bytes() - q.values.size());
+  DeviceMem d_x(x_bytes.size()), d_y(y_bytes.size());
+  GPTJ_CUDA_CHECK(cudaMemcpy(d_values.get(), q.values.data(), q.values.size(), cudaMemcpyHostToDevice));
+  const void* scales = format == WeightFormat::kInt8 ? static_cast<const void*>(q.scales.data())
+                                                     : static_cast<const void*>(q.scales16.data());
+  GPTJ_CUDA_CHECK(cudaMemcpy(d_scales.get(), scales, q.size_bytes() - q.values.size(), cudaMemcpyHostToDevice));
+  GPTJ_CUDA_CHECK(cudaMemcpy(d_x.get(), x_bytes.data(), x_bytes.size(), cudaMemcpyHostToDevice));
+  GPTJ_CUDA_CHECK(cudaMemcpy(d_y.get(), y_bytes.data(), y_bytes.size(), cudaMemcpyHostToDevice));
+
+  linear.linear(d_x.get(), ldx, rows, device_view(q, d_values, d_scales), d_y.get(), ldy, Storage<T>::kCuda,
+                y_f32 ? CUDA_R_32F : Storage<T>::kCuda);
+  GPTJ_CUDA_CHECK(cudaStreamSynchronize(stream));
+  GPTJ_CUDA_CHECK(cudaMemcpy(y_bytes.data(), d_y.get(), y_bytes.size(), cudaMemcpyDeviceToHost));
+  std::vector<float> y(y_init.size());
+  convert_to_f32(y_dtype, y_bytes.data(), y.data(), y.size());
+
+  const double u32 = std::ldexp(1.0, -24), u = Storage<T>::kUnit;
+  for (int r = 0; r < rows; ++r) {
+    for (int o = 0; o < ldy; ++o) {
+      const float got = y[static_cast<std::size_t>(r) * ldy + o];
+      if (o >= out) {
+        ASSERT_EQ(got, sentinel_as_y) << what << ": wrote past out at row " << r << " column " << o;
+        continue;
+      }
+      double want = 0, magnitude = 0;
+      for (int k = 0; k < in; ++k) {
+        const double term = static_cast<double>(x[static_cast<std::size_t>(r) * ldx + k]) *
+                            w[static_cast<std::size_t>(o) * in + k];
+        want += term;
+        magnitude += std::fabs(term);
+      }
+      const double tol = 2.0 * (in + 4) * u32 * magnitude + u * magnitude + (y_f32 ? 0.0 : u * std::fabs(want)) +
+                         1e-30;
+      ASSERT_LE(std::fabs(got - want), tol) << what << ": row " << r << " out " << o << " got " << got
+                                            << " want " << want << " (sum |x w| " << magnitude << ")";
+    }
+  }
+}
+
+template <typename T>
+class CudaQuantKernels : public ::testing::Test {};
+using ComputeTypes = ::testing::Types<float, __half, __nv_bfloat16>;
+TYPED_TEST_SUITE(CudaQuantKernels, ComputeTypes);
+
+TYPED_TEST(CudaQuantKernels, EveryPathAgainstTheDequantizedProductInDouble) {
+  SKIP_WITHOUT_GPU();
+  using T = TypeParam;
+  Stream owned;
+  cudaStream_t stream = owned.stream;
+  {
+    CudaGemm gemm(stream, 0);
+    CudaQuantLinear one_tile(gemm, stream, 0);
+    CudaQuantLinear small_tiles(gemm, stream, 0, /*tile_bytes=*/1);  // 16 rows per tile
+    const int row_counts[] = {1, 2, 3, 4, 5, 7, 8, 9, 16, 33, 100};
+    // out, in, ldx - in, ldy - out: aligned, ragged (in % 16 != 0, several int4 groups with a short
+    // last one), one column, a single output, widths past one warp's 512 values per step.
+    const Shape shapes[] = {{64, 256, 0, 0}, {37, 300, 5, 3}, {5, 1, 2, 1}, {1, 130, 0, 7}, {45, 1040, 8, 0}};
+    for (WeightFormat format : {WeightFormat::kInt8, WeightFormat::kInt4}) {
+      for (const Shape& shape : shapes) {
+        for (int rows : row_counts) {
+          for (bool y_f32 : {false, true}) {
+            if (y_f32 && std::is_same_v<T, float>) continue;  // the same product
+            const std::string what = std::string(weight_format_name(format)) + " rows " + std::to_string(rows) +
+                                     " out " + std::to_string(shape.out) + " in " + std::to_string(shape.in) +
+                                     (y_f32 ? " y float32" : " y T");
+            check_product<T>(one_tile, stream, rows, shape, format, y_f32, what);
+            if (rows > cuda::kQuantGemvMaxRows)
+              check_product<T>(small_tiles, stream, rows, shape, format, y_f32, what + " (16-row tiles)");
+            if (::testing::Test::HasFatalFailure()) return;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaQuantTiles, RowsPerTileAreMultiplesOfSixteen) {  // host arithmetic: runs without a GPU
+  const std::size_t bytes = CudaQuantLinear::kDefaultTileBytes;  // 16 MiB
+  EXPECT_EQ(CudaQuantLinear::tile_rows(bytes, 4096, 2), 2048);    // GPT-J w_in / lm_head in float16
+  EXPECT_EQ(CudaQuantLinear::tile_rows(bytes, 20480, 2), 400);    // GPT-J w_out: 409.6 rows, down to 400
+  EXPECT_EQ(CudaQuantLinear::tile_rows(bytes, 1, 4), 4194304);
+  EXPECT_EQ(CudaQuantLinear::tile_rows(1, 300, 2), 16);           // at least 16
+}
+
+// ---- whole model -----------------------------------------------------------------------------------
+
+struct ModelCase {
+  std::string model;
+  WeightFormat format;
+  bool quantize_lm_head;
+};
+
+std::string model_case_name(const ::testing::TestParamInfo<ModelCase>& info) {
+  std::string name = info.param.model + "_" + std::string(weight_format_name(info.param.format)) +
+                     (info.param.quantize_lm_head ? "_lm_head" : "");
+  for (char& c : name)
+    if (c == '-') c = '_';
+  return name;
+}
+
+constexpr float kModelTol = 2e-4f;
+
+class CudaQuantModel : public ::testing::TestWithParam<ModelCase> {
+ protected:
+  void SetUp() override {
+    SKIP_WITHOUT_GPU();
+    const std::string dir = testing::model_dir(GetParam().model);
+    checkpoint_ = std::make_unique<Checkpoint>(dir);
+    config_ = load_config(dir + "/config.json");
+    BackendOptions options;
+    options.kv.num_blocks = 64;
+    options.kv.block_size = 4;
+    options.compute_dtype = "float32";
+    options.weights.format = GetParam().format;
+    options.weights.quantize_lm_head = GetParam().quantize_lm_head;
+    cuda_ = make_cuda_backend(config_, checkpoint_.get(), 0, options, cuda_comm_, 0);
+    cpu_ = make_cpu_backend(config_, *checkpoint_, options, cpu_comm_);
+    vocab_ = config_.vocab_size;
+  }
+
+  // The same step on both backends: max |cuda - cpu| over every logit row.
+  float step_difference(const StepBatch& batch) {
+    const std::vector<float> on_gpu = testing::forward_logits(*cuda_, batch);
+    const std::vector<float> on_cpu = testing::forward_logits(*cpu_, batch);
+    EXPECT_EQ(on_gpu.size(), on_cpu.size());
+    for (float v : on_gpu)
+      if (!std::isfinite(v)) return std::numeric_limits<float>::infinity();
+    return testing::max_abs_diff(on_gpu.data(), on_cpu.data(), std::min(on_gpu.size(), on_cpu.size()));
+  }
+
+  SingleCommunicator cuda_comm_, cpu_comm_;
+  GptjConfig config_;
+  std::unique_ptr<Checkpoint> checkpoint_;
+  std::unique_ptr<Backend> cuda_, cpu_;
+  int64_t vocab_ = 0;
+};
+
+TEST_P(CudaQuantModel, LogitsMatchTheCpuBackendWithTheSameWeights) {
+  const std::string layers(weight_format_name(GetParam().format));
+  EXPECT_EQ(cuda_->weight_format(), GetParam().quantize_lm_head ? layers : layers + " (lm_head float32)");
+  const std::vector<std::vector<int32_t>> prompts = testing::prompts(GetParam().model);
+  const std::vector<int32_t>& p7 = prompts.at(1);
+  const std::vector<int32_t>& p33 = prompts.at(2);
+  ASSERT_EQ(p7.size(), 7u);
+  ASSERT_EQ(p33.size(), 33u);
+  StepBatch short_prefill;  // 7 token rows, 7 logit rows: the gemv path everywhere
+  short_prefill.seqs.push_back({p7, 0, {0, 1}, true});
+  EXPECT_LE(step_difference(short_prefill), kModelTol) << "7-token prefill";
+
+  // 33 + 4 token rows (tiled path), then decode steps of both sequences (2 rows: gemv).
+  const std::vector<int32_t> long_blocks = {2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, short_blocks = {12, 13};
+  StepBatch prefill;
+  prefill.seqs.push_back({p33, 0, long_blocks, true});
+  prefill.seqs.push_back({{p7.begin(), p7.begin() + 4}, 0, short_blocks, true});
+  EXPECT_LE(step_difference(prefill), kModelTol) << "33 + 4 token prefill";
+  for (int t = 0; t < 3; ++t) {
+    StepBatch decode;
+    decode.seqs.push_back({{p7[t]}, 33 + t, long_blocks, false});
+    decode.seqs.push_back({{p7[4 + t]}, 4 + t, short_blocks, false});
+    EXPECT_LE(step_difference(decode), kModelTol) << "decode step " << t;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, CudaQuantModel,
+                         ::testing::Values(ModelCase{"tiny-gptj-a", WeightFormat::kInt8, false},
+                                           ModelCase{"tiny-gptj-a", WeightFormat::kInt4, false},
+                                           ModelCase{"tiny-gptj-a", WeightFormat::kInt8, true},
+                                           ModelCase{"tiny-gptj-b", WeightFormat::kInt8, false},
+                                           ModelCase{"tiny-gptj-b", WeightFormat::kInt4, false},
+                                           ModelCase{"tiny-gptj-b", WeightFormat::kInt4, true}),
+                         model_case_name);
+
+TEST(CudaQuantRandomWeights, DeterministicFiniteAndSmallerThanFloat16) {
+  SKIP_WITHOUT_GPU();
+  const GptjConfig config = load_config(testing::model_dir("tiny-gptj-b") + "/config.json");
+  BackendOptions options;
+  options.kv.num_blocks = 8;
+  options.kv.block_size = 4;
+  options.compute_dtype = "float16";
+  SingleCommunicator comm;
+  StepBatch batch;
+  batch.seqs.push_back({{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 0, {3, 6, 1}, true});  // 10 rows: the tiled path
+  const int64_t plain_bytes = make_cuda_backend(config, nullptr, 42, options, comm, 0)->weight_bytes();
+  for (WeightFormat format : {WeightFormat::kInt8, WeightFormat::kInt4}) {
+    options.weights.format = format;
+    options.weights.quantize_lm_head = true;
+    auto first = make_cuda_backend(config, nullptr, 42, options, comm, 0);
+    EXPECT_EQ(first->weight_format(), std::string(weight_format_name(format)));
+    EXPECT_LT(first->weight_bytes(), plain_bytes);
+    const std::vector<float> a = testing::forward_logits(*first, batch);
+    const std::vector<float> b = testing::forward_logits(*make_cuda_backend(config, nullptr, 42, options, comm, 0), batch);
+    EXPECT_EQ(a, b);
+    for (float v : a) ASSERT_TRUE(std::isfinite(v));
+  }
+  options.weights.format = WeightFormat::kFp8;
+  try {
+    make_cuda_backend(config, nullptr, 42, options, comm, 0);
+    ADD_FAILURE() << "fp8 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--weights fp8"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace gptj
