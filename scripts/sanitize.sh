@@ -7,7 +7,9 @@
 # batch_resume (52 s; its resume paths are also batch_hardening's), dp_batch (its wire decoders run
 # under ASan in unit.dispatch_test; the replica code in the rest of dp_batch is ~60 s of mpirun jobs),
 # parallel.pytorch_bin (its parser runs under ASan in the two unit.pytorch_bin tests) and
-# tp_threshold_search (its search runs under ASan in unit.draw_search_test).
+# tp_threshold_search (its search runs under ASan in unit.draw_search_test) and quant_tp (its
+# quantization and kernels run under ASan in unit.quant_test, unit.linear_quant_test and
+# golden.quant_golden_test).
 # OpenMPI's own allocations are not ours to fix, so leak detection is off; everything else is on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,4 +21,4 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_mpi_yield_when_idle=1
 cd build-asan
-ctest --output-on-failure --timeout 900 -L 'unit|golden|parallel' -E 'mpirun_sigterm|rank0_stop|batch_resume|dp_faults|dp_batch|parallel.pytorch_bin|tp_threshold_search' "$@"
+ctest --output-on-failure --timeout 900 -L 'unit|golden|parallel' -E 'mpirun_sigterm|rank0_stop|batch_resume|dp_faults|dp_batch|parallel.pytorch_bin|tp_threshold_search|quant_tp' "$@"
