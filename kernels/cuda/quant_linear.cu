@@ -11,12 +11,12 @@
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_types.cuh"
+#include "kernels/cuda/quant_lane.cuh"
 
 namespace gptj::cuda {
 namespace {
 
 using detail::from_float;
-using detail::to_float;
 
 constexpr int kWarpsPerBlock = 4;  // output columns per block of the gemv
 constexpr int kThreads = 256;      // dequantize / fill
@@ -27,67 +27,6 @@ inline int blocks_for(size_t n) {
   return static_cast<int>(blocks < 1 ? 1 : blocks);
 }
 
-__device__ __forceinline__ float half_bits_to_float(uint16_t bits) { return __half2float(__ushort_as_half(bits)); }
-
-// Value c (0..cols) of int4 row `row`, as an integer in [-8, 7].
-__device__ __forceinline__ int int4_at(const uint8_t* row, int c) {
-  const uint8_t byte = row[c / 16 * 8 + c % 8];
-  return ((c % 16 < 8) ? (byte & 0x0F) : (byte >> 4)) - 8;
-}
-
-// x[0..16) of one input row as float32; `count` < 16 reads only the first count (the rest 0).
-// vec: p is 16-byte aligned (whole uint4 loads).
-template <typename T>
-__device__ __forceinline__ void load_x16(const T* p, int count, bool vec, float* out) {
-  constexpr int kPer = 16 / sizeof(T);  // T values per uint4
-  if (vec && count == 16) {
-#pragma unroll
-    for (int i = 0; i < 16 / kPer; ++i) {
-      const uint4 bits = __ldg(reinterpret_cast<const uint4*>(p) + i);
-      T v[kPer];
-      memcpy(v, &bits, sizeof(bits));
-#pragma unroll
-      for (int j = 0; j < kPer; ++j) out[i * kPer + j] = to_float(v[j]);
-    }
-    return;
-  }
-#pragma unroll
-  for (int i = 0; i < 16; ++i) out[i] = i < count ? to_float(p[i]) : 0.0f;
-}
-
-// The 16 quantized values of weight row `row` at columns c..c+16 (c a multiple of 16), as floats;
-// values past cols read as 0 (int8) or come from the int4 row's padding (code for 0).
-// Returns the scale to apply to this run's partial sums (int4: its group's; int8: 1, applied per row).
-template <QuantKind kKind>
-__device__ __forceinline__ float load_w16(const uint8_t* row, const void* scales, int o, int groups, int c,
-                                          int cols, bool vec, float* out) {
-  if constexpr (kKind == QuantKind::kInt8) {
-    if (vec && c + 16 <= cols) {
-      const uint4 bits = __ldg(reinterpret_cast<const uint4*>(row + c));
-      int8_t q[16];
-      memcpy(q, &bits, sizeof(bits));
-#pragma unroll
-      for (int i = 0; i < 16; ++i) out[i] = static_cast<float>(q[i]);
-    } else {
-      const int8_t* q = reinterpret_cast<const int8_t*>(row);
-#pragma unroll
-      for (int i = 0; i < 16; ++i) out[i] = c + i < cols ? static_cast<float>(q[c + i]) : 0.0f;
-    }
-    return 1.0f;
-  } else {
-    const uint2 bits = __ldg(reinterpret_cast<const uint2*>(row + c / 16 * 8));  // rows are 8-byte multiples
-    uint8_t b[8];
-    memcpy(b, &bits, sizeof(bits));
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      out[j] = static_cast<float>(static_cast<int>(b[j] & 0x0F) - 8);
-      out[j + 8] = static_cast<float>(static_cast<int>(b[j] >> 4) - 8);
-    }
-    const uint16_t* s = static_cast<const uint16_t*>(scales) + static_cast<size_t>(o) * groups;
-    return half_bits_to_float(s[c / kQuantGroup]);
-  }
-}
-
 // One warp per output column o; kRows >= rows input rows (rows known at run time, kRows unrolled).
 template <typename T, QuantKind kKind, int kRows>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
@@ -96,32 +35,15 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   const int lane = threadIdx.x & 31;
   const int o = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
   if (o >= w.rows) return;  // no block-wide barrier below
-  const uint8_t* row = w.values + static_cast<size_t>(o) * w.row_bytes();
-  const int groups = w.groups();
   float acc[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) acc[r] = 0.0f;
-#pragma unroll 2
-  for (int c = lane * 16; c < w.cols; c += 32 * 16) {
-    float wv[16];
-    const float scale = load_w16<kKind>(row, w.scales, o, groups, c, w.cols, w_vec, wv);
-    const int count = min(16, w.cols - c);
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      if (r >= rows) break;
-      float xv[16];
-      load_x16(x + static_cast<size_t>(r) * ldx + c, count, x_vec, xv);
-      float sum = 0.0f;
-#pragma unroll
-      for (int i = 0; i < 16; ++i) sum = fmaf(wv[i], xv[i], sum);
-      acc[r] = fmaf(scale, sum, acc[r]);
-    }
-  }
-  const float row_scale = kKind == QuantKind::kInt8 ? static_cast<const float*>(w.scales)[o] : 1.0f;
+  quant_lane::lane_partial<T, kKind, kRows>(x, ldx, rows, w, o, lane, w_vec, x_vec, acc);
+  const float scale = quant_lane::row_scale<kKind>(w, o);
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
     if (r >= rows) break;
-    const float v = row_scale * detail::warp_sum(acc[r]);
+    const float v = scale * detail::warp_sum(acc[r]);
     if (lane != 0) continue;
     const size_t at = static_cast<size_t>(r) * ldy + o;
     if (y_f32)
@@ -134,9 +56,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 template <typename T, QuantKind kKind, int kRows>
 void launch_gemv(const T* x, int ldx, int rows, const QuantWeights& w, void* y, int ldy, bool y_f32,
                  cudaStream_t stream) {
-  const bool w_vec = kKind == QuantKind::kInt8 && w.cols % 16 == 0 &&
-                     reinterpret_cast<uintptr_t>(w.values) % 16 == 0;
-  const bool x_vec = (static_cast<size_t>(ldx) * sizeof(T)) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const bool w_vec = quant_lane::weight_vector_loads(w);
+  const bool x_vec = quant_lane::input_vector_loads(x, ldx);
   const int blocks = (w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
   quant_gemv_kernel<T, kKind, kRows>
       <<<blocks, kWarpsPerBlock * 32, 0, stream>>>(x, ldx, rows, w, y, ldy, y_f32, w_vec, x_vec);
@@ -158,19 +79,10 @@ void gemv_rows(const T* x, int ldx, int rows, const QuantWeights& w, void* y, in
 template <typename T>
 __global__ void dequantize_kernel(QuantWeights w, int row_begin, int n, T* __restrict__ out) {
   const size_t total = static_cast<size_t>(n) * w.cols;
-  const int groups = w.groups();
   for (size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<size_t>(gridDim.x) * blockDim.x) {
     const int r = row_begin + static_cast<int>(idx / w.cols), c = static_cast<int>(idx % w.cols);
-    const uint8_t* row = w.values + static_cast<size_t>(r) * w.row_bytes();
-    float v;
-    if (w.kind == QuantKind::kInt8) {
-      v = static_cast<const float*>(w.scales)[r] * static_cast<float>(reinterpret_cast<const int8_t*>(row)[c]);
-    } else {
-      const uint16_t* s = static_cast<const uint16_t*>(w.scales) + static_cast<size_t>(r) * groups;
-      v = half_bits_to_float(s[c / kQuantGroup]) * static_cast<float>(int4_at(row, c));
-    }
-    out[idx] = from_float<T>(v);
+    out[idx] = from_float<T>(quant_lane::dequantized(w, r, c));
   }
 }
 

@@ -7,7 +7,9 @@
 // ldx > in and ldy > out, int8 and int4, T = float, __half, __nv_bfloat16, output T or float32;
 // against the same product in double on the weights dequantized by runtime/core/quant.h
 // (dequantize_rows), on x rounded to T first. The padding columns of x are NaN (a kernel that reads
-// past `in` fails) and y's padding must be left as it was. Tolerance, with S = sum_k |x_k w_k|:
+// past `in` fails) and y's padding must be left as it was. The gemv's per-lane code
+// (kernels/cuda/quant_lane.cuh) also runs on the CPU, lane by lane (no GPU needed), for rows 1..8 on
+// the same shapes, with the float32 bound below. Tolerance, with S = sum_k |x_k w_k|:
 //   float32 storage: 2 (in + 4) 2^-24 S — the worst-case bound of float32 summation (plus the
 //     scale multiply and the reference's rounding of scale * q), i.e. equal within float rounding;
 //   16-bit storage (u = 2^-11 float16, 2^-8 bfloat16): that + u S (the tiled path rounds each
@@ -29,6 +31,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/quant_lane.cuh"
 #include "parallel/communicator.h"
 #include "runtime/backend/cuda_gemm.h"
 #include "runtime/backend/cuda_quant_linear.h"
@@ -94,6 +97,11 @@ struct Shape {
   int out, in, ldx_pad, ldy_pad;
 };
 
+// out, in, ldx - in, ldy - out: aligned (16-byte loads), ragged (in % 16 != 0, several int4 groups
+// with a short last one), one column, a single output, a width past one warp's 512 values per step
+// with aligned rows and strides.
+constexpr Shape kShapes[] = {{64, 256, 0, 0}, {37, 300, 5, 3}, {5, 1, 2, 1}, {1, 130, 0, 7}, {45, 1040, 8, 0}};
+
 struct Stream {  // one owned non-blocking stream
   Stream() { GPTJ_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking)); }
   ~Stream() { cudaStreamDestroy(stream); }
@@ -101,6 +109,30 @@ struct Stream {  // one owned non-blocking stream
   Stream& operator=(const Stream&) = delete;
   cudaStream_t stream = nullptr;
 };
+
+// y [rows, out] (row stride ldy) against the product in double of x [rows, in] (row stride ldx) and the
+// dequantized w [out, in], within the tolerance of the header (u: the storage type's unit roundoff,
+// 0 for float32; y_rounded: y was rounded to the storage type).
+void expect_reference(const float* y, int ldy, int rows, const float* x, int ldx, const float* w, int out, int in,
+                      double u, bool y_rounded, const std::string& what) {
+  const double u32 = std::ldexp(1.0, -24);
+  for (int r = 0; r < rows; ++r) {
+    for (int o = 0; o < out; ++o) {
+      const float got = y[static_cast<std::size_t>(r) * ldy + o];
+      double want = 0, magnitude = 0;
+      for (int k = 0; k < in; ++k) {
+        const double term = static_cast<double>(x[static_cast<std::size_t>(r) * ldx + k]) *
+                            w[static_cast<std::size_t>(o) * in + k];
+        want += term;
+        magnitude += std::fabs(term);
+      }
+      const double tol = 2.0 * (in + 4) * u32 * magnitude + u * magnitude + (y_rounded ? u * std::fabs(want) : 0.0) +
+                         1e-30;
+      ASSERT_LE(std::fabs(got - want), tol) << what << ": row " << r << " out " << o << " got " << got << " want "
+                                            << want << " (sum |x w| " << magnitude << ")";
+    }
+  }
+}
 
 // One product through `linear` (rows, shape, format) with T inputs and output T or float32, checked
 // element by element against the double reference.
@@ -147,27 +179,12 @@ void check_product(CudaQuantLinear& linear, cudaStream_t stream, int rows, const
   std::vector<float> y(y_init.size());
   convert_to_f32(y_dtype, y_bytes.data(), y.data(), y.size());
 
-  const double u32 = std::ldexp(1.0, -24), u = Storage<T>::kUnit;
   for (int r = 0; r < rows; ++r) {
-    for (int o = 0; o < ldy; ++o) {
-      const float got = y[static_cast<std::size_t>(r) * ldy + o];
-      if (o >= out) {
-        ASSERT_EQ(got, sentinel_as_y) << what << ": wrote past out at row " << r << " column " << o;
-        continue;
-      }
-      double want = 0, magnitude = 0;
-      for (int k = 0; k < in; ++k) {
-        const double term = static_cast<double>(x[static_cast<std::size_t>(r) * ldx + k]) *
-                            w[static_cast<std::size_t>(o) * in + k];
-        want += term;
-        magnitude += std::fabs(term);
-      }
-      const double tol = 2.0 * (in + 4) * u32 * magnitude + u * magnitude + (y_f32 ? 0.0 : u * std::fabs(want)) +
-                         1e-30;
-      ASSERT_LE(std::fabs(got - want), tol) << what << ": row " << r << " out " << o << " got " << got
-                                            << " want " << want << " (sum |x w| " << magnitude << ")";
-    }
+    for (int o = out; o < ldy; ++o)
+      ASSERT_EQ(y[static_cast<std::size_t>(r) * ldy + o], sentinel_as_y)
+          << what << ": wrote past out at row " << r << " column " << o;
   }
+  expect_reference(y.data(), ldy, rows, x.data(), ldx, w.data(), out, in, Storage<T>::kUnit, !y_f32, what);
 }
 
 template <typename T>
@@ -185,11 +202,8 @@ TYPED_TEST(CudaQuantKernels, EveryPathAgainstTheDequantizedProductInDouble) {
     CudaQuantLinear one_tile(gemm, stream, 0);
     CudaQuantLinear small_tiles(gemm, stream, 0, /*tile_bytes=*/1);  // 16 rows per tile
     const int row_counts[] = {1, 2, 3, 4, 5, 7, 8, 9, 16, 33, 100};
-    // out, in, ldx - in, ldy - out: aligned, ragged (in % 16 != 0, several int4 groups with a short
-    // last one), one column, a single output, widths past one warp's 512 values per step.
-    const Shape shapes[] = {{64, 256, 0, 0}, {37, 300, 5, 3}, {5, 1, 2, 1}, {1, 130, 0, 7}, {45, 1040, 8, 0}};
     for (WeightFormat format : {WeightFormat::kInt8, WeightFormat::kInt4}) {
-      for (const Shape& shape : shapes) {
+      for (const Shape& shape : kShapes) {
         for (int rows : row_counts) {
           for (bool y_f32 : {false, true}) {
             if (y_f32 && std::is_same_v<T, float>) continue;  // the same product
@@ -213,6 +227,77 @@ TEST(CudaQuantTiles, RowsPerTileAreMultiplesOfSixteen) {  // host arithmetic: ru
   EXPECT_EQ(CudaQuantLinear::tile_rows(bytes, 20480, 2), 400);    // GPT-J w_out: 409.6 rows, down to 400
   EXPECT_EQ(CudaQuantLinear::tile_rows(bytes, 1, 4), 4194304);
   EXPECT_EQ(CudaQuantLinear::tile_rows(1, 300, 2), 16);           // at least 16
+}
+
+// ---- the gemv's per-lane code on the CPU (quant_lane.cuh; runs without a GPU) --------------------
+
+// quant_gemv's arithmetic with the 32 lanes of each output column's warp run one after another on
+// the host, and their partial sums added (in lane order, where the GPU adds them by a shuffle tree).
+template <typename T, cuda::QuantKind kKind>
+std::vector<float> emulate_gemv(const T* x, int ldx, int rows, const cuda::QuantWeights& w) {
+  const bool w_vec = cuda::quant_lane::weight_vector_loads(w), x_vec = cuda::quant_lane::input_vector_loads(x, ldx);
+  std::vector<float> y(static_cast<std::size_t>(rows) * w.rows);
+  for (int o = 0; o < w.rows; ++o) {
+    std::vector<float> total(cuda::kQuantGemvMaxRows, 0.0f);
+    for (int lane = 0; lane < cuda::quant_lane::kLanes; ++lane) {
+      float acc[cuda::kQuantGemvMaxRows] = {};
+      cuda::quant_lane::lane_partial<T, kKind, cuda::kQuantGemvMaxRows>(x, ldx, rows, w, o, lane, w_vec, x_vec, acc);
+      for (int r = 0; r < rows; ++r) total[r] += acc[r];
+    }
+    for (int r = 0; r < rows; ++r)
+      y[static_cast<std::size_t>(r) * w.rows + o] = cuda::quant_lane::row_scale<kKind>(w, o) * total[r];
+  }
+  return y;
+}
+
+template <typename T>
+void check_emulated(int rows, const Shape& shape, WeightFormat format, const std::string& what) {
+  const int out = shape.out, in = shape.in, ldx = in + shape.ldx_pad;
+  const QuantizedMatrix q = random_quantized(out, in, format, 1000u * rows + 7u * in + out);
+  std::vector<float> w(static_cast<std::size_t>(out) * in);
+  dequantize_rows(q, 0, out, w.data());
+  cuda::QuantWeights view;
+  view.kind = format == WeightFormat::kInt8 ? cuda::QuantKind::kInt8 : cuda::QuantKind::kInt4;
+  view.rows = out;
+  view.cols = in;
+  view.values = q.values.data();
+  view.scales = format == WeightFormat::kInt8 ? static_cast<const void*>(q.scales.data())
+                                              : static_cast<const void*>(q.scales16.data());
+  for (int o = 0; o < out; ++o)  // the kernels' dequantization is runtime/core/quant.h's, exactly
+    for (int c = 0; c < in; ++c)
+      ASSERT_EQ(cuda::quant_lane::dequantized(view, o, c), w[static_cast<std::size_t>(o) * in + c])
+          << what << ": weight " << o << ", " << c;
+
+  std::mt19937 rng(rows * 31 + in);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<std::size_t>(rows) * ldx, std::numeric_limits<float>::quiet_NaN());
+  for (int r = 0; r < rows; ++r)
+    for (int k = 0; k < in; ++k) x[static_cast<std::size_t>(r) * ldx + k] = normal(rng);
+  std::vector<T> x_t(x.size());
+  convert_from_f32(Storage<T>::kDType, x.data(), x_t.data(), x.size());
+  convert_to_f32(Storage<T>::kDType, x_t.data(), x.data(), x.size());
+  const std::vector<float> y = format == WeightFormat::kInt8
+                                   ? emulate_gemv<T, cuda::QuantKind::kInt8>(x_t.data(), ldx, rows, view)
+                                   : emulate_gemv<T, cuda::QuantKind::kInt4>(x_t.data(), ldx, rows, view);
+  expect_reference(y.data(), out, rows, x.data(), ldx, w.data(), out, in, 0.0, false, what);
+}
+
+template <typename T>
+class CudaQuantLanes : public ::testing::Test {};
+TYPED_TEST_SUITE(CudaQuantLanes, ComputeTypes);
+
+TYPED_TEST(CudaQuantLanes, GemvLaneCodeOnTheCpuAgainstTheDequantizedProduct) {
+  using T = TypeParam;
+  for (WeightFormat format : {WeightFormat::kInt8, WeightFormat::kInt4}) {
+    for (const Shape& shape : kShapes) {
+      for (int rows = 1; rows <= cuda::kQuantGemvMaxRows; ++rows) {
+        check_emulated<T>(rows, shape, format,
+                          std::string(weight_format_name(format)) + " rows " + std::to_string(rows) + " out " +
+                              std::to_string(shape.out) + " in " + std::to_string(shape.in) + " (emulated lanes)");
+        if (::testing::Test::HasFatalFailure()) return;
+      }
+    }
+  }
 }
 
 // ---- whole model -----------------------------------------------------------------------------------
