@@ -19,7 +19,8 @@
 // weights and only float32 rounding differs: max |logit difference| <= 2e-4 (twice the 1e-4 that
 // the unquantized float32 CUDA-vs-CPU checks of scripts/gpu-check.sh use), on a 7-token prefill
 // (the gemv path: 7 rows), a 33-token prefill (the tiled path) and decode steps.
-// Skips with the reason when no CUDA device is visible.
+// The GPU tests skip with the reason when no CUDA device is visible (CudaQuantLanes and
+// CudaQuantTiles run on the CPU and must pass everywhere).
 #include <gtest/gtest.h>
 
 #include <cmath>
