@@ -3,7 +3,8 @@
 # later stages, scratch files in /tmp, the log and small results in $OUT. Stages, most valuable first:
 #   facts        OS, glibc, GPUs (nvidia-smi -L), shared libraries resolved (scripts/gpu-libs.sh)
 #   gpu tests    cuda_kernels_test, cuda_model_test, cuda_draws_test, cuda_quant_test (kernel vs CPU,
-#                fixture models; int8/int4 products vs double, --weights int8/int4 vs the CPU backend)
+#                fixture models; int8/int4/fp8 products vs double, --weights int8/int4 vs the CPU
+#                backend, --weights fp8 vs Hugging Face within a sanity bound)
 #   golden       `gptj logits` on tiny-gptj-a vs Hugging Face: float32 (1e-4), float16, bfloat16;
 #                prefill-then-decode vs one-shot; a 230-token prompt decoded from position 100
 #                (the flash-decoding split path) vs one-shot

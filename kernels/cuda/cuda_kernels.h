@@ -163,6 +163,14 @@ void quant_dequantize(const QuantWeights& w, int row_begin, int n, T* out, cudaS
 void fill_random_quantized(QuantKind kind, int rows, int cols, uint64_t seed, uint64_t tensor_id, float stddev,
                            uint8_t* values, void* scales, cudaStream_t stream);
 
+// Per-tensor FP8 E4M3 (fp8.cu), for --weights fp8 on sm_89+: out [rows, cols] (dense, E4M3 bytes) =
+// x [rows, cols] (row stride ld) / s rounded to nearest and saturated to +-kFp8Max, with
+// s = max|x| / kFp8Max (1 when x is all zeros). scale (device, 2 floats): [0] the max (scratch),
+// [1] s, which a product multiplies back (cuBLASLt's A/B scale pointers). Asynchronous on `stream`.
+constexpr float kFp8Max = 448.0f;  // largest finite E4M3 value
+template <typename T>
+void fp8_quantize(const T* x, int rows, int cols, int ld, float* scale, uint8_t* out, cudaStream_t stream);
+
 // ---- Draw summaries (sampling.cu): the GPU half of runtime/backend/draw.h ----
 
 // One draw's plan on the device; its edits are edits[edit_begin, edit_end) of one shared array.

@@ -13,7 +13,10 @@
 // quantized on the GPU, values and scales exactly as runtime/core/quant.h made them on the host, and
 // their products run through runtime/backend/cuda_quant_linear.h (dequantized in registers for
 // decode, by tiles into cuBLASLt for larger batches). Without a checkpoint they are random codes
-// generated on the GPU (cuda::fill_random_quantized).
+// generated on the GPU (cuda::fill_random_quantized). With --weights fp8 (sm_89+) each of those
+// matrices is FP8 E4M3 with one per-tensor scale, converted on the GPU from the compute type at load;
+// each product quantizes its input rows to E4M3 with a per-call scale (cuda::fp8_quantize) and runs
+// on cuBLASLt's FP8 tensor cores (CudaGemm::linear_fp8).
 //
 // Memory: weights and KV caches are allocated once at construction; the step workspaces (device
 // buffers, pinned host buffers for metadata, draw plans, summaries and fetched rows) grow only when a
@@ -66,9 +69,11 @@ struct TypeInfo<__nv_bfloat16> {
 template <typename T>
 struct CudaMatrix {
   int rows = 0, cols = 0;
-  T* plain = nullptr;          // [rows, cols] when not quantized
+  T* plain = nullptr;          // [rows, cols] when neither quantized nor fp8
   bool quantized = false;
-  cuda::QuantWeights quant;    // when quantized
+  cuda::QuantWeights quant;    // when quantized (int8 / int4)
+  uint8_t* fp8 = nullptr;      // [rows, cols] E4M3 bytes when fp8
+  float* fp8_scale = nullptr;  // [2] when fp8: max|w| (scratch), the per-tensor scale
 };
 
 template <typename T>
@@ -121,6 +126,9 @@ class CudaBackend final : public Backend {
     const std::size_t cache_elems = static_cast<std::size_t>(options.kv.num_blocks) *
                                     options.kv.block_size * heads_l_ * head_dim_;
     const WeightFormat layer_format = options.weights.format;
+    // fp8 is converted here, on the GPU, from matrices read as stored.
+    read_weights_ = options.weights;
+    if (read_weights_.format == WeightFormat::kFp8) read_weights_.format = WeightFormat::kStored;
     const WeightFormat head_format = options.weights.quantize_lm_head ? layer_format : WeightFormat::kStored;
     layers_.resize(config.n_layer);
     for (int l = 0; l < config.n_layer; ++l) {
@@ -153,7 +161,7 @@ class CudaBackend final : public Backend {
     lm_bias_ = alloc<float>(vocab_rows_, "lm_head.bias", true);
     const int64_t vocab_begin = g.vocab_begin;
     if (checkpoint) {
-      const HeadShard head = read_head_shard(*checkpoint, config, tp, options.weights);
+      const HeadShard head = read_head_shard(*checkpoint, config, tp, read_weights_);
       upload_f32(head.ln_f_gamma, ln_f_gamma_);
       upload_f32(head.ln_f_beta, ln_f_beta_);
       upload_matrix(head.lm_head, lm_head_);
@@ -173,6 +181,8 @@ class CudaBackend final : public Backend {
           GPTJ_CUDA_CHECK(cudaMemsetAsync(const_cast<char*>(static_cast<const char*>(lm_head_.quant.scales)) +
                                               real * per_row,
                                           0, (vocab_rows_ - real) * per_row, stream_));
+        } else if (lm_head_.fp8) {  // E4M3 0x00 is +0 (the per-tensor scale came from every row)
+          GPTJ_CUDA_CHECK(cudaMemsetAsync(lm_head_.fp8 + real * E, 0, (vocab_rows_ - real) * E, stream_));
         } else {
           GPTJ_CUDA_CHECK(cudaMemsetAsync(lm_head_.plain + real * E, 0, (vocab_rows_ - real) * E * sizeof(T),
                                           stream_));
@@ -182,6 +192,7 @@ class CudaBackend final : public Backend {
       }
     }
     GPTJ_CUDA_CHECK(cudaDeviceSynchronize());
+    fp8_staging_.release();  // construction only
   }
 
   ~CudaBackend() override {
@@ -431,6 +442,11 @@ class CudaBackend final : public Backend {
       m.plain = alloc<T>(static_cast<std::size_t>(rows) * cols, what, true);
       return m;
     }
+    if (format == WeightFormat::kFp8) {
+      m.fp8 = alloc<uint8_t>(static_cast<std::size_t>(rows) * cols, what, true);
+      m.fp8_scale = alloc<float>(2, what, true);
+      return m;
+    }
     GPTJ_CHECK(format == WeightFormat::kInt8 || format == WeightFormat::kInt4, "cuda backend: no {} weights",
                weight_format_name(format));
     m.quantized = true;
@@ -442,14 +458,21 @@ class CudaBackend final : public Backend {
     return m;
   }
 
-  // "float16" (the compute type) or "int8" / "int4".
+  // "float16" (the compute type) or "int8" / "int4" / "fp8".
   static std::string format_of(const CudaMatrix<T>& m) {
+    if (m.fp8) return "fp8";
     if (!m.quantized) return std::string(dtype_name(TypeInfo<T>::kDType));
     return m.quant.kind == cuda::QuantKind::kInt8 ? "int8" : "int4";
   }
 
   // Random weights ~ normal(0, 0.02) on the GPU, plain or quantized codes.
   void random_matrix(CudaMatrix<T>& m, uint64_t seed, uint64_t id) {
+    if (m.fp8) {  // the plain random matrix, converted
+      T* plain = fp8_staging(m);
+      random(plain, static_cast<std::size_t>(m.rows) * m.cols, seed, id, 0.0f, 0.02f);
+      cuda::fp8_quantize<T>(plain, m.rows, m.cols, m.cols, m.fp8_scale, m.fp8, stream_);
+      return;
+    }
     if (!m.quantized) {
       random(m.plain, static_cast<std::size_t>(m.rows) * m.cols, seed, id, 0.0f, 0.02f);
       return;
@@ -461,6 +484,17 @@ class CudaBackend final : public Backend {
   // A host matrix of the shard (model_shard.h) into dst: quantized values and scales copied as they
   // are; a plain matrix converted to T in chunks of ~64 MiB of float32 so host memory stays small.
   void upload_matrix(const WeightMatrix& m, CudaMatrix<T>& dst_matrix) {
+    if (dst_matrix.fp8) {  // through T on the GPU, then converted
+      GPTJ_CHECK(!m.is_quantized() && m.rows() == dst_matrix.rows && m.cols() == dst_matrix.cols,
+                 "cuda backend: a {} [{}, {}] matrix for an fp8 [{}, {}] slot", m.format_name(), m.rows(), m.cols(),
+                 dst_matrix.rows, dst_matrix.cols);
+      T* plain = fp8_staging(dst_matrix);
+      upload_plain(m.plain(), plain);
+      cuda::fp8_quantize<T>(plain, dst_matrix.rows, dst_matrix.cols, dst_matrix.cols, dst_matrix.fp8_scale,
+                            dst_matrix.fp8, stream_);
+      GPTJ_CUDA_CHECK(cudaStreamSynchronize(stream_));  // before the staging is reused
+      return;
+    }
     GPTJ_CHECK(m.rows() == dst_matrix.rows && m.cols() == dst_matrix.cols && m.is_quantized() == dst_matrix.quantized,
                "cuda backend: a {} [{}, {}] matrix for a {} [{}, {}] slot", m.format_name(), m.rows(), m.cols(),
                format_of(dst_matrix), dst_matrix.rows, dst_matrix.cols);
@@ -479,8 +513,11 @@ class CudaBackend final : public Backend {
       GPTJ_CUDA_CHECK(cudaMemcpy(const_cast<void*>(d.scales), scales, scale_bytes, cudaMemcpyHostToDevice));
       return;
     }
-    T* dst = dst_matrix.plain;
-    const HostMatrix& host = m.plain();
+    upload_plain(m.plain(), dst_matrix.plain);
+  }
+
+  // A plain host matrix into dst [rows, cols] of T, converted in chunks of ~64 MiB of float32.
+  void upload_plain(const HostMatrix& host, T* dst) {
     const int64_t cols = host.cols();
     const int64_t chunk = std::max<int64_t>(1, (int64_t{64} << 20) / (cols * 4));
     std::vector<float> part;
@@ -506,7 +543,7 @@ class CudaBackend final : public Backend {
   }
 
   void load_layer(const Checkpoint& ck, int l, CudaLayer<T>& layer) {
-    const LayerShard shard = read_layer_shard(ck, config_, options_.tp, l, options_.weights);
+    const LayerShard shard = read_layer_shard(ck, config_, options_.tp, l, read_weights_);
     upload_f32(shard.ln_gamma, layer.ln_gamma);
     upload_f32(shard.ln_beta, layer.ln_beta);
     upload_matrix(shard.w_in, layer.w_in);
@@ -515,10 +552,27 @@ class CudaBackend final : public Backend {
     upload_f32(shard.b_fc_out, layer.b_fc_out);
   }
 
+  // The device staging of one matrix in T before its fp8 conversion (construction only; stream_
+  // synchronized before each reuse: reserve() does when it grows, upload_matrix after each use).
+  T* fp8_staging(const CudaMatrix<T>& m) {
+    GPTJ_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    fp8_staging_.reserve(static_cast<std::size_t>(m.rows) * m.cols * sizeof(T), stream_, device_);
+    return fp8_staging_.at<T>(0);
+  }
+
   // y [rows, w.rows] (row stride ldy) = x [rows, w.cols] (row stride ldx) · W^T, W [out, in] row-major
-  // in T (cuBLASLt) or quantized (CudaQuantLinear).
+  // in T (cuBLASLt), quantized (CudaQuantLinear) or fp8 (x converted to E4M3 first, then cuBLASLt).
   void linear(const T* x, int ldx, int rows, const CudaMatrix<T>& w, void* y, int ldy, cudaDataType_t y_type) {
-    if (w.quantized)
+    if (w.fp8) {
+      Carve carve;
+      const std::size_t scale_at = carve.take(2 * sizeof(float));
+      const std::size_t x8_at = carve.take(static_cast<std::size_t>(rows) * w.cols);
+      fp8_inputs_.reserve(carve.total(), stream_, device_);
+      float* x_scale = fp8_inputs_.at<float>(scale_at);
+      uint8_t* x8 = fp8_inputs_.at<uint8_t>(x8_at);
+      cuda::fp8_quantize<T>(x, rows, w.cols, ldx, x_scale, x8, stream_);
+      gemm_->linear_fp8(x8, rows, w.cols, w.fp8, w.rows, x_scale + 1, w.fp8_scale + 1, y, ldy, y_type);
+    } else if (w.quantized)
       quant_->linear(x, ldx, rows, w.quant, y, ldy, TypeInfo<T>::kCuda, y_type);
     else
       gemm_->linear(x, ldx, rows, w.cols, w.plain, w.rows, y, ldy, TypeInfo<T>::kCuda, y_type);
@@ -623,6 +677,9 @@ class CudaBackend final : public Backend {
   CudaMatrix<T> lm_head_;           // [vocab_rows, E]
   float* lm_bias_ = nullptr;        // [vocab_rows]
   std::vector<uint8_t> staging_;    // host conversion buffer (construction only)
+  WeightOptions read_weights_;      // what the shard is read as (fp8: as stored, converted on the GPU)
+  CudaGrowBuffer fp8_staging_{CudaGrowBuffer::Kind::kDevice, "fp8 conversion staging"};  // construction only
+  CudaGrowBuffer fp8_inputs_{CudaGrowBuffer::Kind::kDevice, "fp8 inputs"};  // a product's E4M3 x and scale
 
   // Step workspace (device), carved by ensure_workspace.
   CudaGrowBuffer workspace_{CudaGrowBuffer::Kind::kDevice, "step workspace"};
@@ -684,8 +741,13 @@ std::unique_ptr<Backend> make_cuda_backend(const GptjConfig& config, const Check
   GPTJ_CHECK(host_comm.size() == tp.size, "CUDA backend: TP size {} but the communicator has {} ranks",
              tp.size, host_comm.size());
   shard_geometry(config, tp);  // the TP checks every backend shares
-  GPTJ_CHECK(options.weights.format != WeightFormat::kFp8,
-             "--weights fp8: the cuda backend has no fp8 kernels yet; use --weights int8 or int4");
+  if (options.weights.format == WeightFormat::kFp8) {
+    const ShardGeometry g = shard_geometry(config, tp);
+    GPTJ_CHECK(g.E % 16 == 0 && g.n_mid % 16 == 0,
+               "--weights fp8 needs n_embd and the shard's n_embd / tp + n_inner / tp to be multiples of 16 "
+               "(cuBLASLt FP8); got {} and {}",
+               g.E, g.n_mid);
+  }
   GPTJ_CHECK(config.head_dim() <= cuda::kMaxHeadDim,
              "CUDA backend: head_dim {} above the supported {}", config.head_dim(), cuda::kMaxHeadDim);
   GPTJ_CHECK(config.rotary_dim % 2 == 0 && config.rotary_dim <= config.head_dim(),
@@ -700,6 +762,15 @@ std::unique_ptr<Backend> make_cuda_backend(const GptjConfig& config, const Check
              "rank {}: local rank {} needs GPU {}, but this node has only {} visible GPU(s): run at "
              "most {} ranks per node",
              tp.rank, local_rank, local_rank, count, count);
+  if (options.weights.format == WeightFormat::kFp8) {
+    int major = 0, minor = 0;
+    GPTJ_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, local_rank));
+    GPTJ_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, local_rank));
+    GPTJ_CHECK(major * 10 + minor >= 89,
+               "--weights fp8 needs a GPU of compute capability 8.9 or newer (FP8 tensor cores); GPU {} is {}.{}: "
+               "use --weights int8 or int4",
+               local_rank, major, minor);
+  }
   const std::string& dtype = options.compute_dtype;
   if (dtype == "float16" || dtype == "fp16")
     return std::make_unique<CudaBackend<__half>>(config, checkpoint, seed, options, host_comm,

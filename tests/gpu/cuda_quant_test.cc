@@ -1,5 +1,6 @@
 // CUDA weight-only int8 / int4 products (kernels/cuda/quant_linear.cu through
-// runtime/backend/cuda_quant_linear.h) and the CUDA backend with --weights int8/int4.
+// runtime/backend/cuda_quant_linear.h), FP8 E4M3 (kernels/cuda/fp8.cu, CudaGemm::linear_fp8) and the
+// CUDA backend with --weights int8/int4/fp8.
 //
 // Kernels: every path — quant_gemv (1..8 rows) and dequantized tiles into cuBLASLt (more rows; one
 // tile, and 16-row tiles with a ragged last one) — for rows 1..100, ragged in/out sizes (in not a
@@ -19,10 +20,15 @@
 // weights and only float32 rounding differs: max |logit difference| <= 2e-4 (twice the 1e-4 that
 // the unquantized float32 CUDA-vs-CPU checks of scripts/gpu-check.sh use), on a 7-token prefill
 // (the gemv path: 7 rows), a 33-token prefill (the tiled path) and decode steps.
+// FP8 (sm_89+; skipped below): cuda::fp8_quantize against the same per-tensor E4M3 quantization on the
+// host (bytes and scales equal exactly), and CudaGemm::linear_fp8 against the double product of the
+// dequantized E4M3 values within 2^-10 S (+ output rounding), for T = float / __half / __nv_bfloat16;
+// the fixtures with --weights fp8 against Hugging Face within a sanity bound (see CudaFp8Model).
 // The GPU tests skip with the reason when no CUDA device is visible (CudaQuantLanes and
 // CudaQuantTiles run on the CPU and must pass everywhere).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -30,6 +36,8 @@
 #include <string>
 #include <type_traits>
 #include <vector>
+
+#include <cuda_fp8.h>
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/quant_lane.cuh"
@@ -230,6 +238,152 @@ TEST(CudaQuantTiles, RowsPerTileAreMultiplesOfSixteen) {  // host arithmetic: ru
   EXPECT_EQ(CudaQuantLinear::tile_rows(1, 300, 2), 16);           // at least 16
 }
 
+// ---- FP8 E4M3 (sm_89+) -------------------------------------------------------------------------------
+
+int compute_capability() {
+  int major = 0, minor = 0;
+  GPTJ_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+  GPTJ_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0));
+  return major * 10 + minor;
+}
+
+#define SKIP_WITHOUT_FP8()                                                                              \
+  do {                                                                                                 \
+    SKIP_WITHOUT_GPU();                                                                                \
+    if (compute_capability() < 89) GTEST_SKIP() << "no FP8 tensor cores (compute capability " << compute_capability() << ")"; \
+  } while (0)
+
+// v [rows, cols] (row stride ld) quantized as cuda::fp8_quantize does, on the host: the E4M3 bytes
+// [rows, cols] and the scale.
+std::vector<uint8_t> host_fp8(const std::vector<float>& v, int rows, int cols, int ld, float* scale) {
+  float amax = 0;
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) amax = std::max(amax, std::fabs(v[static_cast<std::size_t>(r) * ld + c]));
+  *scale = amax > 0 ? amax / cuda::kFp8Max : 1.0f;
+  std::vector<uint8_t> out(static_cast<std::size_t>(rows) * cols);
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) {
+      const __nv_fp8_e4m3 q(v[static_cast<std::size_t>(r) * ld + c] / *scale);
+      std::memcpy(&out[static_cast<std::size_t>(r) * cols + c], &q, 1);
+    }
+  return out;
+}
+float fp8_value(uint8_t byte) {
+  __nv_fp8_e4m3 q;
+  std::memcpy(static_cast<void*>(&q), &byte, 1);
+  return static_cast<float>(q);
+}
+
+// The quantization (bytes and scales, exactly) and the product (within 2^-10 S + output rounding:
+// cuBLASLt's FP8 tensor-core accumulation is not float32 summation order) against the host.
+template <typename T>
+void check_fp8_product(CudaGemm& gemm, cudaStream_t stream, int rows, int out, int in, int ldx_pad, bool y_f32) {
+  const int ldx = in + ldx_pad, ldy = out;
+  const std::string what = "fp8 rows " + std::to_string(rows) + " out " + std::to_string(out) + " in " +
+                           std::to_string(in) + (y_f32 ? " y float32" : " y T");
+  std::mt19937 rng(rows * 131 + out);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> w(static_cast<std::size_t>(out) * in), x(static_cast<std::size_t>(rows) * ldx);
+  for (float& v : w) v = 0.02f * normal(rng);
+  for (int r = 0; r < rows; ++r)
+    for (int k = 0; k < ldx; ++k)
+      x[static_cast<std::size_t>(r) * ldx + k] = k < in ? normal(rng) : std::numeric_limits<float>::quiet_NaN();
+  std::vector<T> w_t(w.size()), x_t(x.size());
+  convert_from_f32(Storage<T>::kDType, w.data(), w_t.data(), w.size());
+  convert_to_f32(Storage<T>::kDType, w_t.data(), w.data(), w.size());
+  convert_from_f32(Storage<T>::kDType, x.data(), x_t.data(), x.size());
+  convert_to_f32(Storage<T>::kDType, x_t.data(), x.data(), x.size());
+
+  DeviceMem d_w(w_t.size() * sizeof(T)), d_x(x_t.size() * sizeof(T)), d_w8(w.size()), d_x8(static_cast<std::size_t>(rows) * in);
+  DeviceMem d_scales(4 * sizeof(float)), d_y(static_cast<std::size_t>(rows) * ldy * sizeof(float));
+  GPTJ_CUDA_CHECK(cudaMemcpy(d_w.get(), w_t.data(), w_t.size() * sizeof(T), cudaMemcpyHostToDevice));
+  GPTJ_CUDA_CHECK(cudaMemcpy(d_x.get(), x_t.data(), x_t.size() * sizeof(T), cudaMemcpyHostToDevice));
+  float* scales = d_scales.as<float>();  // [w max, w scale, x max, x scale]
+  cuda::fp8_quantize<T>(d_w.as<T>(), out, in, in, scales, d_w8.as<uint8_t>(), stream);
+  cuda::fp8_quantize<T>(d_x.as<T>(), rows, in, ldx, scales + 2, d_x8.as<uint8_t>(), stream);
+  gemm.linear_fp8(d_x8.get(), rows, in, d_w8.get(), out, scales + 3, scales + 1, d_y.get(), ldy,
+                  y_f32 ? CUDA_R_32F : Storage<T>::kCuda);
+  GPTJ_CUDA_CHECK(cudaStreamSynchronize(stream));
+
+  float w_scale = 0, x_scale = 0, got_scales[4];
+  const std::vector<uint8_t> w8 = host_fp8(w, out, in, in, &w_scale), x8 = host_fp8(x, rows, in, ldx, &x_scale);
+  std::vector<uint8_t> got_w8(w8.size()), got_x8(x8.size());
+  GPTJ_CUDA_CHECK(cudaMemcpy(got_scales, scales, sizeof(got_scales), cudaMemcpyDeviceToHost));
+  GPTJ_CUDA_CHECK(cudaMemcpy(got_w8.data(), d_w8.get(), w8.size(), cudaMemcpyDeviceToHost));
+  GPTJ_CUDA_CHECK(cudaMemcpy(got_x8.data(), d_x8.get(), x8.size(), cudaMemcpyDeviceToHost));
+  ASSERT_EQ(got_scales[1], w_scale) << what;
+  ASSERT_EQ(got_scales[3], x_scale) << what;
+  ASSERT_EQ(got_w8, w8) << what << ": weight bytes";
+  ASSERT_EQ(got_x8, x8) << what << ": input bytes";
+
+  const DType y_dtype = y_f32 ? DType::kF32 : Storage<T>::kDType;
+  std::vector<uint8_t> y_bytes(static_cast<std::size_t>(rows) * ldy * (y_f32 ? sizeof(float) : sizeof(T)));
+  GPTJ_CUDA_CHECK(cudaMemcpy(y_bytes.data(), d_y.get(), y_bytes.size(), cudaMemcpyDeviceToHost));
+  std::vector<float> y(static_cast<std::size_t>(rows) * ldy);
+  convert_to_f32(y_dtype, y_bytes.data(), y.data(), y.size());
+  std::vector<float> xq(x8.size()), wq(w8.size());  // the dequantized E4M3 values
+  for (std::size_t i = 0; i < xq.size(); ++i) xq[i] = fp8_value(x8[i]) * x_scale;
+  for (std::size_t i = 0; i < wq.size(); ++i) wq[i] = fp8_value(w8[i]) * w_scale;
+  // The 2^-10 S allowance stands in for the u S term: unit 2^-10 with float32 output, 2^-10 plus
+  // output rounding otherwise.
+  expect_reference(y.data(), ldy, rows, xq.data(), in, wq.data(), out, in, std::ldexp(1.0, -10) + Storage<T>::kUnit,
+                   !y_f32, what);
+}
+
+template <typename T>
+class CudaFp8 : public ::testing::Test {};
+TYPED_TEST_SUITE(CudaFp8, ComputeTypes);
+
+TYPED_TEST(CudaFp8, QuantizationExactAndProductsWithinTheBound) {
+  SKIP_WITHOUT_FP8();
+  using T = TypeParam;
+  Stream owned;
+  CudaGemm gemm(owned.stream, 0);
+  // out, in (multiples of 16, as --weights fp8 requires of the model), x row padding.
+  const int shapes[][3] = {{64, 256, 0}, {448, 64, 16}, {64, 320, 8}, {1008, 128, 0}};
+  for (const auto& shape : shapes) {
+    for (int rows : {1, 2, 7, 8, 9, 33, 100}) {
+      for (bool y_f32 : {false, true}) {
+        if (y_f32 && std::is_same_v<T, float>) continue;
+        check_fp8_product<T>(gemm, owned.stream, rows, shape[0], shape[1], shape[2], y_f32);
+        if (::testing::Test::HasFatalFailure()) return;
+      }
+    }
+  }
+}
+
+// The fixtures with --weights fp8 (float16 compute) against Hugging Face's float32 logits: a sanity
+// bound, not an accuracy figure (none has been measured): every logit within 10 % of its row's range
+// (E4M3 keeps 3 mantissa bits: each weight and input within 2^-4 relative). A wrong scale or layout
+// misses it by far.
+TEST(CudaFp8Model, FixturesNearTransformers) {
+  SKIP_WITHOUT_FP8();
+  for (const std::string model : {"tiny-gptj-a", "tiny-gptj-b"}) {
+    const std::string dir = testing::model_dir(model);
+    const GptjConfig config = load_config(dir + "/config.json");
+    const Checkpoint checkpoint(dir);
+    BackendOptions options;
+    options.kv.num_blocks = 8;
+    options.kv.block_size = 4;
+    options.compute_dtype = "float16";
+    options.weights.format = WeightFormat::kFp8;
+    SingleCommunicator comm;
+    auto backend = make_cuda_backend(config, &checkpoint, 0, options, comm, 0);
+    EXPECT_EQ(backend->weight_format(), "fp8 (lm_head float16)");
+    StepBatch batch;
+    batch.seqs.push_back({testing::prompts(model).at(1), 0, {0, 1}, true});
+    const std::vector<float> logits = testing::forward_logits(*backend, batch);
+    const std::vector<float> expected = testing::expected_logits(model, "logits_p7_all.f32.bin");
+    ASSERT_EQ(logits.size(), expected.size());
+    const int64_t vocab = config.vocab_size;
+    for (int t = 0; t < 7; ++t) {
+      const float* e = expected.data() + t * vocab;
+      const float range = *std::max_element(e, e + vocab) - *std::min_element(e, e + vocab);
+      EXPECT_LE(testing::max_abs_diff(logits.data() + t * vocab, e, vocab), 0.1f * range) << model << " position " << t;
+    }
+  }
+}
+
 // ---- the gemv's per-lane code on the CPU (quant_lane.cuh; runs without a GPU) --------------------
 
 // quant_gemv's arithmetic with the 32 lanes of each output column's warp run one after another on
@@ -412,12 +566,23 @@ TEST(CudaQuantRandomWeights, DeterministicFiniteAndSmallerThanFloat16) {
     for (float v : a) ASSERT_TRUE(std::isfinite(v));
   }
   options.weights.format = WeightFormat::kFp8;
-  try {
-    make_cuda_backend(config, nullptr, 42, options, comm, 0);
-    ADD_FAILURE() << "fp8 accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--weights fp8"), std::string::npos) << e.what();
+  options.weights.quantize_lm_head = false;
+  if (compute_capability() < 89) {  // refused, in one line naming the GPU's capability
+    try {
+      make_cuda_backend(config, nullptr, 42, options, comm, 0);
+      ADD_FAILURE() << "fp8 accepted below compute capability 8.9";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--weights fp8 needs a GPU of compute capability 8.9"), std::string::npos)
+          << e.what();
+    }
+    return;
   }
+  auto fp8 = make_cuda_backend(config, nullptr, 42, options, comm, 0);
+  EXPECT_EQ(fp8->weight_format(), "fp8 (lm_head float16)");
+  EXPECT_LT(fp8->weight_bytes(), plain_bytes);
+  const std::vector<float> a = testing::forward_logits(*fp8, batch);
+  EXPECT_EQ(a, testing::forward_logits(*make_cuda_backend(config, nullptr, 42, options, comm, 0), batch));
+  for (float v : a) ASSERT_TRUE(std::isfinite(v));
 }
 
 }  // namespace
