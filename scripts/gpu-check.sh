@@ -2,17 +2,22 @@
 # The one GPU check: every stage bounded (`timeout -k 5`), a global deadline, failures never stop
 # later stages, scratch files in /tmp, the log and small results in $OUT. Stages, most valuable first:
 #   facts        OS, glibc, GPUs (nvidia-smi -L), shared libraries resolved (scripts/gpu-libs.sh)
-#   gpu tests    cuda_kernels_test, cuda_model_test, cuda_draws_test (kernel vs CPU, fixture models)
+#   gpu tests    cuda_kernels_test, cuda_model_test, cuda_draws_test, cuda_quant_test (kernel vs CPU,
+#                fixture models; int8/int4/fp8 products vs double, --weights int8/int4 vs the CPU
+#                backend, --weights fp8 vs Hugging Face within a sanity bound)
 #   golden       `gptj logits` on tiny-gptj-a vs Hugging Face: float32 (1e-4), float16, bfloat16;
 #                prefill-then-decode vs one-shot; a 230-token prompt decoded from position 100
 #                (the flash-decoding split path) vs one-shot
 #   6b-shape     a 2-layer GPT-J-6B-shaped random checkpoint (head_dim 256, rotary 64, n_inner 16384,
 #                vocab 50400): CUDA float32 vs the CPU backend, 8 tokens all positions and a
-#                2048-token prefill's last position
+#                2048-token prefill's last position; the 8 tokens again with --weights int8 on both
 #   generate     `gptj batch` on examples/prompts.jsonl on the GPU vs `--backend cpu`
 #   bench        GPT-J-6B shape, fp16, TP 1: decode batches 1/8/64/256, 2048-token prefill, and the
 #                fraction of HBM bandwidth at batch 1
-#   sanitizer    compute-sanitizer memcheck on the three GPU test binaries, racecheck on the kernels
+#   bench-int8   the same shape with --weights int8 (lm_head float16): decode batches 1/8, 512-token
+#                prefill; int8-target fails when batch-1 decode is above issue 14's 1.8 ms/step
+#   sanitizer    compute-sanitizer memcheck on the GPU test binaries (the quantized kernels' part of
+#                cuda_quant_test), racecheck on the kernels
 #   rerun        every failed GPU stage again with CUDA_LAUNCH_BLOCKING=1 (the fault names its kernel)
 #   cpu          the CPU golden test, at the best CPU kernel level and forced to avx2; the linear kernel
 #                tests at each level (avx2, avx512, avx512bf16): a GPU machine's CPU is where the
@@ -188,6 +193,7 @@ export GPTJ_TEST_DATA_DIR="$REPO/tests/data"
 stage gpu-kernel-tests gpu 120 "$BIN/cuda_kernels_test"
 stage gpu-model-tests gpu 120 "$BIN/cuda_model_test"
 stage gpu-draws-tests gpu 120 "$BIN/cuda_draws_test"
+stage gpu-quant-tests gpu 120 "$BIN/cuda_quant_test"
 
 # ---- golden through the CLI ----------------------------------------------------------------------
 MODEL=tests/data/tiny-gptj-a/model
@@ -258,6 +264,8 @@ stage 6b-shape-model gpu 120 make_shape_model
 stage 6b-shape-8-tokens gpu 120 cuda_vs_cpu shape8 1e-3 --model "$SHAPE_MODEL" --tokens "$P7,1,2,3" \
   --all-positions
 stage 6b-shape-prefill-2048 gpu 180 cuda_vs_cpu shape2048 1e-3 --model "$SHAPE_MODEL" --tokens "$P2048"
+stage 6b-shape-int8 gpu 90 cuda_vs_cpu shape8_int8 1e-3 --model "$SHAPE_MODEL" --tokens "$P7,1,2,3" \
+  --all-positions --weights int8
 rm -rf "$SHAPE_MODEL"
 
 # ---- generation end to end -----------------------------------------------------------------------
@@ -290,13 +298,26 @@ run_bench() {
     --decode-batches 1,8,64,256 --prefill-tokens 2048 | tee "$OUT/bench.jsonl"
   return "${PIPESTATUS[0]}"
 }
+run_bench_int8() {
+  "$GPTJ" bench --backend cuda --dtype float16 --weights int8 --random-weights --config configs/gptj-6b.json \
+    --decode-batches 1,8 --prefill-tokens 512 --no-bandwidth | tee "$OUT/bench-int8.jsonl"
+  return "${PIPESTATUS[0]}"
+}
+# hbm_fraction BENCH.jsonl FORMAT [TARGET_MS]: batch-1 decode against the bytes a step must read in
+# FORMAT (fp16, or int8 with lm_head fp16); with TARGET_MS, fails when the step is slower.
 hbm_fraction() {
-  python3 - "$OUT/bench.jsonl" <<'PY'
+  python3 - "$@" <<'PY'
 import json, sys
-# Bytes a GPT-J-6B fp16 decode step must read: every layer weight and lm_head once (wte only for
-# the batch's rows, so it is left out); biases and layernorms are float32.
+# Bytes a GPT-J-6B decode step must read: every layer weight and lm_head once (wte only for the
+# batch's rows, so it is left out); biases and layernorms are float32; int8 adds a float32 scale
+# per output row of the fused matrices (28672 of w_in, 4096 of w_out per layer).
 E, L, V, I = 4096, 28, 50400, 16384
-weights = 2 * (V * E + L * (4 * E * E + 2 * E * I)) + 4 * (V + 2 * E + L * (I + 3 * E))
+small = 4 * (V + 2 * E + L * (I + 3 * E))
+if sys.argv[2] == 'int8':
+    weights = 2 * V * E + L * (4 * E * E + 2 * E * I) + 4 * L * (3 * E + I + E) + small
+else:
+    weights = 2 * (V * E + L * (4 * E * E + 2 * E * I)) + small
+target = float(sys.argv[3]) if len(sys.argv) > 3 else None
 peak = 4.8e12  # H200 HBM3e spec; ~4.3e12 measured on this workplace's H200 (device-to-device copy)
 for line in open(sys.argv[1]):
     try:
@@ -306,26 +327,34 @@ for line in open(sys.argv[1]):
     ms = rec.get('ms_per_step', rec.get('ms/step'))
     if rec.get('batch') == 1 and ms and 'decode' in str(rec.get('what', '')):
         bw = weights / (float(ms) * 1e-3)
-        print(f'batch-1 decode: {float(ms):.3f} ms/step, {bw / 1e12:.2f} TB/s of weights = '
+        print(f'{sys.argv[2]} batch-1 decode: {float(ms):.3f} ms/step, {bw / 1e12:.2f} TB/s of weights = '
               f'{bw / peak:.1%} of 4.8 TB/s ({bw / 4.3e12:.1%} of the 4.3 TB/s measured)')
+        if target is not None:
+            print(f'target {target} ms/step: {"met" if float(ms) <= target else "NOT met"}')
+            sys.exit(0 if float(ms) <= target else 1)
         sys.exit(0)
 print('no batch-1 decode record with ms_per_step in the bench output'); sys.exit(1)
 PY
 }
-export -f run_bench hbm_fraction
+export -f run_bench run_bench_int8 hbm_fraction
 export OUT
 stage bench gpu 240 run_bench
-stage hbm-fraction gpu 10 hbm_fraction
+stage hbm-fraction gpu 10 hbm_fraction "$OUT/bench.jsonl" fp16
+stage bench-int8 gpu 150 run_bench_int8
+stage int8-target gpu 10 hbm_fraction "$OUT/bench-int8.jsonl" int8 1.8
 
 # ---- compute-sanitizer -----------------------------------------------------------------------------
-sanitize() {  # sanitize TOOL BINARY
+sanitize() {  # sanitize TOOL BINARY [ARGS...]
   command -v compute-sanitizer >/dev/null || { echo "compute-sanitizer not on PATH"; return 1; }
-  compute-sanitizer --tool "$1" --error-exitcode 99 "$2"
+  local tool=$1
+  shift
+  compute-sanitizer --tool "$tool" --error-exitcode 99 "$@"
 }
 export -f sanitize
 stage memcheck-kernels gpu 90 sanitize memcheck "$BIN/cuda_kernels_test"
 stage memcheck-model gpu 90 sanitize memcheck "$BIN/cuda_model_test"
 stage memcheck-draws gpu 90 sanitize memcheck "$BIN/cuda_draws_test"
+stage memcheck-quant gpu 90 sanitize memcheck "$BIN/cuda_quant_test" --gtest_filter='CudaQuantKernels*'
 stage racecheck-kernels gpu 120 sanitize racecheck "$BIN/cuda_kernels_test"
 
 # ---- failed GPU stages again, synchronously: the error names the kernel that faulted -------------
@@ -336,6 +365,7 @@ for name in "${failed_gpu[@]}"; do
     gpu-kernel-tests) stage rerun-$name gpu 120 rerun_blocking "$BIN/cuda_kernels_test" ;;
     gpu-model-tests) stage rerun-$name gpu 120 rerun_blocking "$BIN/cuda_model_test" ;;
     gpu-draws-tests) stage rerun-$name gpu 120 rerun_blocking "$BIN/cuda_draws_test" ;;
+    gpu-quant-tests) stage rerun-$name gpu 120 rerun_blocking "$BIN/cuda_quant_test" ;;
     golden-fp32) stage rerun-$name gpu 60 rerun_blocking "$GPTJ" logits --backend cuda --dtype float32 \
       --model "$MODEL" --tokens "$P7" --all-positions --output "$S/rerun.npy" ;;
     generate) stage rerun-$name gpu 120 rerun_blocking generate_on_gpu ;;

@@ -2,7 +2,9 @@
 //   rows 1..3  memory-bound decode: the quantized rows are streamed once, widened to float32 in
 //              registers (8 values per load for int8, 16 per 8-byte load for int4) and FMA'd with the
 //              inputs; the scale multiplies once per output (int8) or per 128-column group (int4).
-//              K weight rows at a time against R input rows (K x R accumulators in registers).
+//              Each weight row is streamed front to back (several accumulators per input row), the
+//              rows split over the threads in contiguous ranges: measured on the project's 2-core
+//              Zen 3 VM, 1.7x faster than 4 interleaved rows at a time (4 short streams).
 //   more rows  compute-bound: panels of weight rows are dequantized into a float32 scratch (L2-sized)
 //              and the float32 cpu::linear runs on each panel (its register tile, or sgemm).
 // Baseline ISA: AVX2 + FMA (x86-64-v3, what every gptj build targets); without AVX2 every size takes
@@ -64,30 +66,35 @@ inline __m256 widen_int8(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
 
-// int8: outputs o..o+K-1 for input rows 0..R-1; in % 8 columns done in scalar at the end.
-template <int K, int R>
-void int8_block(const float* x, int ldx, int in, const int8_t* w, const float* scales, int o, const float* bias,
-                float* y, int ldy) {
-  __m256 acc[K][R];
-  for (int k = 0; k < K; ++k)
-    for (int r = 0; r < R; ++r) acc[k][r] = _mm256_setzero_ps();
-  const int in8 = in / 8 * 8;
-  for (int i = 0; i < in8; i += 8) {
-    __m256 xv[R];
-    for (int r = 0; r < R; ++r) xv[r] = _mm256_loadu_ps(x + static_cast<std::size_t>(r) * ldx + i);
-    for (int k = 0; k < K; ++k) {
-      const __m256 wk = widen_int8(w + static_cast<std::size_t>(o + k) * in + i);
-      for (int r = 0; r < R; ++r) acc[k][r] = _mm256_fmadd_ps(wk, xv[r], acc[k][r]);
+// int8, output o for input rows 0..R-1: one weight row streamed front to back, U = 4 / R (at least
+// 2) independent accumulators per input row over consecutive runs of 8, so the loop waits on memory,
+// not on FMA latency; in % 8 columns in scalar at the end; the scale once, on the row's sum.
+template <int R>
+void int8_row(const float* x, int ldx, int in, const int8_t* w, float scale, float bias, float* y, int ldy) {
+  constexpr int U = R == 1 ? 4 : 2;
+  __m256 acc[R][U];
+  for (int r = 0; r < R; ++r)
+    for (int u = 0; u < U; ++u) acc[r][u] = _mm256_setzero_ps();
+  const int in_unrolled = in / (8 * U) * (8 * U), in8 = in / 8 * 8;
+  for (int i = 0; i < in_unrolled; i += 8 * U) {
+    for (int u = 0; u < U; ++u) {
+      const __m256 wv = widen_int8(w + i + 8 * u);
+      for (int r = 0; r < R; ++r)
+        acc[r][u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + static_cast<std::size_t>(r) * ldx + i + 8 * u), acc[r][u]);
     }
   }
-  for (int k = 0; k < K; ++k) {
-    const int8_t* wk = w + static_cast<std::size_t>(o + k) * in;
-    for (int r = 0; r < R; ++r) {
-      const float* xr = x + static_cast<std::size_t>(r) * ldx;
-      float sum = hsum(acc[k][r]);
-      for (int i = in8; i < in; ++i) sum += static_cast<float>(wk[i]) * xr[i];
-      y[static_cast<std::size_t>(r) * ldy + o + k] = scales[o + k] * sum + (bias ? bias[o + k] : 0.0f);
-    }
+  for (int i = in_unrolled; i < in8; i += 8) {
+    const __m256 wv = widen_int8(w + i);
+    for (int r = 0; r < R; ++r)
+      acc[r][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + static_cast<std::size_t>(r) * ldx + i), acc[r][0]);
+  }
+  for (int r = 0; r < R; ++r) {
+    const float* xr = x + static_cast<std::size_t>(r) * ldx;
+    __m256 sum = acc[r][0];
+    for (int u = 1; u < U; ++u) sum = _mm256_add_ps(sum, acc[r][u]);
+    float total = hsum(sum);
+    for (int i = in8; i < in; ++i) total += static_cast<float>(w[i]) * xr[i];
+    y[static_cast<std::size_t>(r) * ldy] = scale * total + bias;
   }
 }
 
@@ -117,7 +124,7 @@ void dequantize_row(WeightRef weight, int in, int r, float* out) {
   const uint16_t* scales = static_cast<const uint16_t*>(weight.scales) + static_cast<std::size_t>(r) * int4_groups(in);
   const uint8_t* row = static_cast<const uint8_t*>(weight.data) + static_cast<std::size_t>(r) * int4_row_bytes(in);
   for (int c = 0; c < in; c += 16) {
-    const __m256 scale = _mm256_set1_ps(f16_to_f32(scales[c / kInt4Group]));
+    const __m256 scale = _mm256_set1_ps(_cvtsh_ss(scales[c / kInt4Group]));
     __m256 lo, hi;
     widen_int4(row + c / 2, lo, hi);
     _mm256_storeu_ps(out + c, _mm256_mul_ps(scale, lo));
@@ -125,66 +132,64 @@ void dequantize_row(WeightRef weight, int in, int r, float* out) {
   }
 }
 
-// int4: outputs o..o+K-1 for input rows 0..R-1; needs in % 16 == 0. Per group, the group's sums
-// (in registers) are scaled into the totals.
-template <int K, int R>
-void int4_block(const float* x, int ldx, int in, const uint8_t* w, const uint16_t* scales, int o, const float* bias,
-                float* y, int ldy) {
-  const int row_bytes = int4_row_bytes(in), groups = int4_groups(in);
-  __m256 total[K][R];
-  for (int k = 0; k < K; ++k)
-    for (int r = 0; r < R; ++r) total[k][r] = _mm256_setzero_ps();
-  for (int g = 0; g < groups; ++g) {
-    __m256 acc[K][R];
-    for (int k = 0; k < K; ++k)
-      for (int r = 0; r < R; ++r) acc[k][r] = _mm256_setzero_ps();
-    const int end = std::min(in, (g + 1) * kInt4Group);
-    for (int i = g * kInt4Group; i < end; i += 16) {
-      __m256 xlo[R], xhi[R];
+// int4, output o for input rows 0..R-1 (in % 16 == 0): one weight row streamed front to back,
+// 16 values per 8-byte load. A full 128-column group is 4 fixed steps of 32 values into A
+// accumulators per input row (4, or 2 for 3 rows, to stay in registers); a short last group goes 16
+// values at a time. Each group's sum is scaled into the row's total.
+template <int R>
+void int4_row(const float* x, int ldx, int in, const uint8_t* w, const uint16_t* scales, float bias, float* y,
+              int ldy) {
+  constexpr int A = R == 3 ? 2 : 4;
+  __m256 total[R];
+  for (int r = 0; r < R; ++r) total[r] = _mm256_setzero_ps();
+  for (int g = 0; g * kInt4Group < in; ++g) {
+    const int begin = g * kInt4Group;
+    __m256 acc[R][A];
+    for (int r = 0; r < R; ++r)
+      for (int a = 0; a < A; ++a) acc[r][a] = _mm256_setzero_ps();
+    auto unit = [&](int i, int a) {  // 16 values at column i into accumulators a, a + 1
+      __m256 lo, hi;
+      widen_int4(w + i / 2, lo, hi);
       for (int r = 0; r < R; ++r) {
-        xlo[r] = _mm256_loadu_ps(x + static_cast<std::size_t>(r) * ldx + i);
-        xhi[r] = _mm256_loadu_ps(x + static_cast<std::size_t>(r) * ldx + i + 8);
+        const float* xr = x + static_cast<std::size_t>(r) * ldx + i;
+        acc[r][a] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(xr), acc[r][a]);
+        acc[r][a + 1] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(xr + 8), acc[r][a + 1]);
       }
-      for (int k = 0; k < K; ++k) {
-        __m256 lo, hi;
-        widen_int4(w + static_cast<std::size_t>(o + k) * row_bytes + i / 2, lo, hi);
-        for (int r = 0; r < R; ++r) acc[k][r] = _mm256_fmadd_ps(hi, xhi[r], _mm256_fmadd_ps(lo, xlo[r], acc[k][r]));
+    };
+    if (in - begin >= kInt4Group) {
+      for (int i = begin; i < begin + kInt4Group; i += 32) {
+        unit(i, 0);
+        unit(i + 16, A - 2);
       }
+    } else {
+      for (int i = begin; i < in; i += 16) unit(i, 0);
     }
-    for (int k = 0; k < K; ++k) {
-      const __m256 scale = _mm256_set1_ps(f16_to_f32(scales[static_cast<std::size_t>(o + k) * groups + g]));
-      for (int r = 0; r < R; ++r) total[k][r] = _mm256_fmadd_ps(acc[k][r], scale, total[k][r]);
+    const __m256 scale = _mm256_set1_ps(_cvtsh_ss(scales[g]));  // F16C: exact, as f16_to_f32
+    for (int r = 0; r < R; ++r) {
+      __m256 sum = acc[r][0];
+      for (int a = 1; a < A; ++a) sum = _mm256_add_ps(sum, acc[r][a]);
+      total[r] = _mm256_fmadd_ps(sum, scale, total[r]);
     }
   }
-  for (int k = 0; k < K; ++k)
-    for (int r = 0; r < R; ++r)
-      y[static_cast<std::size_t>(r) * ldy + o + k] = hsum(total[k][r]) + (bias ? bias[o + k] : 0.0f);
+  for (int r = 0; r < R; ++r) y[static_cast<std::size_t>(r) * ldy] = hsum(total[r]) + bias;
 }
 
-// R input rows: blocks of K outputs in parallel, the last out % K outputs one at a time.
+// R input rows: the outputs in parallel, each thread streaming a contiguous range of weight rows.
 template <int R>
 void few_rows(const float* x, int ldx, int in, WeightRef weight, int out, const float* bias, float* y, int ldy) {
-  constexpr int K = R == 1 ? 4 : 2;
+  const auto* values = static_cast<const uint8_t*>(weight.data);
   const bool int8 = weight.dtype == WeightRef::kInt8;
-  const auto* w8 = static_cast<const int8_t*>(weight.data);
-  const auto* w4 = static_cast<const uint8_t*>(weight.data);
-  const auto* s8 = static_cast<const float*>(weight.scales);
-  const auto* s4 = static_cast<const uint16_t*>(weight.scales);
-  const int blocks = out / K;
+  const int row_bytes = int8 ? in : int4_row_bytes(in), groups = int4_groups(in);
 #pragma omp parallel for schedule(static)
-  for (int b = 0; b < blocks + (out % K); ++b) {
-    if (b < blocks) {
-      if (int8)
-        int8_block<K, R>(x, ldx, in, w8, s8, b * K, bias, y, ldy);
-      else
-        int4_block<K, R>(x, ldx, in, w4, s4, b * K, bias, y, ldy);
-    } else {
-      const int o = blocks * K + (b - blocks);
-      if (int8)
-        int8_block<1, R>(x, ldx, in, w8, s8, o, bias, y, ldy);
-      else
-        int4_block<1, R>(x, ldx, in, w4, s4, o, bias, y, ldy);
-    }
+  for (int o = 0; o < out; ++o) {
+    const uint8_t* w = values + static_cast<std::size_t>(o) * row_bytes;
+    const float b = bias ? bias[o] : 0.0f;
+    if (int8)
+      int8_row<R>(x, ldx, in, reinterpret_cast<const int8_t*>(w), static_cast<const float*>(weight.scales)[o], b, y + o,
+                  ldy);
+    else
+      int4_row<R>(x, ldx, in, w, static_cast<const uint16_t*>(weight.scales) + static_cast<std::size_t>(o) * groups, b,
+                  y + o, ldy);
   }
 }
 #else

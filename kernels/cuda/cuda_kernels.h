@@ -115,6 +115,62 @@ template <typename T>
 void fill_random(T* p, std::size_t n, uint64_t seed, uint64_t tensor_id, float mean, float stddev,
                  cudaStream_t stream);
 
+// ---- Weight-only quantized products (quant_linear.cu) ----
+
+// A quantized weight matrix [rows, cols] (nn.Linear layout) on the device, in runtime/core/quant.h's
+// layout, uploaded as the host holds it (device pointers, not owned):
+//   kInt8  values int8 [rows, cols] (row stride cols bytes), scales float32 [rows]
+//   kInt4  values [rows, row_bytes()] nibbles (every 8 bytes hold 16 consecutive values: byte j's low
+//          nibble = value j, high nibble = value j + 8, code = q + 8; rows padded to 16 values),
+//          scales float16 [rows, groups()] (one per kQuantGroup columns)
+// A weight is scale * q, rounded once to float32 (as runtime/core/quant.h's dequantize_rows).
+// (The members are constexpr so that device code may call them: --expt-relaxed-constexpr.)
+enum class QuantKind { kInt8, kInt4 };
+constexpr int kQuantGroup = 128;  // = runtime/core/quant.h's kInt4Group
+struct QuantWeights {
+  QuantKind kind = QuantKind::kInt8;
+  int rows = 0, cols = 0;
+  const uint8_t* values = nullptr;
+  const void* scales = nullptr;
+  constexpr std::size_t row_bytes() const {
+    return kind == QuantKind::kInt8 ? static_cast<std::size_t>(cols) : static_cast<std::size_t>(cols + 15) / 16 * 8;
+  }
+  constexpr int groups() const { return (cols + kQuantGroup - 1) / kQuantGroup; }
+  constexpr std::size_t scale_bytes() const {
+    return kind == QuantKind::kInt8 ? rows * sizeof(float) : static_cast<std::size_t>(rows) * groups() * 2;
+  }
+};
+
+// Largest row count quant_gemv takes (decode-sized products; more rows go through
+// quant_dequantize into tiles and a tensor-core GEMM: runtime/backend/cuda_quant_linear.h).
+constexpr int kQuantGemvMaxRows = 8;
+
+// y [rows, w.rows] (row stride ldy; float32 when y_f32, else T) = x [rows, w.cols] (T, row stride
+// ldx) · dequant(w)^T, rows in 1..kQuantGemvMaxRows, float32 accumulation, weights dequantized in
+// registers (one warp per output column, 16 values per lane per load).
+template <typename T>
+void quant_gemv(const T* x, int ldx, int rows, const QuantWeights& w, void* y, int ldy, bool y_f32,
+                cudaStream_t stream);
+
+// out [n, w.cols] (T, dense) = dequant(w) rows [row_begin, row_begin + n).
+template <typename T>
+void quant_dequantize(const QuantWeights& w, int row_begin, int n, T* out, cudaStream_t stream);
+
+// Random quantized weights generated on the GPU (no checkpoint): q = round(normal * k) clamped to
+// the format's range (k = 32 of 127 for int8, 2.5 of 7 for int4), every scale stddev / k, so a weight
+// is ~ normal(0, stddev) cut at ~4 sigma (int8) or ~2.8 sigma (int4). Deterministic for the arguments;
+// int4 padding nibbles hold the code for 0. values / scales laid out as QuantWeights.
+void fill_random_quantized(QuantKind kind, int rows, int cols, uint64_t seed, uint64_t tensor_id, float stddev,
+                           uint8_t* values, void* scales, cudaStream_t stream);
+
+// Per-tensor FP8 E4M3 (fp8.cu), for --weights fp8 on sm_89+: out [rows, cols] (dense, E4M3 bytes) =
+// x [rows, cols] (row stride ld) / s rounded to nearest and saturated to +-kFp8Max, with
+// s = max|x| / kFp8Max (1 when x is all zeros). scale (device, 2 floats): [0] the max (scratch),
+// [1] s, which a product multiplies back (cuBLASLt's A/B scale pointers). Asynchronous on `stream`.
+constexpr float kFp8Max = 448.0f;  // largest finite E4M3 value
+template <typename T>
+void fp8_quantize(const T* x, int rows, int cols, int ld, float* scale, uint8_t* out, cudaStream_t stream);
+
 // ---- Draw summaries (sampling.cu): the GPU half of runtime/backend/draw.h ----
 
 // One draw's plan on the device; its edits are edits[edit_begin, edit_end) of one shared array.

@@ -4,6 +4,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstddef>
+#include <cstdint>
+
 namespace gptj::cuda::detail {
 
 __device__ __forceinline__ float to_float(float v) { return v; }
@@ -19,6 +22,26 @@ __device__ __forceinline__ __half from_float<__half>(float v) { return __float2h
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
+}
+
+__host__ __device__ __forceinline__ uint64_t splitmix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+// Random weights: the key of tensor `tensor_id` under `seed`, and its approximately normal value i
+// (Irwin-Hall: the sum of 4 uniforms of 16 bits each has mean 2, variance 1/3). Counter-based, so
+// any element can be generated alone, deterministically.
+__host__ __device__ __forceinline__ uint64_t random_key(uint64_t seed, uint64_t tensor_id) {
+  return splitmix64(seed ^ splitmix64(tensor_id + 0x1234567ull));
+}
+__device__ __forceinline__ float random_normal(uint64_t key, size_t i) {
+  const uint64_t bits = splitmix64(key ^ (i * 0xd6e8feb86659fd93ull));
+  float sum = 0;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) sum += static_cast<float>((bits >> (16 * k)) & 0xffffu) * (1.0f / 65536.0f);
+  return (sum - 2.0f) * 1.7320508f;
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

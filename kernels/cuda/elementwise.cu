@@ -97,27 +97,13 @@ __global__ void add_bias_f32_kernel(float* x, const float* bias, int rows, int c
     x[idx] += bias[idx % cols];
 }
 
-__device__ __forceinline__ uint64_t splitmix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 template <typename T>
 __global__ void fill_random_kernel(T* p, size_t n, uint64_t seed, uint64_t tensor_id, float mean,
                                    float stddev) {
-  const uint64_t key = splitmix64(seed ^ splitmix64(tensor_id + 0x1234567ull));
+  const uint64_t key = detail::random_key(seed, tensor_id);
   for (size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; idx < n;
-       idx += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const uint64_t bits = splitmix64(key ^ (idx * 0xd6e8feb86659fd93ull));
-    // Irwin-Hall: the sum of 4 uniforms (16 bits each) has mean 2, variance 1/3.
-    float sum = 0;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) sum += static_cast<float>((bits >> (16 * k)) & 0xffffu) * (1.0f / 65536.0f);
-    const float normal = (sum - 2.0f) * 1.7320508f;
-    p[idx] = from_float<T>(mean + stddev * normal);
-  }
+       idx += static_cast<size_t>(gridDim.x) * blockDim.x)
+    p[idx] = from_float<T>(mean + stddev * detail::random_normal(key, idx));
 }
 
 }  // namespace

@@ -9,6 +9,14 @@
 // [ attn_out | gelu(fc_in) ] (columns 2 El .. Nin) is one contiguous block feeding the output GEMM.
 // The residual stream x is float32; GEMM inputs/outputs are the compute type T with float32
 // accumulation (CUBLAS_COMPUTE_32F, cuBLASLt: runtime/backend/cuda_gemm.h); logits come out in float32.
+// With --weights int8|int4 the fused w_in / w_out (and lm_head with --quantize-lm-head) stay
+// quantized on the GPU, values and scales exactly as runtime/core/quant.h made them on the host, and
+// their products run through runtime/backend/cuda_quant_linear.h (dequantized in registers for
+// decode, by tiles into cuBLASLt for larger batches). Without a checkpoint they are random codes
+// generated on the GPU (cuda::fill_random_quantized). With --weights fp8 (sm_89+) each of those
+// matrices is FP8 E4M3 with one per-tensor scale, converted on the GPU from the compute type at load;
+// each product quantizes its input rows to E4M3 with a per-call scale (cuda::fp8_quantize) and runs
+// on cuBLASLt's FP8 tensor cores (CudaGemm::linear_fp8).
 //
 // Memory: weights and KV caches are allocated once at construction; the step workspaces (device
 // buffers, pinned host buffers for metadata, draw plans, summaries and fetched rows) grow only when a
@@ -26,6 +34,7 @@
 #include "kernels/cuda/cuda_kernels.h"
 #include "runtime/backend/cuda_buffer.h"
 #include "runtime/backend/cuda_gemm.h"
+#include "runtime/backend/cuda_quant_linear.h"
 #ifdef GPTJ_WITH_NCCL
 #include "parallel/nccl_communicator.h"
 #endif
@@ -54,13 +63,26 @@ struct TypeInfo<__nv_bfloat16> {
 };
 
 
+// One weight matrix [rows, cols] as the GPU holds it: in the compute type T (plain), or quantized
+// (quant: device values and scales, layout kernels/cuda/cuda_kernels.h). Device memory owned by the
+// backend's allocation list.
+template <typename T>
+struct CudaMatrix {
+  int rows = 0, cols = 0;
+  T* plain = nullptr;          // [rows, cols] when neither quantized nor fp8
+  bool quantized = false;
+  cuda::QuantWeights quant;    // when quantized (int8 / int4)
+  uint8_t* fp8 = nullptr;      // [rows, cols] E4M3 bytes when fp8
+  float* fp8_scale = nullptr;  // [2] when fp8: max|w| (scratch), the per-tensor scale
+};
+
 template <typename T>
 struct CudaLayer {
   float* ln_gamma = nullptr;  // [E]
   float* ln_beta = nullptr;   // [E]
-  T* w_in = nullptr;          // [3 El + Il, E]: q, k, v, fc_in rows of this shard
+  CudaMatrix<T> w_in;         // [3 El + Il, E]: q, k, v, fc_in rows of this shard
   float* b_fc_in = nullptr;   // [Il]
-  T* w_out = nullptr;         // [E, El + Il]: out_proj shard cols then fc_out shard cols
+  CudaMatrix<T> w_out;        // [E, El + Il]: out_proj shard cols then fc_out shard cols
   float* b_fc_out = nullptr;  // [E] (replicated; added once after the all-reduce)
   T* k_cache = nullptr;       // [num_blocks, block_size, heads_l, head_dim]
   T* v_cache = nullptr;
@@ -85,6 +107,7 @@ class CudaBackend final : public Backend {
     GPTJ_CUDA_CHECK(cudaSetDevice(device_));
     GPTJ_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     gemm_ = std::make_unique<CudaGemm>(stream_, device_);
+    quant_ = std::make_unique<CudaQuantLinear>(*gemm_, stream_, device_);
     GPTJ_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device_));
 #ifdef GPTJ_WITH_NCCL
     if (host_comm.size() > 1) nccl_ = std::make_unique<NcclCommunicator>(host_comm);
@@ -102,14 +125,19 @@ class CudaBackend final : public Backend {
 
     const std::size_t cache_elems = static_cast<std::size_t>(options.kv.num_blocks) *
                                     options.kv.block_size * heads_l_ * head_dim_;
+    const WeightFormat layer_format = options.weights.format;
+    // fp8 is converted here, on the GPU, from matrices read as stored.
+    read_weights_ = options.weights;
+    if (read_weights_.format == WeightFormat::kFp8) read_weights_.format = WeightFormat::kStored;
+    const WeightFormat head_format = options.weights.quantize_lm_head ? layer_format : WeightFormat::kStored;
     layers_.resize(config.n_layer);
     for (int l = 0; l < config.n_layer; ++l) {
       CudaLayer<T>& layer = layers_[l];
       layer.ln_gamma = alloc<float>(E, "ln_1.weight", true);
       layer.ln_beta = alloc<float>(E, "ln_1.bias", true);
-      layer.w_in = alloc<T>(static_cast<std::size_t>(n_in_) * E, "fused q/k/v/fc_in", true);
+      layer.w_in = alloc_matrix(n_in_, E_, layer_format, "fused q/k/v/fc_in");
       layer.b_fc_in = alloc<float>(Il_, "fc_in.bias", true);
-      layer.w_out = alloc<T>(static_cast<std::size_t>(E) * (El_ + Il_), "fused out_proj/fc_out", true);
+      layer.w_out = alloc_matrix(E_, El_ + Il_, layer_format, "fused out_proj/fc_out");
       layer.b_fc_out = alloc<float>(E, "fc_out.bias", true);
       layer.k_cache = alloc<T>(cache_elems, "KV cache (k)", false);
       layer.v_cache = alloc<T>(cache_elems, "KV cache (v)", false);
@@ -121,19 +149,19 @@ class CudaBackend final : public Backend {
         const uint64_t id = 100 + 16 * static_cast<uint64_t>(l);
         random(layer.ln_gamma, E, seed, id + 0, 1.0f, 0.02f);
         random(layer.ln_beta, E, seed, id + 1, 0.0f, 0.02f);
-        random(layer.w_in, static_cast<std::size_t>(n_in_) * E, seed, id + 2, 0.0f, 0.02f);
+        random_matrix(layer.w_in, seed, id + 2);
         random(layer.b_fc_in, Il_, seed, id + 3, 0.0f, 0.02f);
-        random(layer.w_out, static_cast<std::size_t>(E) * (El_ + Il_), seed, id + 4, 0.0f, 0.02f);
+        random_matrix(layer.w_out, seed, id + 4);
         random(layer.b_fc_out, E, seed, id + 5, 0.0f, 0.02f);
       }
     }
     ln_f_gamma_ = alloc<float>(E, "ln_f.weight", true);
     ln_f_beta_ = alloc<float>(E, "ln_f.bias", true);
-    lm_head_ = alloc<T>(static_cast<std::size_t>(vocab_rows_) * E, "lm_head.weight", true);
+    lm_head_ = alloc_matrix(static_cast<int>(vocab_rows_), E_, head_format, "lm_head.weight");
     lm_bias_ = alloc<float>(vocab_rows_, "lm_head.bias", true);
     const int64_t vocab_begin = g.vocab_begin;
     if (checkpoint) {
-      const HeadShard head = read_head_shard(*checkpoint, config, tp, options.weights);
+      const HeadShard head = read_head_shard(*checkpoint, config, tp, read_weights_);
       upload_f32(head.ln_f_gamma, ln_f_gamma_);
       upload_f32(head.ln_f_beta, ln_f_beta_);
       upload_matrix(head.lm_head, lm_head_);
@@ -141,19 +169,30 @@ class CudaBackend final : public Backend {
     } else {
       random(ln_f_gamma_, E, seed, 2, 1.0f, 0.02f);
       random(ln_f_beta_, E, seed, 3, 0.0f, 0.02f);
-      random(lm_head_, static_cast<std::size_t>(vocab_rows_) * E, seed, 4 + tp.rank, 0.0f, 0.02f);
+      random_matrix(lm_head_, seed, 4 + tp.rank);
       random(lm_bias_, vocab_rows_, seed, 64 + tp.rank, 0.0f, 0.02f);
       // Padding rows past the vocabulary: zero weights and bias, as a checkpoint reads them.
       const int64_t real = std::clamp<int64_t>(V - vocab_begin, 0, vocab_rows_);
       if (real < vocab_rows_) {
-        // On stream_, after the fills (stream_ does not synchronize with the legacy stream).
-        GPTJ_CUDA_CHECK(cudaMemsetAsync(lm_head_ + real * E, 0, (vocab_rows_ - real) * E * sizeof(T),
-                                        stream_));
+        // On stream_, after the fills (stream_ does not synchronize with the legacy stream). A
+        // quantized row with scale 0 is zeros whatever its codes.
+        if (lm_head_.quantized) {
+          const std::size_t per_row = lm_head_.quant.scale_bytes() / lm_head_.rows;
+          GPTJ_CUDA_CHECK(cudaMemsetAsync(const_cast<char*>(static_cast<const char*>(lm_head_.quant.scales)) +
+                                              real * per_row,
+                                          0, (vocab_rows_ - real) * per_row, stream_));
+        } else if (lm_head_.fp8) {  // E4M3 0x00 is +0 (the per-tensor scale came from every row)
+          GPTJ_CUDA_CHECK(cudaMemsetAsync(lm_head_.fp8 + real * E, 0, (vocab_rows_ - real) * E, stream_));
+        } else {
+          GPTJ_CUDA_CHECK(cudaMemsetAsync(lm_head_.plain + real * E, 0, (vocab_rows_ - real) * E * sizeof(T),
+                                          stream_));
+        }
         GPTJ_CUDA_CHECK(cudaMemsetAsync(lm_bias_ + real, 0, (vocab_rows_ - real) * sizeof(float),
                                         stream_));
       }
     }
     GPTJ_CUDA_CHECK(cudaDeviceSynchronize());
+    fp8_staging_.release();  // construction only
   }
 
   ~CudaBackend() override {
@@ -163,6 +202,7 @@ class CudaBackend final : public Backend {
     nccl_.reset();
 #endif
     for (void* p : allocations_) cudaFree(p);
+    quant_.reset();
     gemm_.reset();
     if (stream_) cudaStreamDestroy(stream_);
   }
@@ -170,8 +210,12 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
   int64_t vocab_shard_rows() const override { return vocab_rows_; }
   int64_t weight_bytes() const override { return weight_bytes_; }
-  // The GPU holds every matrix in the compute type T, whatever the checkpoint stores.
-  std::string weight_format() const override { return std::string(dtype_name(TypeInfo<T>::kDType)); }
+  // What the GPU holds: the compute type T, or the quantized format of the layers (and of lm_head):
+  // "float16", "int8 (lm_head float16)", ...
+  std::string weight_format() const override {
+    const std::string layers = format_of(layers_.at(0).w_in), head = format_of(lm_head_);
+    return layers == head ? layers : layers + " (lm_head " + head + ")";
+  }
   uint64_t all_reduce_calls() const override { return all_reduce_calls_; }
   std::string async_error() override {
 #ifdef GPTJ_WITH_NCCL
@@ -218,7 +262,7 @@ class CudaBackend final : public Backend {
     for (CudaLayer<T>& layer : layers_) {
       cuda::layernorm<T>(d_x_, nullptr, layer.ln_gamma, layer.ln_beta, d_h_, n_tok, E_,
                          config_.layer_norm_epsilon, stream_);
-      gemm(d_h_, E_, n_tok, E_, layer.w_in, n_in_, d_qkvf_, n_in_, TypeInfo<T>::kCuda);
+      linear(d_h_, E_, n_tok, layer.w_in, d_qkvf_, n_in_, TypeInfo<T>::kCuda);
       T* q = d_qkvf_;
       T* k = d_qkvf_ + El_;
       T* v = d_qkvf_ + 2 * El_;
@@ -233,7 +277,7 @@ class CudaBackend final : public Backend {
       cuda::attention_decode<T>(q, n_in_, d_decode, n_decode_, d_pos, d_bt_off, d_tables, bs,
                                 heads_l_, head_dim_, layer.k_cache, layer.v_cache, attn_out,
                                 n_in_, decode_split_, stream_);
-      gemm(attn_out, n_in_, n_tok, El_ + Il_, layer.w_out, E_, d_partial_, E_, TypeInfo<T>::kCuda);
+      linear(attn_out, n_in_, n_tok, layer.w_out, d_partial_, E_, TypeInfo<T>::kCuda);
       ++all_reduce_calls_;  // the one reduction point of the layer (a no-op at TP 1)
 #ifdef GPTJ_WITH_NCCL
       if (nccl_)
@@ -244,8 +288,7 @@ class CudaBackend final : public Backend {
     }
     cuda::layernorm<T>(d_x_, d_rows, ln_f_gamma_, ln_f_beta_, d_hf_, rows, E_,
                        config_.layer_norm_epsilon, stream_);
-    gemm(d_hf_, E_, rows, E_, lm_head_, static_cast<int>(vocab_rows_), d_logits_,
-         static_cast<int>(vocab_rows_), CUDA_R_32F);
+    linear(d_hf_, E_, rows, lm_head_, d_logits_, static_cast<int>(vocab_rows_), CUDA_R_32F);
     cuda::add_bias_f32(d_logits_, lm_bias_, rows, static_cast<int>(vocab_rows_), stream_);
     logit_rows_ = rows;
   }
@@ -390,11 +433,91 @@ class CudaBackend final : public Backend {
     GPTJ_CUDA_CHECK(cudaMemcpy(dst, staging_.data(), n * sizeof(T), cudaMemcpyHostToDevice));
   }
 
-  // A host matrix of the shard (model_shard.h) into dst [rows, cols] of T, converted in chunks of
-  // ~64 MiB of float32 so host memory stays small.
-  void upload_matrix(const WeightMatrix& m, T* dst) {
-    GPTJ_CHECK(!m.is_quantized(), "the cuda backend has no {} kernels yet (--weights auto on a GPU)", m.format_name());
-    const HostMatrix& host = m.plain();
+  // Device memory for a [rows, cols] weight matrix held as `format` (kStored: the compute type T).
+  CudaMatrix<T> alloc_matrix(int rows, int cols, WeightFormat format, const char* what) {
+    CudaMatrix<T> m;
+    m.rows = rows;
+    m.cols = cols;
+    if (format == WeightFormat::kStored) {
+      m.plain = alloc<T>(static_cast<std::size_t>(rows) * cols, what, true);
+      return m;
+    }
+    if (format == WeightFormat::kFp8) {
+      m.fp8 = alloc<uint8_t>(static_cast<std::size_t>(rows) * cols, what, true);
+      m.fp8_scale = alloc<float>(2, what, true);
+      return m;
+    }
+    GPTJ_CHECK(format == WeightFormat::kInt8 || format == WeightFormat::kInt4, "cuda backend: no {} weights",
+               weight_format_name(format));
+    m.quantized = true;
+    m.quant.kind = format == WeightFormat::kInt8 ? cuda::QuantKind::kInt8 : cuda::QuantKind::kInt4;
+    m.quant.rows = rows;
+    m.quant.cols = cols;
+    m.quant.values = alloc<uint8_t>(rows * m.quant.row_bytes(), what, true);
+    m.quant.scales = alloc<uint8_t>(m.quant.scale_bytes(), what, true);
+    return m;
+  }
+
+  // "float16" (the compute type) or "int8" / "int4" / "fp8".
+  static std::string format_of(const CudaMatrix<T>& m) {
+    if (m.fp8) return "fp8";
+    if (!m.quantized) return std::string(dtype_name(TypeInfo<T>::kDType));
+    return m.quant.kind == cuda::QuantKind::kInt8 ? "int8" : "int4";
+  }
+
+  // Random weights ~ normal(0, 0.02) on the GPU, plain or quantized codes.
+  void random_matrix(CudaMatrix<T>& m, uint64_t seed, uint64_t id) {
+    if (m.fp8) {  // the plain random matrix, converted
+      T* plain = fp8_staging(m);
+      random(plain, static_cast<std::size_t>(m.rows) * m.cols, seed, id, 0.0f, 0.02f);
+      cuda::fp8_quantize<T>(plain, m.rows, m.cols, m.cols, m.fp8_scale, m.fp8, stream_);
+      return;
+    }
+    if (!m.quantized) {
+      random(m.plain, static_cast<std::size_t>(m.rows) * m.cols, seed, id, 0.0f, 0.02f);
+      return;
+    }
+    cuda::fill_random_quantized(m.quant.kind, m.rows, m.cols, seed, id, 0.02f, const_cast<uint8_t*>(m.quant.values),
+                                const_cast<void*>(m.quant.scales), stream_);
+  }
+
+  // A host matrix of the shard (model_shard.h) into dst: quantized values and scales copied as they
+  // are; a plain matrix converted to T in chunks of ~64 MiB of float32 so host memory stays small.
+  void upload_matrix(const WeightMatrix& m, CudaMatrix<T>& dst_matrix) {
+    if (dst_matrix.fp8) {  // through T on the GPU, then converted
+      GPTJ_CHECK(!m.is_quantized() && m.rows() == dst_matrix.rows && m.cols() == dst_matrix.cols,
+                 "cuda backend: a {} [{}, {}] matrix for an fp8 [{}, {}] slot", m.format_name(), m.rows(), m.cols(),
+                 dst_matrix.rows, dst_matrix.cols);
+      T* plain = fp8_staging(dst_matrix);
+      upload_plain(m.plain(), plain);
+      cuda::fp8_quantize<T>(plain, dst_matrix.rows, dst_matrix.cols, dst_matrix.cols, dst_matrix.fp8_scale,
+                            dst_matrix.fp8, stream_);
+      GPTJ_CUDA_CHECK(cudaStreamSynchronize(stream_));  // before the staging is reused
+      return;
+    }
+    GPTJ_CHECK(m.rows() == dst_matrix.rows && m.cols() == dst_matrix.cols && m.is_quantized() == dst_matrix.quantized,
+               "cuda backend: a {} [{}, {}] matrix for a {} [{}, {}] slot", m.format_name(), m.rows(), m.cols(),
+               format_of(dst_matrix), dst_matrix.rows, dst_matrix.cols);
+    if (m.is_quantized()) {
+      const QuantizedMatrix& q = m.quantized();
+      const cuda::QuantWeights& d = dst_matrix.quant;
+      GPTJ_CHECK((q.format == WeightFormat::kInt8) == (d.kind == cuda::QuantKind::kInt8) &&
+                     q.values.size() == d.rows * d.row_bytes(),
+                 "cuda backend: quantized matrix layout mismatch ({})", m.format_name());
+      GPTJ_CUDA_CHECK(cudaMemcpy(const_cast<uint8_t*>(d.values), q.values.data(), q.values.size(), cudaMemcpyHostToDevice));
+      const void* scales = q.format == WeightFormat::kInt8 ? static_cast<const void*>(q.scales.data())
+                                                           : static_cast<const void*>(q.scales16.data());
+      const std::size_t scale_bytes = q.size_bytes() - q.values.size();
+      GPTJ_CHECK(scale_bytes == d.scale_bytes(), "cuda backend: {} scales of {} bytes, expected {}", m.format_name(),
+                 scale_bytes, d.scale_bytes());
+      GPTJ_CUDA_CHECK(cudaMemcpy(const_cast<void*>(d.scales), scales, scale_bytes, cudaMemcpyHostToDevice));
+      return;
+    }
+    upload_plain(m.plain(), dst_matrix.plain);
+  }
+
+  // A plain host matrix into dst [rows, cols] of T, converted in chunks of ~64 MiB of float32.
+  void upload_plain(const HostMatrix& host, T* dst) {
     const int64_t cols = host.cols();
     const int64_t chunk = std::max<int64_t>(1, (int64_t{64} << 20) / (cols * 4));
     std::vector<float> part;
@@ -420,7 +543,7 @@ class CudaBackend final : public Backend {
   }
 
   void load_layer(const Checkpoint& ck, int l, CudaLayer<T>& layer) {
-    const LayerShard shard = read_layer_shard(ck, config_, options_.tp, l, options_.weights);
+    const LayerShard shard = read_layer_shard(ck, config_, options_.tp, l, read_weights_);
     upload_f32(shard.ln_gamma, layer.ln_gamma);
     upload_f32(shard.ln_beta, layer.ln_beta);
     upload_matrix(shard.w_in, layer.w_in);
@@ -429,10 +552,30 @@ class CudaBackend final : public Backend {
     upload_f32(shard.b_fc_out, layer.b_fc_out);
   }
 
-  // y [rows, out] (row stride ldy) = x [rows, in] (row stride ldx) · W^T, W [out, in] row-major.
-  void gemm(const T* x, int ldx, int rows, int in, const T* w, int out, void* y, int ldy,
-            cudaDataType_t y_type) {
-    gemm_->linear(x, ldx, rows, in, w, out, y, ldy, TypeInfo<T>::kCuda, y_type);
+  // The device staging of one matrix in T before its fp8 conversion (construction only; stream_
+  // synchronized before each reuse: reserve() does when it grows, upload_matrix after each use).
+  T* fp8_staging(const CudaMatrix<T>& m) {
+    GPTJ_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    fp8_staging_.reserve(static_cast<std::size_t>(m.rows) * m.cols * sizeof(T), stream_, device_);
+    return fp8_staging_.at<T>(0);
+  }
+
+  // y [rows, w.rows] (row stride ldy) = x [rows, w.cols] (row stride ldx) · W^T, W [out, in] row-major
+  // in T (cuBLASLt), quantized (CudaQuantLinear) or fp8 (x converted to E4M3 first, then cuBLASLt).
+  void linear(const T* x, int ldx, int rows, const CudaMatrix<T>& w, void* y, int ldy, cudaDataType_t y_type) {
+    if (w.fp8) {
+      Carve carve;
+      const std::size_t scale_at = carve.take(2 * sizeof(float));
+      const std::size_t x8_at = carve.take(static_cast<std::size_t>(rows) * w.cols);
+      fp8_inputs_.reserve(carve.total(), stream_, device_);
+      float* x_scale = fp8_inputs_.at<float>(scale_at);
+      uint8_t* x8 = fp8_inputs_.at<uint8_t>(x8_at);
+      cuda::fp8_quantize<T>(x, rows, w.cols, ldx, x_scale, x8, stream_);
+      gemm_->linear_fp8(x8, rows, w.cols, w.fp8, w.rows, x_scale + 1, w.fp8_scale + 1, y, ldy, y_type);
+    } else if (w.quantized)
+      quant_->linear(x, ldx, rows, w.quant, y, ldy, TypeInfo<T>::kCuda, y_type);
+    else
+      gemm_->linear(x, ldx, rows, w.cols, w.plain, w.rows, y, ldy, TypeInfo<T>::kCuda, y_type);
   }
 
   // Packs the step's int32 metadata into meta_: tokens, positions, per-token block-table offsets
@@ -520,6 +663,7 @@ class CudaBackend final : public Backend {
 
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<CudaGemm> gemm_;
+  std::unique_ptr<CudaQuantLinear> quant_;  // uses gemm_: declared after it, destroyed before it
 #ifdef GPTJ_WITH_NCCL
   std::unique_ptr<NcclCommunicator> nccl_;
 #endif
@@ -530,9 +674,12 @@ class CudaBackend final : public Backend {
   std::vector<CudaLayer<T>> layers_;
   float* ln_f_gamma_ = nullptr;     // [E]
   float* ln_f_beta_ = nullptr;      // [E]
-  T* lm_head_ = nullptr;            // [vocab_rows, E]
+  CudaMatrix<T> lm_head_;           // [vocab_rows, E]
   float* lm_bias_ = nullptr;        // [vocab_rows]
   std::vector<uint8_t> staging_;    // host conversion buffer (construction only)
+  WeightOptions read_weights_;      // what the shard is read as (fp8: as stored, converted on the GPU)
+  CudaGrowBuffer fp8_staging_{CudaGrowBuffer::Kind::kDevice, "fp8 conversion staging"};  // construction only
+  CudaGrowBuffer fp8_inputs_{CudaGrowBuffer::Kind::kDevice, "fp8 inputs"};  // a product's E4M3 x and scale
 
   // Step workspace (device), carved by ensure_workspace.
   CudaGrowBuffer workspace_{CudaGrowBuffer::Kind::kDevice, "step workspace"};
@@ -594,9 +741,13 @@ std::unique_ptr<Backend> make_cuda_backend(const GptjConfig& config, const Check
   GPTJ_CHECK(host_comm.size() == tp.size, "CUDA backend: TP size {} but the communicator has {} ranks",
              tp.size, host_comm.size());
   shard_geometry(config, tp);  // the TP checks every backend shares
-  GPTJ_CHECK(options.weights.format == WeightFormat::kStored,
-             "--weights {}: the cuda backend has no quantized kernels yet (use --backend cpu for int8/int4)",
-             weight_format_name(options.weights.format));
+  if (options.weights.format == WeightFormat::kFp8) {
+    const ShardGeometry g = shard_geometry(config, tp);
+    GPTJ_CHECK(g.E % 16 == 0 && g.n_mid % 16 == 0,
+               "--weights fp8 needs n_embd and the shard's n_embd / tp + n_inner / tp to be multiples of 16 "
+               "(cuBLASLt FP8); got {} and {}",
+               g.E, g.n_mid);
+  }
   GPTJ_CHECK(config.head_dim() <= cuda::kMaxHeadDim,
              "CUDA backend: head_dim {} above the supported {}", config.head_dim(), cuda::kMaxHeadDim);
   GPTJ_CHECK(config.rotary_dim % 2 == 0 && config.rotary_dim <= config.head_dim(),
@@ -611,6 +762,15 @@ std::unique_ptr<Backend> make_cuda_backend(const GptjConfig& config, const Check
              "rank {}: local rank {} needs GPU {}, but this node has only {} visible GPU(s): run at "
              "most {} ranks per node",
              tp.rank, local_rank, local_rank, count, count);
+  if (options.weights.format == WeightFormat::kFp8) {
+    int major = 0, minor = 0;
+    GPTJ_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, local_rank));
+    GPTJ_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, local_rank));
+    GPTJ_CHECK(major * 10 + minor >= 89,
+               "--weights fp8 needs a GPU of compute capability 8.9 or newer (FP8 tensor cores); GPU {} is {}.{}: "
+               "use --weights int8 or int4",
+               local_rank, major, minor);
+  }
   const std::string& dtype = options.compute_dtype;
   if (dtype == "float16" || dtype == "fp16")
     return std::make_unique<CudaBackend<__half>>(config, checkpoint, seed, options, host_comm,

@@ -42,12 +42,14 @@ class CudaGrowBuffer {
     return reinterpret_cast<T*>(static_cast<char*>(data_) + offset);
   }
 
- private:
+  // Frees the buffer now (the caller makes sure no queued work still uses it).
   void release() {
     if (data_) kind_ == Kind::kDevice ? cudaFree(data_) : cudaFreeHost(data_);
     data_ = nullptr;
     bytes_ = 0;
   }
+
+ private:
   Kind kind_;
   const char* what_;
   void* data_ = nullptr;

@@ -65,6 +65,13 @@ CudaGemm::Plan& CudaGemm::plan_for(const Key& key) {
   check_lt(cublasLtMatrixLayoutCreate(&plan.a, in_type, in, out, in), "cublasLtMatrixLayoutCreate(W)");
   check_lt(cublasLtMatrixLayoutCreate(&plan.b, in_type, in, rows, ldx), "cublasLtMatrixLayoutCreate(x)");
   check_lt(cublasLtMatrixLayoutCreate(&plan.c, y_type, out, rows, ldy), "cublasLtMatrixLayoutCreate(y)");
+  if (in_type == CUDA_R_8F_E4M3) {
+    // The heuristic sees scale pointers set, as the products will (linear_fp8 points them at the
+    // real scales before each call); the workspace stands in for them here.
+    for (cublasLtMatmulDescAttributes_t which : {CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER})
+      check_lt(cublasLtMatmulDescSetAttribute(plan.desc, which, &workspace_, sizeof(workspace_)),
+               "cublasLtMatmulDescSetAttribute(scale pointer)");
+  }
   cublasLtMatmulPreference_t preference = nullptr;
   check_lt(cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate");
   check_lt(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
@@ -107,6 +114,25 @@ void CudaGemm::linear(const void* x, int ldx, int rows, int in, const void* w, i
   check_lt(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &alpha, w, in_type, in, x, in_type, ldx,
                         &beta, y, y_type, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
            "cublasGemmEx");
+}
+
+void CudaGemm::linear_fp8(const void* x8, int rows, int in, const void* w8, int out, const float* x_scale,
+                          const float* w_scale, void* y, int ldy, cudaDataType_t y_type) {
+  if (rows <= 0) return;
+  Plan& plan = plan_for({rows, in, out, in, ldy, static_cast<int>(CUDA_R_8F_E4M3), static_cast<int>(y_type),
+                         alignment_of(w8), alignment_of(x8), alignment_of(y)});
+  if (!plan.has_algo)
+    fail("cuBLASLt has no FP8 algorithm for x [{}, {}] · W [{}, {}]^T into type {} (row stride {}) on GPU {}", rows,
+         in, out, in, static_cast<int>(y_type), ldy, device_);
+  check_lt(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scale, sizeof(w_scale)),
+           "cublasLtMatmulDescSetAttribute(A scale)");
+  check_lt(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x_scale, sizeof(x_scale)),
+           "cublasLtMatmulDescSetAttribute(B scale)");
+  const float alpha = 1.0f, beta = 0.0f;
+  ++lt_calls_;
+  check_lt(cublasLtMatmul(lt_, plan.desc, &alpha, w8, plan.a, x8, plan.b, &beta, y, plan.c, y, plan.c, &plan.algo,
+                          workspace_, workspace_bytes_, stream_),
+           "cublasLtMatmul (fp8)");
 }
 
 }  // namespace gptj

@@ -3,7 +3,7 @@
 // (CUBLAS_COMPUTE_32F), output in the input type or float32. Each distinct shape gets its
 // descriptors and the heuristic's best algorithm once (cached; `rows` varies with the step's token
 // count, so there is one entry per count seen); a shape cuBLASLt has no algorithm for falls back to
-// cublasGemmEx. One per backend, used on its one stream; main thread only.
+// cublasGemmEx (FP8 products have none). One per backend, used on its one stream; main thread only.
 #pragma once
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -25,6 +25,13 @@ class CudaGemm {
   // y (row stride ldy, type y_type) = x (row stride ldx, type in_type) · W^T, W [out, in] (in_type).
   void linear(const void* x, int ldx, int rows, int in, const void* w, int out, void* y, int ldy,
               cudaDataType_t in_type, cudaDataType_t y_type);
+
+  // FP8 E4M3 (sm_89+): y = (x_scale * x8) · (w_scale * w8)^T, x8 [rows, in] dense, w8 [out, in], both
+  // E4M3 bytes (in a multiple of 16); x_scale / w_scale point to one float each on the device
+  // (cuBLASLt's B / A scale pointers); float32 accumulation without fast accumulation. Throws when
+  // cuBLASLt has no algorithm for the shape (there is no cublasGemmEx fallback for FP8).
+  void linear_fp8(const void* x8, int rows, int in, const void* w8, int out, const float* x_scale,
+                  const float* w_scale, void* y, int ldy, cudaDataType_t y_type);
 
   // How many products ran through cuBLASLt and through the cublasGemmEx fallback (for the bench).
   std::size_t lt_calls() const { return lt_calls_; }

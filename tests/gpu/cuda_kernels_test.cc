@@ -36,20 +36,7 @@ struct Traits<__nv_bfloat16> {
   static constexpr float kTol = 1.6e-2f;
 };
 
-// Owns one device allocation.
-class DeviceMem {
- public:
-  explicit DeviceMem(std::size_t bytes) { GPTJ_CUDA_CHECK(cudaMalloc(&ptr_, std::max<std::size_t>(bytes, 1))); }
-  ~DeviceMem() { cudaFree(ptr_); }
-  DeviceMem(const DeviceMem&) = delete;
-  DeviceMem& operator=(const DeviceMem&) = delete;
-  template <typename U>
-  U* as() const { return static_cast<U*>(ptr_); }
-  void* get() const { return ptr_; }
-
- private:
-  void* ptr_ = nullptr;
-};
+using testing::DeviceMem;
 
 std::vector<float> random_vector(std::size_t n, float scale, uint32_t seed, float offset = 0.0f) {
   std::mt19937 rng(seed);

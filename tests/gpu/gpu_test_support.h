@@ -1,10 +1,14 @@
 // GPU tests skip, with the reason, where no CUDA device is visible (they must pass where one is).
+// Shared helpers: DeviceMem (one owned device allocation), forward_logits.
 #pragma once
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/cuda_kernels.h"
 #include "runtime/backend/backend.h"
 #include "runtime/backend/cuda_backend.h"
 
@@ -15,6 +19,21 @@
   } while (0)
 
 namespace gptj::testing {
+// Owns one device allocation.
+class DeviceMem {
+ public:
+  explicit DeviceMem(std::size_t bytes) { GPTJ_CUDA_CHECK(cudaMalloc(&ptr_, std::max<std::size_t>(bytes, 1))); }
+  ~DeviceMem() { cudaFree(ptr_); }
+  DeviceMem(const DeviceMem&) = delete;
+  DeviceMem& operator=(const DeviceMem&) = delete;
+  template <typename U>
+  U* as() const { return static_cast<U*>(ptr_); }
+  void* get() const { return ptr_; }
+
+ private:
+  void* ptr_ = nullptr;
+};
+
 // Runs the step and reads back every logit row: [batch.logit_rows(), vocab_shard_rows()].
 inline std::vector<float> forward_logits(Backend& backend, const StepBatch& batch) {
   backend.forward(batch);
