@@ -123,6 +123,7 @@ CommandRunner register_bench(CLI::App& app) {
   cmd->add_option("--weights", args->model.weights, "weight format: auto | int8 | int4 | fp8 (quantized at load)")
       ->capture_default_str();
   cmd->add_flag("--quantize-lm-head", args->model.quantize_lm_head, "with --weights int8/int4: lm_head too");
+  cmd->add_flag("--int8-activations", args->model.int8_activations, "with --weights int8 (cpu): int8 x int8 products");
   cmd->add_option("--kv-blocks", args->model.kv_blocks, "KV blocks per rank");
   cmd->add_option("--decode-batches", args->decode_batches, "comma-separated batch sizes")->capture_default_str();
   cmd->add_option("--prefill-tokens", args->prefill_tokens, "prompt length of the prefill run")->capture_default_str();

@@ -39,6 +39,9 @@ void add_common_model_options(CLI::App& command, ModelOptions& options) {
       ->capture_default_str();
   command.add_flag("--quantize-lm-head", options.quantize_lm_head,
                    "with --weights int8/int4: quantize lm_head too (default: kept as stored)");
+  command.add_flag("--int8-activations", options.int8_activations,
+                   "with --weights int8 on the cpu backend: quantize each product's input rows to int8 too "
+                   "(exact int8 x int8 sums; faster, slightly less accurate: README)");
   command.add_option("--kv-blocks", options.kv_blocks, "KV cache blocks per rank (0: from --kv-memory-gb)");
   command.add_option("--kv-memory-gb", options.kv_memory_gb, "KV cache memory per rank (0: 1 on cpu, 24 on cuda)");
   command.add_option("--block-size", options.block_size, "positions per KV block")->capture_default_str();

@@ -115,6 +115,9 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
   backend_options.weights.quantize_lm_head = options.quantize_lm_head;
   GPTJ_CHECK(!options.quantize_lm_head || backend_options.weights.format != WeightFormat::kStored,
              "--quantize-lm-head needs --weights int8 or int4");
+  backend_options.weights.int8_activations = options.int8_activations;
+  GPTJ_CHECK(!options.int8_activations || (backend_options.weights.format == WeightFormat::kInt8 && options_.backend == "cpu"),
+             "--int8-activations needs --weights int8 on the cpu backend");
   backend_options.kv.block_size = options.block_size;
   const double budget_gb = options.kv_memory_gb > 0 ? options.kv_memory_gb
                                                     : (options_.backend == "cuda" ? 24.0 : 1.0);

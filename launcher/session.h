@@ -27,6 +27,7 @@ struct ModelOptions {
   // its own slices: runtime/core/quant.h); --quantize-lm-head quantizes lm_head too.
   std::string weights = "auto";
   bool quantize_lm_head = false;
+  bool int8_activations = false;  // --int8-activations (with --weights int8, CPU): W8A8 products
   int kv_blocks = 0;             // 0: as many as kv_memory_gb holds, at most 8192
   double kv_memory_gb = 0;       // KV cache per rank; 0: 1 GiB on cpu, 24 GiB on cuda
   int block_size = 16;

@@ -31,6 +31,9 @@ struct WeightRef {
   const void* data = nullptr;
   int dtype = kF32;
   const void* scales = nullptr;  // int8 and int4 only
+  // int8 only, opt-in (--int8-activations): quantize each input row to int8 too and take exact
+  // int8 x int8 products (kernels/cpu/linear_w8a8.cc). Off: the activations stay float32.
+  bool int8_activations = false;
 };
 
 // linear() for a weight of any of these formats. 16-bit weights are widened to float32 in

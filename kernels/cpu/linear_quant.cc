@@ -219,6 +219,10 @@ void dequantize_weight_rows(WeightRef weight, int in, int row_begin, int n, floa
 
 void linear_quantized(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias,
                       float* y, int ldy) {
+  if (weight.dtype == WeightRef::kInt8 && weight.int8_activations) {
+    linear_int8_activations(x, ldx, rows, in, weight, out, bias, y, ldy);
+    return;
+  }
 #if defined(__AVX2__) && defined(__FMA__)
   const bool vector_ok = weight.dtype == WeightRef::kInt8 || in % 16 == 0;
   if (rows <= 3 && vector_ok) {

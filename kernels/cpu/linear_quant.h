@@ -13,4 +13,13 @@ void linear_quantized(const float* x, int ldx, int rows, int in, WeightRef weigh
 // rounding, the same values runtime/core/quant.h's dequantize_rows gives.
 void dequantize_weight_rows(WeightRef weight, int in, int row_begin, int n, float* out);
 
+// int8 weights x int8 activations (kernels/cpu/linear_w8a8.cc): each input row r quantized as
+// sx[r] = max|x[r, :]| / 127, xq = round(x / sx[r]) in [-127, 127] (a zero row: sx 0, xq 0), then
+// y[r, o] = w_scale[o] * sx[r] * (exact int32 sum of wq * xq) + bias[o].
+void linear_int8_activations(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias,
+                             float* y, int ldy);
+// The row quantization it uses: xq [rows, activation_row_stride(in)] (zero-padded), sx [rows].
+int activation_row_stride(int in);
+void quantize_activation_rows(const float* x, int ldx, int rows, int in, int8_t* xq, float* sx);
+
 }  // namespace gptj::cpu

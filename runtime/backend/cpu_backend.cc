@@ -24,10 +24,11 @@ struct CpuLayer {
   std::vector<float> k_cache, v_cache;   // [num_blocks, block_size, heads_l, head_dim]
 };
 
-cpu::WeightRef ref(const WeightMatrix& m) {
+cpu::WeightRef ref(const WeightMatrix& m, bool int8_activations) {
   if (!m.is_quantized()) return {m.plain().data(), static_cast<int>(m.plain().dtype())};
   const QuantizedMatrix& q = m.quantized();
-  if (q.format == WeightFormat::kInt8) return {q.values.data(), cpu::WeightRef::kInt8, q.scales.data()};
+  if (q.format == WeightFormat::kInt8)
+    return {q.values.data(), cpu::WeightRef::kInt8, q.scales.data(), int8_activations};
   return {q.values.data(), cpu::WeightRef::kInt4, q.scales16.data()};
 }
 
@@ -59,7 +60,9 @@ class CpuBackend final : public Backend {
   std::string name() const override { return "cpu"; }
   int64_t vocab_shard_rows() const override { return g_.vocab_rows; }
   int64_t weight_bytes() const override { return weight_bytes_; }
-  std::string weight_format() const override { return weight_format_; }
+  std::string weight_format() const override {
+    return options_.weights.int8_activations ? weight_format_ + ", int8 activations" : weight_format_;
+  }
   uint64_t all_reduce_calls() const override { return comm_.all_reduce_calls(); }
 
   void forward(const StepBatch& batch) override {
@@ -123,7 +126,7 @@ class CpuBackend final : public Backend {
     const LayerShard& w = layer.weights;
     const int E = g_.E, n_in = g_.n_in, hd = g_.head_dim, heads = g_.heads_l;
     cpu::layernorm(x_.data(), w.ln_gamma.data(), w.ln_beta.data(), h_.data(), T, E, config_.layer_norm_epsilon);
-    cpu::linear(h_.data(), E, T, E, ref(w.w_in), n_in, nullptr, in_.data(), n_in);
+    cpu::linear(h_.data(), E, T, E, ref(w.w_in, options_.weights.int8_activations), n_in, nullptr, in_.data(), n_in);
     float* q = in_.data() + g_.q_col();
     float* k = in_.data() + g_.k_col();
     float* v = in_.data() + g_.v_col();
@@ -145,7 +148,7 @@ class CpuBackend final : public Backend {
     cpu::attention_paged_batch(q, n_in, attention_seqs_.data(), static_cast<int>(attention_seqs_.size()),
                                options_.kv.block_size, heads, hd, layer.k_cache.data(), layer.v_cache.data(), v,
                                n_in);
-    cpu::linear(v, n_in, T, g_.n_mid, ref(w.w_out), E, nullptr, partial_.data(), E);
+    cpu::linear(v, n_in, T, g_.n_mid, ref(w.w_out, options_.weights.int8_activations), E, nullptr, partial_.data(), E);
     comm_.all_reduce_sum(partial_.data(), partial_.size());
     cpu::add_inplace(x_.data(), partial_.data(), x_.size());
     cpu::add_bias(x_.data(), w.b_fc_out.data(), T, E);
@@ -184,7 +187,7 @@ class CpuBackend final : public Backend {
     cpu::layernorm(h_.data(), head_.ln_f_gamma.data(), head_.ln_f_beta.data(), h_.data(), rows, E,
                    config_.layer_norm_epsilon);
     const int vocab_rows = static_cast<int>(g_.vocab_rows);
-    cpu::linear(h_.data(), E, rows, E, ref(head_.lm_head), vocab_rows, head_.lm_bias.data(), logits_shard, vocab_rows);
+    cpu::linear(h_.data(), E, rows, E, ref(head_.lm_head, options_.weights.int8_activations), vocab_rows, head_.lm_bias.data(), logits_shard, vocab_rows);
   }
 
   GptjConfig config_;

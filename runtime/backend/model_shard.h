@@ -43,6 +43,9 @@ ShardGeometry shard_geometry(const GptjConfig& config, TpPosition tp);
 struct WeightOptions {
   WeightFormat format = WeightFormat::kStored;
   bool quantize_lm_head = false;
+  // int8 only, CPU only, opt-in: the products quantize their input rows to int8 too (per-row
+  // scale) and run exact int8 x int8 sums (kernels/cpu/linear_w8a8.cc).
+  bool int8_activations = false;
 };
 
 // Host copies of one layer's shard. Matrices in the checkpoint's dtype or quantized; vectors float32.

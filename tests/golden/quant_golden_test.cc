@@ -1,4 +1,5 @@
-// Whole-model accuracy of quantized weights (--weights int8 / int4, lm_head as stored or quantized)
+// Whole-model accuracy of quantized weights (--weights int8 / int4, lm_head as stored or quantized,
+// int8 also with --int8-activations)
 // on the CPU backend, TP = 1, in process, against Hugging Face transformers' float32 logits:
 //  - max and mean |logit error| and the mean KL divergence KL(HF || quantized) of the next-token
 //    distributions, over the last position of the 4 prompts and every position of the 7-token
@@ -24,20 +25,23 @@ namespace {
 struct Case {
   WeightFormat format;
   bool lm_head;
+  bool int8_activations;  // --int8-activations (int8 x int8 products)
   float max_abs;   // limit on the max |logit error|
   float mean_abs;  // limit on the mean |logit error|
   double kl;       // limit on the mean KL(HF || quantized), nats
 };
 std::string name_of(const Case& c) {
-  return std::string(weight_format_name(c.format)) + (c.lm_head ? "+lm_head" : "");
+  return std::string(weight_format_name(c.format)) + (c.lm_head ? "+lm_head" : "") + (c.int8_activations ? "+a8" : "");
 }
 
 // Limits measured on the fixtures with margin (the printed figures are the measurement).
 constexpr Case kCases[] = {
-    {WeightFormat::kInt8, false, 0.02f, 0.003f, 2e-5},
-    {WeightFormat::kInt8, true, 0.025f, 0.004f, 2e-5},
-    {WeightFormat::kInt4, false, 0.3f, 0.05f, 3e-3},
-    {WeightFormat::kInt4, true, 0.3f, 0.06f, 4e-3},
+    {WeightFormat::kInt8, false, false, 0.02f, 0.003f, 2e-5},
+    {WeightFormat::kInt8, true, false, 0.025f, 0.004f, 2e-5},
+    {WeightFormat::kInt4, false, false, 0.3f, 0.05f, 3e-3},
+    {WeightFormat::kInt4, true, false, 0.3f, 0.06f, 4e-3},
+    {WeightFormat::kInt8, false, true, 0.03f, 0.005f, 3e-5},
+    {WeightFormat::kInt8, true, true, 0.035f, 0.006f, 3e-5},
 };
 
 struct Errors {
@@ -111,7 +115,7 @@ TEST_P(QuantGolden, LogitsKlAndGreedyTokensWithinEachFormatsLimits) {
 
   for (const Case& c : kCases) {
     SCOPED_TRACE(model + " " + name_of(c));
-    testing::CpuModel q(model, 256, WeightOptions{c.format, c.lm_head});
+    testing::CpuModel q(model, 256, WeightOptions{c.format, c.lm_head, c.int8_activations});
     Errors errors;
     for (std::size_t i = 0; i < prompts.size(); ++i) {
       const int n = static_cast<int>(prompts[i].size());
@@ -146,7 +150,8 @@ TEST_P(QuantGolden, LogitsKlAndGreedyTokensWithinEachFormatsLimits) {
     const std::string format(weight_format_name(c.format)), stored_format = stored.backend->weight_format();
     const std::size_t lm = stored_format.find("(lm_head ");
     const std::string stored_lm = lm == std::string::npos ? stored_format : stored_format.substr(lm + 9, stored_format.size() - lm - 10);
-    EXPECT_EQ(q.backend->weight_format(), c.lm_head ? format : format + " (lm_head " + stored_lm + ")");
+    EXPECT_EQ(q.backend->weight_format(), (c.lm_head ? format : format + " (lm_head " + stored_lm + ")") +
+                                              (c.int8_activations ? ", int8 activations" : ""));
   }
 }
 

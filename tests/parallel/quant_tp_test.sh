@@ -24,6 +24,13 @@ for model in tiny-gptj-a tiny-gptj-b; do
   done
 done
 
+# int8 x int8 products (--int8-activations) at TP 2: within quant_golden_test's limit for them.
+for model in tiny-gptj-a tiny-gptj-b; do
+  mpi 2 logits --model "$DATA/$model/model" --weights int8 --int8-activations --tokens "$(prompt $model 1)" \
+    --all-positions --output "$WORK/a8.npy" 2>/dev/null
+  python3 "$TOOLS/check.py" logits "$WORK/a8.npy" "$DATA/$model/expected/logits_p7_all.f32.bin" 0 7 0.03
+done
+
 dir=$DATA/tiny-gptj-b/model
 prompts_jsonl tiny-gptj-b 8 > "$WORK/in.jsonl"
 mpi 2 batch --model "$dir" --weights int8 --input "$WORK/in.jsonl" --output "$WORK/out.jsonl" 2> "$WORK/batch.log"
@@ -41,4 +48,5 @@ expect_one_line() {  # expect_one_line PATTERN args...: gptj fails and its error
 expect_one_line "needs a CUDA GPU of compute capability 8.9" logits --model "$dir" --weights fp8 --tokens 1 --output "$WORK/x.npy"
 expect_one_line "unknown --weights 'int3'" logits --model "$dir" --weights int3 --tokens 1 --output "$WORK/x.npy"
 expect_one_line "needs --weights int8 or int4" logits --model "$dir" --quantize-lm-head --tokens 1 --output "$WORK/x.npy"
+expect_one_line "int8-activations needs --weights int8 on the cpu backend" logits --model "$dir" --weights int4 --int8-activations --tokens 1 --output "$WORK/x.npy"
 echo PASS

@@ -89,5 +89,68 @@ TEST(LinearQuant, ModelSizedRows) {
   }
 }
 
+// int8 x int8 (--int8-activations): against the exact integer sum of the same quantized weights
+// and activations (quantize_activation_rows), scaled once: equal within the final products' rounding.
+void check_int8_activations(int rows, int in, int out) {
+  SCOPED_TRACE("w8a8 rows " + std::to_string(rows) + " in " + std::to_string(in) + " out " + std::to_string(out));
+  std::mt19937 rng(static_cast<uint32_t>(rows * 131 + in * 7 + out));
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  const int ldx = in + 5, ldy = out + 2;
+  std::vector<float> x(static_cast<std::size_t>(rows) * ldx), bias(out);
+  for (float& v : x) v = u(rng) * u(rng) * 4.0f;
+  for (float& v : bias) v = u(rng);
+  HostMatrix m(DType::kF32, out, in);
+  for (int64_t i = 0; i < out * static_cast<int64_t>(in); ++i) static_cast<float*>(m.data())[i] = u(rng);
+  const QuantizedMatrix q = quantize(m, WeightFormat::kInt8, "test");
+  cpu::WeightRef w = ref(q);
+  w.int8_activations = true;
+  std::vector<float> y(static_cast<std::size_t>(rows) * ldy, 777.0f);
+  cpu::linear(x.data(), ldx, rows, in, w, out, bias.data(), y.data(), ldy);
+  const int stride = cpu::activation_row_stride(in);
+  std::vector<int8_t> xq(static_cast<std::size_t>(rows) * stride);
+  std::vector<float> sx(rows);
+  cpu::quantize_activation_rows(x.data(), ldx, rows, in, xq.data(), sx.data());
+  for (int r = 0; r < rows; ++r) {
+    for (int i = in; i < stride; ++i) ASSERT_EQ(xq[static_cast<std::size_t>(r) * stride + i], 0) << "padding";
+    for (int o = 0; o < out; ++o) {
+      int64_t sum = 0;
+      for (int i = 0; i < in; ++i)
+        sum += static_cast<int64_t>(static_cast<int8_t>(q.values[static_cast<std::size_t>(o) * in + i])) *
+               xq[static_cast<std::size_t>(r) * stride + i];
+      const double want = static_cast<double>(q.scales[o]) * sx[r] * static_cast<double>(sum) + bias[o];
+      const double scale = std::fabs(static_cast<double>(q.scales[o]) * sx[r] * static_cast<double>(sum)) + std::fabs(bias[o]);
+      ASSERT_NEAR(y[static_cast<std::size_t>(r) * ldy + o], want, 4e-7 * scale + 1e-7) << "row " << r << " out " << o;
+    }
+    for (int o = out; o < ldy; ++o) ASSERT_EQ(y[static_cast<std::size_t>(r) * ldy + o], 777.0f);
+  }
+  // Quantizing the activations costs accuracy, not correctness: within a few % of the float32 product.
+  std::vector<float> y_float(y.size());
+  cpu::linear(x.data(), ldx, rows, in, ref(q), out, bias.data(), y_float.data(), ldy);
+  for (int r = 0; r < rows; ++r)
+    for (int o = 0; o < out; ++o) {
+      double magnitude = 0;
+      for (int i = 0; i < in; ++i) magnitude += std::fabs(x[static_cast<std::size_t>(r) * ldx + i]) * q.scales[o] * 127;
+      ASSERT_NEAR(y[static_cast<std::size_t>(r) * ldy + o], y_float[static_cast<std::size_t>(r) * ldy + o], 0.01 * magnitude + 1e-6);
+    }
+}
+
+TEST(LinearQuant, Int8ActivationsEqualTheExactIntegerProduct) {
+  for (int rows : {1, 2, 3, 4, 5, 8, 11, 64})
+    for (int in : {1, 31, 32, 33, 100, 1024})
+      for (int out : {1, 7, 65}) check_int8_activations(rows, in, out);
+}
+
+TEST(LinearQuant, Int8ActivationsOfAZeroRowGiveTheBias) {
+  std::vector<float> x(64, 0.0f), bias{0.5f, -2.0f}, y(2, 9.0f);
+  HostMatrix m(DType::kF32, 2, 64);
+  for (int i = 0; i < 128; ++i) static_cast<float*>(m.data())[i] = 0.01f * static_cast<float>(i);
+  const QuantizedMatrix q = quantize(m, WeightFormat::kInt8, "test");
+  cpu::WeightRef w = ref(q);
+  w.int8_activations = true;
+  cpu::linear(x.data(), 64, 1, 64, w, 2, bias.data(), y.data(), 2);
+  EXPECT_EQ(y[0], 0.5f);
+  EXPECT_EQ(y[1], -2.0f);
+}
+
 }  // namespace
 }  // namespace gptj
