@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Weight formats side by side on one machine (issue 14's benchmark; not a test): `gptj bench` on the
 # same 16-bit checkpoint with --weights auto (as stored), int8 and int4 (lm_head as stored), plus
-# int8/int4 with --quantize-lm-head, ROUNDS interleaved rounds, each run with its own bandwidth probe
+# int8/int4 with --quantize-lm-head (format "int8+lm"), int8 with --int8-activations ("int8+a8",
+# "int8+lm+a8"), ROUNDS interleaved rounds, each run with its own bandwidth probe
 # (best of 3 reads before loading). Prints each run's JSON lines, then a table of medians: decode
 # ms/step at each batch, prefill tok/s, weight bytes per rank (= bytes read per decode step, apart
 # from the KV cache and the wte rows) and batch 1's ratio to that format's read bound
@@ -13,14 +14,16 @@ MODEL=${1:?usage: $0 MODEL_DIR [ROUNDS]}
 ROUNDS=${2:-2}
 GPTJ=${GPTJ:-$(dirname "$0")/../build/bin/gptj}
 NP=${NP:-1} BATCHES=${BATCHES:-1,8,32} STEPS=${STEPS:-8}
-FORMATS=${FORMATS:-auto int8 int4 int8+lm int4+lm}
+FORMATS=${FORMATS:-auto int8 int4 int8+lm int4+lm int8+a8}
 export OMPI_MCA_mpi_yield_when_idle=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 for round in $(seq "$ROUNDS"); do
   for format in $FORMATS; do
-    flags=(--weights "${format%+lm}")
-    [[ $format == *+lm ]] && flags+=(--quantize-lm-head)
+    base=${format%%+*}
+    flags=(--weights "$base")
+    [[ $format == *+lm* ]] && flags+=(--quantize-lm-head)
+    [[ $format == *+a8* ]] && flags+=(--int8-activations)
     run=("$GPTJ" bench --model "$MODEL" "${flags[@]}" --decode-batches "$BATCHES" --steps "$STEPS")
     [ "$NP" = 1 ] || run=(mpirun --oversubscribe -np "$NP" "${run[@]}")
     "${run[@]}" 2> "$WORK/err" | sed "s/^{/{\"format\":\"$format\",\"round\":$round,/" | tee -a "$WORK/all.jsonl" ||
