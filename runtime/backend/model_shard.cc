@@ -1,5 +1,7 @@
 #include "runtime/backend/model_shard.h"
 
+#include <cmath>
+
 #include "runtime/core/error.h"
 #include "runtime/model/safetensors.h"
 
@@ -26,9 +28,25 @@ ShardGeometry shard_geometry(const GptjConfig& config, TpPosition tp) {
 
 namespace {
 
-// This rank's slice of tensor `name`, in the stored dtype (1-D tensors as float32 vectors).
-HostMatrix read_slice(const Checkpoint& ck, const std::string& name, const std::vector<int64_t>& shape, TpPosition tp) {
-  return ck.read_matrix(name, shape, shard_slice(name, shape, tp).slice);
+// Throws naming the tensor and the element's position in it when `m` (the slice starting at
+// `slice`) holds a NaN or an infinity: quantizing one would poison its whole row or group.
+void check_finite(const HostMatrix& m, const std::string& name, const Slice& slice) {
+  std::vector<float> row(static_cast<std::size_t>(m.cols()));
+  for (int64_t r = 0; r < m.rows(); ++r) {
+    convert_to_f32(m.dtype(), m.row(r), row.data(), row.size());
+    for (std::size_t c = 0; c < row.size(); ++c)
+      GPTJ_CHECK(std::isfinite(row[c]), "{}: weight [{}, {}] is {}; cannot quantize a non-finite weight", name,
+                 slice.row_begin + r, slice.col_begin + static_cast<int64_t>(c), row[c]);
+  }
+}
+
+// This rank's slice of tensor `name`, in the stored dtype; checked finite when it will be quantized.
+HostMatrix read_slice(const Checkpoint& ck, const std::string& name, const std::vector<int64_t>& shape, TpPosition tp,
+                      WeightFormat format = WeightFormat::kStored) {
+  const Slice slice = shard_slice(name, shape, tp).slice;
+  HostMatrix m = ck.read_matrix(name, shape, slice);
+  if (format != WeightFormat::kStored) check_finite(m, name, slice);
+  return m;
 }
 std::vector<float> read_vector(const Checkpoint& ck, const std::string& name, int64_t n, TpPosition tp) {
   return ck.read_f32(name, {n}, shard_slice(name, {n}, tp).slice);
@@ -43,14 +61,15 @@ LayerShard read_layer_shard(const Checkpoint& ck, const GptjConfig& config, TpPo
   LayerShard out;
   out.ln_gamma = read_vector(ck, p + "ln_1.weight", E, tp);
   out.ln_beta = read_vector(ck, p + "ln_1.bias", E, tp);
-  HostMatrix w_in = HostMatrix::stack_rows({read_slice(ck, p + "attn.q_proj.weight", {E, E}, tp),
-                                            read_slice(ck, p + "attn.k_proj.weight", {E, E}, tp),
-                                            read_slice(ck, p + "attn.v_proj.weight", {E, E}, tp),
-                                            read_slice(ck, p + "mlp.fc_in.weight", {I, E}, tp)});
+  const WeightFormat f = weights.format;
+  HostMatrix w_in = HostMatrix::stack_rows({read_slice(ck, p + "attn.q_proj.weight", {E, E}, tp, f),
+                                            read_slice(ck, p + "attn.k_proj.weight", {E, E}, tp, f),
+                                            read_slice(ck, p + "attn.v_proj.weight", {E, E}, tp, f),
+                                            read_slice(ck, p + "mlp.fc_in.weight", {I, E}, tp, f)});
   out.w_in = WeightMatrix::make(std::move(w_in), weights.format, p + "{q,k,v}_proj/fc_in (fused)");
   out.b_fc_in = read_vector(ck, p + "mlp.fc_in.bias", I, tp);
-  HostMatrix w_out = HostMatrix::stack_cols({read_slice(ck, p + "attn.out_proj.weight", {E, E}, tp),
-                                             read_slice(ck, p + "mlp.fc_out.weight", {E, I}, tp)});
+  HostMatrix w_out = HostMatrix::stack_cols({read_slice(ck, p + "attn.out_proj.weight", {E, E}, tp, f),
+                                             read_slice(ck, p + "mlp.fc_out.weight", {E, I}, tp, f)});
   out.w_out = WeightMatrix::make(std::move(w_out), weights.format, p + "out_proj/fc_out (fused)");
   out.b_fc_out = read_vector(ck, p + "mlp.fc_out.bias", E, tp);
   return out;
@@ -63,7 +82,7 @@ HeadShard read_head_shard(const Checkpoint& ck, const GptjConfig& config, TpPosi
   out.ln_f_gamma = read_vector(ck, "transformer.ln_f.weight", E, tp);
   out.ln_f_beta = read_vector(ck, "transformer.ln_f.bias", E, tp);
   const WeightFormat format = weights.quantize_lm_head ? weights.format : WeightFormat::kStored;
-  out.lm_head = WeightMatrix::make(read_slice(ck, "lm_head.weight", {V, E}, tp), format, "lm_head.weight");
+  out.lm_head = WeightMatrix::make(read_slice(ck, "lm_head.weight", {V, E}, tp, format), format, "lm_head.weight");
   out.lm_bias = read_vector(ck, "lm_head.bias", V, tp);
   return out;
 }

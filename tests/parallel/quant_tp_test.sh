@@ -49,4 +49,28 @@ expect_one_line "needs a CUDA GPU of compute capability 8.9" logits --model "$di
 expect_one_line "unknown --weights 'int3'" logits --model "$dir" --weights int3 --tokens 1 --output "$WORK/x.npy"
 expect_one_line "needs --weights int8 or int4" logits --model "$dir" --quantize-lm-head --tokens 1 --output "$WORK/x.npy"
 expect_one_line "int8-activations needs --weights int8 on the cpu backend" logits --model "$dir" --weights int4 --int8-activations --tokens 1 --output "$WORK/x.npy"
+# A NaN in a checkpoint: --weights int8 refuses it at load, naming the tensor and the element (at TP 2,
+# rank 1 holds rows 32.. of fc_in); --weights auto loads it as it is and the step refuses its NaN logits.
+mkdir -p "$WORK/nan"
+cp "$dir"/* "$WORK/nan/"
+python3 - "$WORK/nan/model.safetensors" <<'PY'
+import json, struct, sys
+path = sys.argv[1]
+with open(path, "r+b") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    info = json.loads(f.read(n))["transformer.h.1.mlp.fc_in.weight"]
+    rows, cols = info["shape"]
+    size = {"F32": 4, "F16": 2, "BF16": 2}[info["dtype"]]
+    nan = {"F32": struct.pack("<I", 0x7FC00000), "F16": struct.pack("<H", 0x7E00), "BF16": struct.pack("<H", 0x7FC0)}
+    f.seek(8 + n + info["data_offsets"][0] + (40 * cols + 5) * size)
+    f.write(nan[info["dtype"]])
+PY
+if mpi 2 logits --model "$WORK/nan" --weights int8 --tokens 1 --output "$WORK/x.npy" > "$WORK/nan.out" 2>&1; then
+  echo "FAIL: a NaN weight was quantized"; exit 1; fi
+grep -q "transformer.h.1.mlp.fc_in.weight: weight \[40, 5\] is nan; cannot quantize a non-finite weight" "$WORK/nan.out" ||
+  { cat "$WORK/nan.out"; echo "FAIL: the NaN's tensor and position are not named"; exit 1; }
+if mpi 1 logits --model "$WORK/nan" --tokens 1 --output "$WORK/x.npy" > "$WORK/nan.out" 2>&1; then
+  echo "FAIL: NaN logits were written"; exit 1; fi
+grep -q "the forward pass produced NaN or infinite logits" "$WORK/nan.out" ||
+  { cat "$WORK/nan.out"; echo "FAIL: --weights auto should load the checkpoint and refuse its NaN logits"; exit 1; }
 echo PASS
