@@ -9,7 +9,8 @@
 # parallel.pytorch_bin (its parser runs under ASan in the two unit.pytorch_bin tests) and
 # tp_threshold_search (its search runs under ASan in unit.draw_search_test) and quant_tp (its
 # quantization and kernels run under ASan in unit.quant_test, unit.linear_quant_test and
-# golden.quant_golden_test).
+# golden.quant_golden_test), and golden.cpu_golden_test.avx2 (the same test forced to the avx2
+# level: the per-level kernel tests run under ASan at every level this CPU has).
 # OpenMPI's own allocations are not ours to fix, so leak detection is off; everything else is on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,4 +22,4 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_mpi_yield_when_idle=1
 cd build-asan
-ctest --output-on-failure --timeout 900 -L 'unit|golden|parallel' -E 'mpirun_sigterm|rank0_stop|batch_resume|dp_faults|dp_batch|parallel.pytorch_bin|tp_threshold_search|quant_tp' "$@"
+ctest --output-on-failure --timeout 900 -L 'unit|golden|parallel' -E 'mpirun_sigterm|rank0_stop|batch_resume|dp_faults|dp_batch|parallel.pytorch_bin|tp_threshold_search|quant_tp|cpu_golden_test\.avx2' "$@"
