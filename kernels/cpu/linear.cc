@@ -13,12 +13,12 @@
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/linear_kernels.h"
 #include "kernels/cpu/linear_quant.h"
+#include "kernels/cpu/widened_blocks.h"
 #include "runtime/core/dtype.h"
 
 namespace gptj::cpu {
@@ -51,21 +51,11 @@ void linear(const float* x, int ldx, int rows, int in, WeightRef weight, int out
     (half ? kernels().small_f16 : kernels().small_bf16)(x, ldx, rows, in, w, out, bias, y, ldy);
     return;
   }
-  // Larger products: widen blocks of weight rows into a float32 scratch and let sgemm run on each.
-  constexpr int kBlockRows = 512;
-  static thread_local std::vector<float> scratch;  // the calling thread's; OpenMP workers get a pointer
-  scratch.resize(static_cast<std::size_t>(kBlockRows) * in);
-  float* const block = scratch.data();
-  for (int o = 0; o < out; o += kBlockRows) {
-    const int n = std::min(kBlockRows, out - o);
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < n; ++r) {
-      const uint16_t* src = w + static_cast<std::size_t>(o + r) * in;
-      float* dst = block + static_cast<std::size_t>(r) * in;
-      for (int i = 0; i < in; ++i) dst[i] = half ? f16_to_f32(src[i]) : bf16_to_f32(src[i]);
-    }
-    linear(x, ldx, rows, in, block, n, bias ? bias + o : nullptr, y + o, ldy);
-  }
+  // Larger products: widen blocks of 512 weight rows into a float32 scratch and let sgemm run on each.
+  linear_widened_blocks(x, ldx, rows, in, out, bias, y, ldy, 512, [&](int row, float* dst) {
+    const uint16_t* src = w + static_cast<std::size_t>(row) * in;
+    for (int i = 0; i < in; ++i) dst[i] = half ? f16_to_f32(src[i]) : bf16_to_f32(src[i]);
+  });
 }
 
 void linear(const float* x, int ldx, int rows, int in, const float* weight, int out,

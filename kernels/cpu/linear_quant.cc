@@ -10,11 +10,11 @@
 // Baseline ISA: AVX2 + FMA (x86-64-v3, what every gptj build targets); without AVX2 every size takes
 // the panel path.
 #include "kernels/cpu/linear_quant.h"
+#include "kernels/cpu/widened_blocks.h"
 
 #include <immintrin.h>
 
 #include <algorithm>
-#include <vector>
 
 #include "runtime/core/dtype.h"
 
@@ -200,15 +200,8 @@ void dequantize_row(WeightRef weight, int in, int r, float* out) { dequantize_ro
 // with the dequantized weights, exactly.
 void linear_panels(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias, float* y,
                    int ldy) {
-  static thread_local std::vector<float> scratch;  // the calling thread's; OpenMP workers get a pointer
-  scratch.resize(static_cast<std::size_t>(kPanelRows) * in);
-  float* const panel = scratch.data();
-  for (int o = 0; o < out; o += kPanelRows) {
-    const int n = std::min(kPanelRows, out - o);
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < n; ++r) dequantize_row(weight, in, o + r, panel + static_cast<std::size_t>(r) * in);
-    linear(x, ldx, rows, in, panel, n, bias ? bias + o : nullptr, y + o, ldy);
-  }
+  linear_widened_blocks(x, ldx, rows, in, out, bias, y, ldy, kPanelRows,
+                        [&](int row, float* dst) { dequantize_row(weight, in, row, dst); });
 }
 
 }  // namespace
