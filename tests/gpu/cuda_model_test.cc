@@ -140,10 +140,7 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaModel,
 TEST(CudaRandomWeights, DeterministicAndFinite) {
   SKIP_WITHOUT_GPU();
   const GptjConfig config = load_config(testing::model_dir("tiny-gptj-b") + "/config.json");
-  BackendOptions options;
-  options.kv.num_blocks = 8;
-  options.kv.block_size = 4;
-  options.compute_dtype = "float16";
+  BackendOptions options = testing::small_float16_options();
   SingleCommunicator comm;
   StepBatch batch;
   batch.seqs.push_back({{1, 2, 3, 4, 5}, 0, {3, 6}, false});

@@ -362,10 +362,7 @@ TEST(CudaFp8Model, FixturesNearTransformers) {
     const std::string dir = testing::model_dir(model);
     const GptjConfig config = load_config(dir + "/config.json");
     const Checkpoint checkpoint(dir);
-    BackendOptions options;
-    options.kv.num_blocks = 8;
-    options.kv.block_size = 4;
-    options.compute_dtype = "float16";
+    BackendOptions options = testing::small_float16_options();
     options.weights.format = WeightFormat::kFp8;
     SingleCommunicator comm;
     auto backend = make_cuda_backend(config, &checkpoint, 0, options, comm, 0);
@@ -546,10 +543,7 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaQuantModel,
 TEST(CudaQuantRandomWeights, DeterministicFiniteAndSmallerThanFloat16) {
   SKIP_WITHOUT_GPU();
   const GptjConfig config = load_config(testing::model_dir("tiny-gptj-b") + "/config.json");
-  BackendOptions options;
-  options.kv.num_blocks = 8;
-  options.kv.block_size = 4;
-  options.compute_dtype = "float16";
+  BackendOptions options = testing::small_float16_options();
   SingleCommunicator comm;
   StepBatch batch;
   batch.seqs.push_back({{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 0, {3, 6, 1}, true});  // 10 rows: the tiled path

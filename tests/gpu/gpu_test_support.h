@@ -43,4 +43,13 @@ inline std::vector<float> forward_logits(Backend& backend, const StepBatch& batc
   backend.read_logit_rows(rows, logits.data());
   return logits;
 }
+
+// The GPU tests' small backend: 8 KV blocks of 4 positions, float16 compute.
+inline BackendOptions small_float16_options() {
+  BackendOptions options;
+  options.kv.num_blocks = 8;
+  options.kv.block_size = 4;
+  options.compute_dtype = "float16";
+  return options;
+}
 }  // namespace gptj::testing
