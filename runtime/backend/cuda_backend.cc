@@ -34,6 +34,7 @@
 #include "kernels/cuda/cuda_kernels.h"
 #include "runtime/backend/cuda_buffer.h"
 #include "runtime/backend/cuda_gemm.h"
+#include "runtime/backend/cuda_type_info.h"
 #include "runtime/backend/cuda_quant_linear.h"
 #ifdef GPTJ_WITH_NCCL
 #include "parallel/nccl_communicator.h"
@@ -45,22 +46,7 @@ namespace gptj {
 namespace {
 
 template <typename T>
-struct TypeInfo;
-template <>
-struct TypeInfo<float> {
-  static constexpr DType kDType = DType::kF32;
-  static constexpr cudaDataType_t kCuda = CUDA_R_32F;
-};
-template <>
-struct TypeInfo<__half> {
-  static constexpr DType kDType = DType::kF16;
-  static constexpr cudaDataType_t kCuda = CUDA_R_16F;
-};
-template <>
-struct TypeInfo<__nv_bfloat16> {
-  static constexpr DType kDType = DType::kBF16;
-  static constexpr cudaDataType_t kCuda = CUDA_R_16BF;
-};
+using TypeInfo = CudaTypeInfo<T>;
 
 
 // One weight matrix [rows, cols] as the GPU holds it: in the compute type T (plain), or quantized

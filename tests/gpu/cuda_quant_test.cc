@@ -44,6 +44,7 @@
 #include "parallel/communicator.h"
 #include "runtime/backend/cuda_gemm.h"
 #include "runtime/backend/cuda_quant_linear.h"
+#include "runtime/backend/cuda_type_info.h"
 #include "runtime/core/dtype.h"
 #include "runtime/core/error.h"
 #include "runtime/core/quant.h"
@@ -57,24 +58,19 @@ namespace {
 
 using testing::DeviceMem;
 
+// Each compute type's DType / cudaDataType_t, and kUnit: its rounding unit beyond float32's.
 template <typename T>
 struct Storage;
 template <>
-struct Storage<float> {
-  static constexpr DType kDType = DType::kF32;
-  static constexpr cudaDataType_t kCuda = CUDA_R_32F;
+struct Storage<float> : CudaTypeInfo<float> {
   static constexpr double kUnit = 0.0;  // no rounding beyond float32's
 };
 template <>
-struct Storage<__half> {
-  static constexpr DType kDType = DType::kF16;
-  static constexpr cudaDataType_t kCuda = CUDA_R_16F;
+struct Storage<__half> : CudaTypeInfo<__half> {
   static constexpr double kUnit = 1.0 / 2048;
 };
 template <>
-struct Storage<__nv_bfloat16> {
-  static constexpr DType kDType = DType::kBF16;
-  static constexpr cudaDataType_t kCuda = CUDA_R_16BF;
+struct Storage<__nv_bfloat16> : CudaTypeInfo<__nv_bfloat16> {
   static constexpr double kUnit = 1.0 / 256;
 };
 
