@@ -17,42 +17,24 @@
 #include <algorithm>
 
 #include "runtime/core/dtype.h"
+#include "runtime/core/quant.h"
 
 namespace gptj::cpu {
 namespace {
 
-constexpr int kInt4Group = 128;  // = runtime/core/quant.h's
 constexpr int kPanelRows = 256;  // weight rows dequantized per panel (in = 4096: 4 MiB of float32)
 
-int int4_row_bytes(int in) { return (in + 15) / 16 * 8; }
-int int4_groups(int in) { return (in + kInt4Group - 1) / kInt4Group; }
-
-// Value c of an int4 row (nibble - 8) and of an int8 row.
-inline int int4_value(const uint8_t* row, int c) {
-  const uint8_t byte = row[c / 16 * 8 + c % 8];
-  return ((c % 16 < 8) ? (byte & 0x0F) : (byte >> 4)) - 8;
-}
-
-}  // namespace
-
-namespace {
-
-// One row, scalar (any width): scale * q, one rounding.
+// One row, scalar (any width): runtime/core/quant's reference, scale * q with one rounding.
 void dequantize_row_scalar(WeightRef weight, int in, int r, float* out) {
   const auto* values = static_cast<const uint8_t*>(weight.data);
   if (weight.dtype == WeightRef::kInt8) {
-    const float scale = static_cast<const float*>(weight.scales)[r];
-    const auto* q = reinterpret_cast<const int8_t*>(values) + static_cast<std::size_t>(r) * in;
-    for (int c = 0; c < in; ++c) out[c] = scale * static_cast<float>(q[c]);
+    dequantize_int8_row(reinterpret_cast<const int8_t*>(values) + static_cast<std::size_t>(r) * in,
+                        static_cast<const float*>(weight.scales)[r], in, out);
     return;
   }
-  const uint16_t* scales = static_cast<const uint16_t*>(weight.scales) + static_cast<std::size_t>(r) * int4_groups(in);
-  const uint8_t* row = values + static_cast<std::size_t>(r) * int4_row_bytes(in);
-  for (int g = 0; g * kInt4Group < in; ++g) {
-    const float scale = f16_to_f32(scales[g]);
-    for (int c = g * kInt4Group; c < std::min(in, (g + 1) * kInt4Group); ++c)
-      out[c] = scale * static_cast<float>(int4_value(row, c));
-  }
+  dequantize_int4_row(values + static_cast<std::size_t>(r) * int4_row_bytes(in),
+                      static_cast<const uint16_t*>(weight.scales) + static_cast<std::size_t>(r) * int4_groups(in), in,
+                      out);
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -179,7 +161,7 @@ template <int R>
 void few_rows(const float* x, int ldx, int in, WeightRef weight, int out, const float* bias, float* y, int ldy) {
   const auto* values = static_cast<const uint8_t*>(weight.data);
   const bool int8 = weight.dtype == WeightRef::kInt8;
-  const int row_bytes = int8 ? in : int4_row_bytes(in), groups = int4_groups(in);
+  const int row_bytes = int8 ? in : static_cast<int>(int4_row_bytes(in)), groups = static_cast<int>(int4_groups(in));
 #pragma omp parallel for schedule(static)
   for (int o = 0; o < out; ++o) {
     const uint8_t* w = values + static_cast<std::size_t>(o) * row_bytes;

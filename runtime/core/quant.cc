@@ -99,22 +99,27 @@ QuantizedMatrix quantize(const HostMatrix& m, WeightFormat format, std::string_v
   return q;
 }
 
+void dequantize_int8_row(const int8_t* values, float scale, int64_t cols, float* out) {
+  for (int64_t c = 0; c < cols; ++c) out[c] = scale * static_cast<float>(values[c]);
+}
+
+void dequantize_int4_row(const uint8_t* bytes, const uint16_t* scales16, int64_t cols, float* out) {
+  for (int64_t c = 0; c < cols; ++c) {
+    const uint8_t byte = bytes[c / 16 * 8 + c % 8];
+    const int nibble = (c % 16 < 8) ? (byte & 0x0F) : (byte >> 4);
+    out[c] = f16_to_f32(scales16[c / kInt4Group]) * static_cast<float>(nibble - 8);
+  }
+}
+
 void dequantize_rows(const QuantizedMatrix& q, int64_t row_begin, int64_t n, float* out) {
   GPTJ_CHECK(row_begin >= 0 && n >= 0 && row_begin + n <= q.rows, "dequantize rows [{}, {}) of {}", row_begin,
              row_begin + n, q.rows);
   for (int64_t r = row_begin; r < row_begin + n; ++r, out += q.cols) {
     const uint8_t* v = q.values.data() + r * q.row_bytes();
-    if (q.format == WeightFormat::kInt8) {
-      const float scale = q.scales[r];
-      for (int64_t c = 0; c < q.cols; ++c) out[c] = scale * static_cast<float>(static_cast<int8_t>(v[c]));
-      continue;
-    }
-    const uint16_t* scales = q.scales16.data() + r * q.groups();
-    for (int64_t c = 0; c < q.cols; ++c) {
-      const uint8_t byte = v[c / 16 * 8 + c % 8];
-      const int nibble = (c % 16 < 8) ? (byte & 0x0F) : (byte >> 4);
-      out[c] = f16_to_f32(scales[c / kInt4Group]) * static_cast<float>(nibble - 8);
-    }
+    if (q.format == WeightFormat::kInt8)
+      dequantize_int8_row(reinterpret_cast<const int8_t*>(v), q.scales[r], q.cols, out);
+    else
+      dequantize_int4_row(v, q.scales16.data() + r * q.groups(), q.cols, out);
   }
 }
 

@@ -33,6 +33,9 @@ WeightFormat parse_weight_format(std::string_view text);
 std::string_view weight_format_name(WeightFormat format);  // "auto", "int8", "int4", "fp8"
 
 constexpr int kInt4Group = 128;
+// An int4 row of `cols` values: its bytes (padded to 16 values) and its number of scale groups.
+constexpr int64_t int4_row_bytes(int64_t cols) { return (cols + 15) / 16 * 8; }
+constexpr int64_t int4_groups(int64_t cols) { return (cols + kInt4Group - 1) / kInt4Group; }
 
 // A quantized [rows, cols] matrix (format kInt8 or kInt4; see the layout above).
 struct QuantizedMatrix {
@@ -42,8 +45,8 @@ struct QuantizedMatrix {
   std::vector<float> scales;     // int8 only: [rows]
   std::vector<uint16_t> scales16;  // int4 only: float16 [rows, groups()]
 
-  int64_t row_bytes() const { return format == WeightFormat::kInt8 ? cols : (cols + 15) / 16 * 8; }
-  int64_t groups() const { return (cols + kInt4Group - 1) / kInt4Group; }
+  int64_t row_bytes() const { return format == WeightFormat::kInt8 ? cols : int4_row_bytes(cols); }
+  int64_t groups() const { return int4_groups(cols); }
   std::size_t size_bytes() const {
     return values.size() + scales.size() * sizeof(float) + scales16.size() * sizeof(uint16_t);
   }
@@ -55,6 +58,10 @@ QuantizedMatrix quantize(const HostMatrix& m, WeightFormat format, std::string_v
 
 // Rows [row_begin, row_begin + n) dequantized to float32 (scale * q, rounded once), out [n, cols].
 void dequantize_rows(const QuantizedMatrix& q, int64_t row_begin, int64_t n, float* out);
+// One row of raw codes, the scalar reference the kernels agree with: int8 values [cols] with their
+// row's scale; int4 bytes [int4_row_bytes(cols)] with their float16 scales [int4_groups(cols)].
+void dequantize_int8_row(const int8_t* values, float scale, int64_t cols, float* out);
+void dequantize_int4_row(const uint8_t* bytes, const uint16_t* scales16, int64_t cols, float* out);
 
 // A weight matrix as a backend holds it: the checkpoint's dtype (f32/f16/bf16) or quantized.
 class WeightMatrix {
