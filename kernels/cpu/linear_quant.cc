@@ -14,7 +14,6 @@
 
 #include <immintrin.h>
 
-#include <algorithm>
 
 #include "runtime/core/dtype.h"
 #include "runtime/core/quant.h"

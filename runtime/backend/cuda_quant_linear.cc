@@ -3,8 +3,12 @@
 #include <algorithm>
 
 #include "runtime/core/error.h"
+#include "runtime/core/quant.h"
 
 namespace gptj {
+
+// The device kernels' group size is the one the host quantized with.
+static_assert(cuda::kQuantGroup == kInt4Group, "kernels/cuda's int4 group differs from runtime/core/quant.h's");
 namespace {
 
 std::size_t element_bytes(cudaDataType_t type) {
