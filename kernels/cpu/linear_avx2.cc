@@ -21,6 +21,7 @@ struct Avx2 {
     return _mm_cvtss_f32(_mm_add_ss(sum2, _mm_shuffle_ps(sum2, sum2, 1)));
   }
   static vf load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, vf v) { _mm256_storeu_ps(p, v); }
   static vf load(F16, const uint16_t* p) { return _mm256_cvtph_ps(load_bits(p)); }
   static vf load(BF16, const uint16_t* p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load_bits(p)), 16));

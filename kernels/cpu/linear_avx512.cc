@@ -26,6 +26,7 @@ struct Avx512 {
   static float hsum(vf v) { return _mm512_reduce_add_ps(v); }
   // 16 values.
   static vf load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, vf v) { _mm512_storeu_ps(p, v); }
   static vf load(F16, const uint16_t* p) { return _mm512_cvtph_ps(load_bits(p)); }
   static vf load(BF16, const uint16_t* p) { return from_bf16(load_bits(p)); }
   // 8 values in the low lanes, zeros above (reads only those 8).

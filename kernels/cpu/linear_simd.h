@@ -4,7 +4,8 @@
 // V provides: vf (the register type), kWidth (floats per register), zero(), add(a, b),
 // fmadd(a, b, c) = a * b + c, hsum(v), and loads of kWidth consecutive weights widened to float —
 // load(const float*), load(F16{}, const uint16_t*), load(BF16{}, const uint16_t*) — plus load8(...)
-// of the same three forms: 8 values in the low lanes, zeros above (kWidth == 8: the same as load).
+// of the same three forms: 8 values in the low lanes, zeros above (kWidth == 8: the same as load) —
+// and store(float*, vf) of kWidth floats.
 //
 // Everything here is in an anonymous namespace on purpose: an inline function or template
 // instantiation with external linkage, compiled in two translation units with different flags, is
@@ -172,10 +173,25 @@ void linear_small_16(const float* x, int ldx, int rows, int in, const uint16_t* 
     linear_tiled<V, Format>(x, ldx, rows, in, weight, out, bias, y, ldy);
 }
 
+// dst [n] = src [n] widened to float32. The last n % kWidth values go through a zero-padded copy
+// (no scalar conversion: a scalar helper from another header could be merged across levels).
+template <class V, class Format>
+void widen_16(const uint16_t* src, int n, float* dst) {
+  int i = 0;
+  for (; i + V::kWidth <= n; i += V::kWidth) V::store(dst + i, V::load(Format{}, src + i));
+  if (i == n) return;
+  uint16_t bits[V::kWidth] = {};
+  float wide[V::kWidth];
+  for (int k = 0; k < n - i; ++k) bits[k] = src[i + k];
+  V::store(wide, V::load(Format{}, bits));
+  for (int k = 0; k < n - i; ++k) dst[i + k] = wide[k];
+}
+
 // The table of one level.
 template <class V>
 constexpr LinearKernels linear_kernels_of() {
-  return {linear_dots<V>, linear_tiled<V, float>, linear_small_16<V, F16>, linear_small_16<V, BF16>};
+  return {linear_dots<V>,        linear_tiled<V, float>, linear_small_16<V, F16>,
+          linear_small_16<V, BF16>, widen_16<V, F16>,       widen_16<V, BF16>};
 }
 
 }  // namespace

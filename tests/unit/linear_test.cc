@@ -9,11 +9,13 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/linear_kernels.h"
 #include "kernels/cpu/linear_simd.h"
 #include "runtime/core/dtype.h"
 #include "tests/unit/cpu_isa_levels.h"
@@ -82,6 +84,33 @@ TEST_P(Linear, ModelSizedRows) {
         check(rows, in, 12, dtype, rows % 2 == 1);
 }
 
+// The prefill path's widening (16-bit weight rows to float32 for sgemm) against dtype.h's scalar
+// conversion, for every one of the 65536 bit patterns (subnormals, infinities, NaNs: NaN stays NaN),
+// at every length 0..40 (the tails) too.
+void check_widening(const cpu::LinearKernels& table) {
+  std::vector<uint16_t> every(65536);
+  for (int i = 0; i < 65536; ++i) every[i] = static_cast<uint16_t>(i);
+  for (bool half : {true, false}) {
+    SCOPED_TRACE(half ? "float16" : "bfloat16");
+    const auto widen = half ? table.widen_f16 : table.widen_bf16;
+    for (int n : {0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 40, 65536}) {
+      std::vector<float> wide(n + 1, 777.0f);
+      widen(every.data() + (65536 - n), n, wide.data());
+      for (int i = 0; i < n; ++i) {
+        const uint16_t bits = every[65536 - n + i];
+        const float want = half ? f16_to_f32(bits) : bf16_to_f32(bits);
+        if (std::isnan(want))
+          ASSERT_TRUE(std::isnan(wide[i])) << "bits " << bits;
+        else
+          ASSERT_EQ(std::memcmp(&want, &wide[i], sizeof(float)), 0) << "bits " << bits << ": " << wide[i] << " vs " << want;
+      }
+      ASSERT_EQ(wide[n], 777.0f) << "wrote past n = " << n;
+    }
+  }
+}
+
+TEST_P(Linear, WideningIsExactForEveryBitPattern) { check_widening(cpu::active_linear_kernels()); }
+
 INSTANTIATE_TEST_SUITE_P(Levels, Linear, testing::kAllCpuIsaLevels,
                          [](const auto& info) { return std::string(cpu::cpu_isa_name(info.param)); });
 
@@ -109,6 +138,10 @@ struct Emulated16 {
   }
   // 16 values, or (load8) 8 and zeros.
   static vf load(const float* p) { return {eight(p), eight(p + 8)}; }
+  static void store(float* p, vf v) {
+    _mm256_storeu_ps(p, v.lo);
+    _mm256_storeu_ps(p + 8, v.hi);
+  }
   template <class Format>
   static vf load(Format f, const uint16_t* p) {
     return {eight(f, p), eight(f, p + 8)};
@@ -140,6 +173,11 @@ TEST(LinearAt16Floats, EveryPathAndTailMatchesTheReference) {
         for (int in : {8, 16, 24, 32, 40, 48, 72, 1040})  // in % 16 == 8 and in % 32 == 16 included
           check(rows, in, out, dtype, (rows + out) % 2 == 0, linear_emulated16);
   check(3, 13, 8, DType::kF32, true, linear_emulated16);  // f32 dots with a scalar tail
+}
+
+TEST(LinearAt16Floats, WideningIsExactForEveryBitPattern) {
+  static constexpr cpu::LinearKernels kTable = cpu::linear_kernels_of<Emulated16>();
+  check_widening(kTable);
 }
 
 }  // namespace
