@@ -26,6 +26,9 @@ struct Avx2 {
   static vf load(BF16, const uint16_t* p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load_bits(p)), 16));
   }
+  static vf load(Int8, const int8_t* p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  }
   template <class... P>
   static vf load8(P... p) {  // a register holds 8 floats: the same as load
     return load(p...);

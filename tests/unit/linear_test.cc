@@ -16,9 +16,9 @@
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/linear_kernels.h"
-#include "kernels/cpu/linear_simd.h"
 #include "runtime/core/dtype.h"
 #include "tests/unit/cpu_isa_levels.h"
+#include "tests/unit/emulated16.h"
 
 namespace gptj {
 namespace {
@@ -114,50 +114,11 @@ TEST_P(Linear, WideningIsExactForEveryBitPattern) { check_widening(cpu::active_l
 INSTANTIATE_TEST_SUITE_P(Levels, Linear, testing::kAllCpuIsaLevels,
                          [](const auto& info) { return std::string(cpu::cpu_isa_name(info.param)); });
 
-// A 16-float "register" as two AVX2 ones: the level interface of kernels/cpu/linear_simd.h.
-struct Emulated16 {
-  struct vf {
-    __m256 lo, hi;
-  };
-  static constexpr int kWidth = 16;
-  static vf zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
-  static vf add(vf a, vf b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
-  static vf fmadd(vf a, vf b, vf c) { return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)}; }
-  static float hsum(vf v) {
-    float lanes[16];
-    _mm256_storeu_ps(lanes, v.lo);
-    _mm256_storeu_ps(lanes + 8, v.hi);
-    float sum = 0;
-    for (float lane : lanes) sum += lane;
-    return sum;
-  }
-  static __m256 eight(const float* p) { return _mm256_loadu_ps(p); }
-  static __m256 eight(cpu::F16, const uint16_t* p) { return _mm256_cvtph_ps(bits(p)); }
-  static __m256 eight(cpu::BF16, const uint16_t* p) {
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits(p)), 16));
-  }
-  // 16 values, or (load8) 8 and zeros.
-  static vf load(const float* p) { return {eight(p), eight(p + 8)}; }
-  static void store(float* p, vf v) {
-    _mm256_storeu_ps(p, v.lo);
-    _mm256_storeu_ps(p + 8, v.hi);
-  }
-  template <class Format>
-  static vf load(Format f, const uint16_t* p) {
-    return {eight(f, p), eight(f, p + 8)};
-  }
-  static vf load8(const float* p) { return {eight(p), _mm256_setzero_ps()}; }
-  template <class Format>
-  static vf load8(Format f, const uint16_t* p) {
-    return {eight(f, p), _mm256_setzero_ps()};
-  }
-  static __m128i bits(const uint16_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
-};
 
 // cpu::linear's choice among the table's kernels (linear.cc) for rows <= 48, on the emulated level.
 void linear_emulated16(const float* x, int ldx, int rows, int in, cpu::WeightRef weight, int out, const float* bias,
                        float* y, int ldy) {
-  static constexpr cpu::LinearKernels kTable = cpu::linear_kernels_of<Emulated16>();
+  static constexpr cpu::LinearKernels kTable = cpu::linear_kernels_of<testing::Emulated16>();
   const auto* w16 = static_cast<const uint16_t*>(weight.data);
   if (weight.dtype == 0)
     (rows >= 4 && in % 8 == 0 ? kTable.tiled_f32 : kTable.dots_f32)(x, ldx, rows, in, static_cast<const float*>(weight.data),
@@ -176,7 +137,7 @@ TEST(LinearAt16Floats, EveryPathAndTailMatchesTheReference) {
 }
 
 TEST(LinearAt16Floats, WideningIsExactForEveryBitPattern) {
-  static constexpr cpu::LinearKernels kTable = cpu::linear_kernels_of<Emulated16>();
+  static constexpr cpu::LinearKernels kTable = cpu::linear_kernels_of<testing::Emulated16>();
   check_widening(kTable);
 }
 
