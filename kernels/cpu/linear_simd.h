@@ -27,24 +27,25 @@ struct Int8 {};  // int8 weight codes (runtime/core/quant.h: one float32 scale p
 inline int imin(int a, int b) { return a < b ? a : b; }
 inline std::size_t at(int row, int stride) { return static_cast<std::size_t>(row) * stride; }
 
-// Weights of one format (float, F16 or BF16) widened to floats: get(p) one register, get<true>(p)
-// 8 values in the low lanes (load8).
+// The stored element of each weight format.
+template <class Format>
+struct StoredAs {
+  using type = uint16_t;  // F16, BF16
+};
+template <>
+struct StoredAs<Int8> {
+  using type = int8_t;
+};
+
+// Weights of one format (float, F16, BF16 or Int8) widened to floats: get(p) one register,
+// get<true>(p) 8 values in the low lanes (load8).
 template <class V, class Format>
 struct Weights {
-  using Weight = uint16_t;
+  using Weight = typename StoredAs<Format>::type;
   template <bool kLow8 = false>
-  static typename V::vf get(const uint16_t* p) {
+  static typename V::vf get(const Weight* p) {
     if constexpr (kLow8) return V::load8(Format{}, p);
     return V::load(Format{}, p);
-  }
-};
-template <class V>
-struct Weights<V, Int8> {
-  using Weight = int8_t;
-  template <bool kLow8 = false>
-  static typename V::vf get(const int8_t* p) {
-    if constexpr (kLow8) return V::load8(Int8{}, p);
-    return V::load(Int8{}, p);
   }
 };
 template <class V>
