@@ -31,9 +31,11 @@ const LinearKernels& kernels() { return active_linear_kernels(); }
 
 }  // namespace
 
-// By CpuIsa (avx512bf16 has no kernels of its own yet).
+int bf16_dot_stride(int in) { return (in + kBf16DotPad - 1) / kBf16DotPad * kBf16DotPad; }
+
+// By CpuIsa.
 const LinearKernels& active_linear_kernels() {
-  static constexpr const LinearKernels* kByLevel[kCpuIsaLevels] = {&kLinearAvx2, &kLinearAvx512, &kLinearAvx512};
+  static constexpr const LinearKernels* kByLevel[kCpuIsaLevels] = {&kLinearAvx2, &kLinearAvx512, &kLinearAvx512Bf16};
   return *kByLevel[static_cast<int>(active_cpu_isa())];
 }
 

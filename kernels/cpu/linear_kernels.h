@@ -29,10 +29,24 @@ struct LinearKernels {
   // dst [n] = src [n] widened to float32, exactly (the prefill path widens weight blocks for sgemm).
   void (*widen_f16)(const uint16_t* src, int n, float* dst);
   void (*widen_bf16)(const uint16_t* src, int n, float* dst);
+  // bfloat16 x bfloat16 products (opt-in bfloat16 compute; only the avx512bf16 level has it, nullptr
+  // elsewhere): bfloat16 weights [out, in], each input row first rounded to bfloat16 (to nearest even)
+  // into `scratch`, products of bfloat16 pairs accumulated in float32 (vdpbf16ps), the register tile
+  // (meant for 4+ rows, prefill counts too). Any rows, in, out. scratch: rows * bf16_dot_stride(in)
+  // values (the rounded rows, zero-padded to that stride).
+  void (*tiled_bf16_dot)(const float* x, int ldx, int rows, int in, const uint16_t* weight, int out,
+                         const float* bias, float* y, int ldy, uint16_t* scratch);
 };
+
+// The row stride of tiled_bf16_dot's scratch: in rounded up to a multiple of kBf16DotPad (32: one
+// 512-bit register of bfloat16 values). Defined in linear.cc (baseline flags), not inline: an inline
+// function compiled at several levels could be merged into the AVX-512 copy (linear_simd.h).
+constexpr int kBf16DotPad = 32;
+int bf16_dot_stride(int in);
 
 extern const LinearKernels kLinearAvx2;    // linear_avx2.cc: 256-bit, AVX2 + FMA + F16C
 extern const LinearKernels kLinearAvx512;  // linear_avx512.cc: 512-bit, AVX-512 F/BW/VL/DQ
+extern const LinearKernels kLinearAvx512Bf16;  // linear_avx512bf16.cc: the avx512 kernels + tiled_bf16_dot
 
 // The table of the level active_cpu_isa() chose (linear.cc).
 const LinearKernels& active_linear_kernels();

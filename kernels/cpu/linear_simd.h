@@ -7,11 +7,20 @@
 // load(Int8{}, const int8_t*) (the codes as floats) — plus load8(...) of the same four forms: 8 values in the low lanes, zeros above (kWidth == 8: the same as load) —
 // and store(float*, vf) of kWidth floats.
 //
+// A level with bfloat16 dot products (avx512bf16; an emulation in the tests) also provides vbf (a
+// register of 2 * kWidth bfloat16 values), load_bf16(const uint16_t*) of 2 * kWidth values,
+// round_to_bf16(const float* src, uint16_t* dst): 2 * kWidth floats to bfloat16, round to nearest
+// even (vcvtne2ps2bf16: denormals to signed zero, NaN kept quiet NaN), and dot_bf16(acc, a, b): per
+// float lane i, acc += a[2i+1] * b[2i+1], then acc += a[2i] * b[2i] (vdpbf16ps: each an FMA of an
+// exact product, rounded to nearest even; denormal inputs are zero, denormal results flushed to zero).
+// linear_kernels_of<V>() then fills tiled_bf16_dot.
+//
 // Everything here is in an anonymous namespace on purpose: an inline function or template
 // instantiation with external linkage, compiled in two translation units with different flags, is
 // merged by the linker into one copy — possibly the AVX-512 one, which the avx2 level would then run
 // (SIGILL). For the same reason this file uses no std:: algorithm templates.
 #pragma once
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 
@@ -212,11 +221,95 @@ void widen_16(const uint16_t* src, int n, float* dst) {
   for (int k = 0; k < n - i; ++k) dst[i + k] = wide[k];
 }
 
+template <class V>
+concept HasBf16Dot = requires(typename V::vf acc, typename V::vbf a, const uint16_t* p, const float* src,
+                              uint16_t* dst) {
+  { V::load_bf16(p) } -> std::same_as<typename V::vbf>;
+  V::round_to_bf16(src, dst);
+  { V::dot_bf16(acc, a, a) } -> std::same_as<typename V::vf>;
+};
+
+// One register step of the bfloat16 tile at column i: acc[k][r] += pairs of w[k][i..] * xr[r][i..].
+template <class V>
+inline void tile_step_bf16(typename V::vf (&acc)[3][4], const uint16_t* const (&w)[3], const uint16_t* const (&xr)[4],
+                           int i) {
+  const typename V::vbf w0 = V::load_bf16(w[0] + i), w1 = V::load_bf16(w[1] + i), w2 = V::load_bf16(w[2] + i);
+  for (int r = 0; r < 4; ++r) {
+    const typename V::vbf xv = V::load_bf16(xr[r] + i);
+    acc[0][r] = V::dot_bf16(acc[0][r], w0, xv);
+    acc[1][r] = V::dot_bf16(acc[1][r], w1, xv);
+    acc[2][r] = V::dot_bf16(acc[2][r], w2, xv);
+  }
+}
+
+// bfloat16 x bfloat16 (LinearKernels::tiled_bf16_dot): the input rows are rounded to bfloat16 into
+// scratch (stride bf16_dot_stride(in), zero-padded), then the 3 x 4 register tile of linear_tiled_scaled
+// (same chunking, same repetition of a short last group / row block, results not stored) with
+// 2 * kWidth values per register. A last in % (2 * kWidth) weights go through a zero-padded copy of
+// each of the group's 3 rows (the rows are not padded; reading past them could fault or meet NaN).
+template <class V>
+void linear_tiled_bf16_dot(const float* x, int ldx, int rows, int in, const uint16_t* weight, int out,
+                           const float* bias, float* y, int ldy, uint16_t* scratch) {
+  using vf = typename V::vf;
+  constexpr int kP = 2 * V::kWidth;  // bfloat16 values per register
+  static_assert(kBf16DotPad % kP == 0, "the scratch rows must hold whole registers");
+  const int stride = bf16_dot_stride(in);
+  const int full = in - in % kP;  // the part covered by whole registers
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; ++r) {
+    const float* src = x + at(r, ldx);
+    uint16_t* dst = scratch + at(r, stride);
+    int i = 0;
+    for (; i < full; i += kP) V::round_to_bf16(src + i, dst + i);
+    for (; i < stride; i += kP) {  // the last in % kP values, then zeros
+      float part[kP];
+      for (int k = 0; k < kP; ++k) part[k] = i + k < in ? src[i + k] : 0.0f;
+      V::round_to_bf16(part, dst + i);
+    }
+  }
+  const int chunk = in <= 2048 ? 8 : 1;  // as in linear_tiled_scaled
+  const int groups = (out + 2) / 3;
+#pragma omp parallel for schedule(static)
+  for (int c = 0; c < (groups + chunk - 1) / chunk; ++c) {
+    const int g_end = imin(groups, (c + 1) * chunk);
+    for (int r0 = 0; r0 < rows; r0 += 4) {
+      const int nr = imin(4, rows - r0);
+      const uint16_t* xr[4];
+      for (int r = 0; r < 4; ++r) xr[r] = scratch + at(r0 + imin(r, nr - 1), stride);
+      for (int group = c * chunk; group < g_end; ++group) {
+        const int o = 3 * group;
+        const int n_out = imin(3, out - o);
+        const uint16_t* w[3];
+        for (int k = 0; k < 3; ++k) w[k] = weight + at(o + imin(k, n_out - 1), in);
+        vf acc[3][4];
+        for (auto& row : acc)
+          for (vf& a : row) a = V::zero();
+        for (int i = 0; i < full; i += kP) tile_step_bf16<V>(acc, w, xr, i);
+        if (full < in) {
+          uint16_t tail[3][kP];
+          for (int k = 0; k < 3; ++k)
+            for (int j = 0; j < kP; ++j) tail[k][j] = full + j < in ? w[k][full + j] : 0;
+          const uint16_t* const wt[3] = {tail[0], tail[1], tail[2]};
+          const uint16_t* const xt[4] = {xr[0] + full, xr[1] + full, xr[2] + full, xr[3] + full};
+          tile_step_bf16<V>(acc, wt, xt, 0);
+        }
+        for (int k = 0; k < n_out; ++k) {
+          const float b = bias ? bias[o + k] : 0.0f;
+          for (int r = 0; r < nr; ++r) y[at(r0 + r, ldy) + o + k] = V::hsum(acc[k][r]) + b;
+        }
+      }
+    }
+  }
+}
+
 // The table of one level.
 template <class V>
 constexpr LinearKernels linear_kernels_of() {
-  return {linear_dots<V>,       linear_tiled<V, float>, linear_small_16<V, F16>, linear_small_16<V, BF16>,
-          linear_tiled_int8<V>, widen_16<V, F16>,       widen_16<V, BF16>};
+  LinearKernels table = {linear_dots<V>,       linear_tiled<V, float>, linear_small_16<V, F16>,
+                         linear_small_16<V, BF16>, linear_tiled_int8<V>, widen_16<V, F16>,
+                         widen_16<V, BF16>,    nullptr};
+  if constexpr (HasBf16Dot<V>) table.tiled_bf16_dot = linear_tiled_bf16_dot<V>;
+  return table;
 }
 
 }  // namespace

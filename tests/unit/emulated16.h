@@ -4,7 +4,9 @@
 #pragma once
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/cpu/linear_simd.h"
 
@@ -52,6 +54,64 @@ struct Emulated16 {
     return {eight(f, p), _mm256_setzero_ps()};
   }
   static __m128i bits(const uint16_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
+};
+
+// Emulated16 plus the avx512bf16 level's bfloat16 operations (linear_simd.h: vbf, load_bf16,
+// round_to_bf16, dot_bf16), lane by lane in scalar code after Intel's documented pseudocode, so that
+// cpu::linear_kernels_of<Emulated16Bf16>() fills tiled_bf16_dot and its loops and tails run here.
+//   round_to_bf16 (VCVTNE2PS2BF16): zero or denormal -> signed zero (DAZ/FTZ), infinity truncated,
+//     NaN truncated with the quiet bit (bit 6) set, a normal number rounded to nearest even by the
+//     integer add of 0x7FFF + bit 16.
+//   dot_bf16 (VDPBF16PS): per float32 lane i, acc = fma(a[2i+1], b[2i+1], acc), then
+//     acc = fma(a[2i], b[2i], acc): each product is exact in float32 (8-bit significands), one
+//     rounding to nearest even per step; denormal inputs (the bfloat16 values and the accumulator)
+//     are read as signed zero and a denormal result is flushed to signed zero, whatever MXCSR says.
+struct Emulated16Bf16 : Emulated16 {
+  struct vbf {
+    uint16_t v[32];
+  };
+  static vbf load_bf16(const uint16_t* p) {
+    vbf r;
+    std::memcpy(r.v, p, sizeof r.v);
+    return r;
+  }
+  static void round_to_bf16(const float* src, uint16_t* dst) {
+    for (int k = 0; k < 32; ++k) {
+      uint32_t b;
+      std::memcpy(&b, &src[k], 4);
+      const uint32_t magnitude = b & 0x7fffffffu;
+      if (magnitude < 0x00800000u)
+        dst[k] = static_cast<uint16_t>((b >> 16) & 0x8000u);
+      else if (magnitude > 0x7f800000u)
+        dst[k] = static_cast<uint16_t>((b >> 16) | 0x40u);
+      else if (magnitude == 0x7f800000u)
+        dst[k] = static_cast<uint16_t>(b >> 16);
+      else
+        dst[k] = static_cast<uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+    }
+  }
+  static vf dot_bf16(vf acc, vbf a, vbf b) {
+    float lanes[16];
+    store(lanes, acc);
+    for (int i = 0; i < 16; ++i) {
+      float sum = flush(lanes[i]);
+      sum = flush(std::fma(widen(a.v[2 * i + 1]), widen(b.v[2 * i + 1]), sum));
+      sum = flush(std::fma(widen(a.v[2 * i]), widen(b.v[2 * i]), sum));
+      lanes[i] = sum;
+    }
+    return load(lanes);
+  }
+
+ private:
+  static float flush(float f) {  // a denormal to signed zero
+    return std::fpclassify(f) == FP_SUBNORMAL ? std::copysign(0.0f, f) : f;
+  }
+  static float widen(uint16_t bits) {  // make_fp32, with denormal inputs as zero
+    const uint32_t b = static_cast<uint32_t>(bits) << 16;
+    float f;
+    std::memcpy(&f, &b, 4);
+    return flush(f);
+  }
 };
 
 }  // namespace gptj::testing

@@ -3,7 +3,7 @@
 // counts, with float32, float16 and bfloat16 weights (compared with their float32 widening),
 // strided x / y (column blocks of wider matrices) and with or without a bias. Every test runs once
 // per CPU ISA level (suffix /avx2, /avx512, /avx512bf16), skipped where the CPU lacks the level.
-// Also: the kernel templates at 16 floats per register (the avx512 level's width: its loops and
+// Also the bfloat16 x bfloat16 kernel (only at avx512bf16). Also: the kernel templates at 16 floats per register (the avx512 level's width: its loops and
 // 8-float tails) with the registers emulated by AVX2 pairs, so that logic runs on any machine.
 #include <gtest/gtest.h>
 #include <immintrin.h>
@@ -111,6 +111,69 @@ void check_widening(const cpu::LinearKernels& table) {
 
 TEST_P(Linear, WideningIsExactForEveryBitPattern) { check_widening(cpu::active_linear_kernels()); }
 
+// bfloat16 x bfloat16 (LinearKernels::tiled_bf16_dot) against a double-precision reference from the
+// bfloat16-rounded inputs (dtype.h's f32_to_bf16, round to nearest even) and the bfloat16 weights;
+// tolerance: float32 accumulation, as for the float32 kernels above. Also checks what the kernel left in
+// its scratch (the rounded rows, zeros up to the stride) and that y's padding columns stay untouched.
+using Bf16DotFn = decltype(cpu::LinearKernels::tiled_bf16_dot);
+
+void check_bf16_dot(Bf16DotFn kernel, int rows, int in, int out, bool with_bias) {
+  SCOPED_TRACE("rows " + std::to_string(rows) + " in " + std::to_string(in) + " out " + std::to_string(out) +
+               (with_bias ? " bias" : ""));
+  std::mt19937 rng(static_cast<uint32_t>(rows * 7919 + in * 31 + out));
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  const int ldx = in + 3, ldy = out + 5, stride = cpu::bf16_dot_stride(in);
+  ASSERT_EQ(stride % cpu::kBf16DotPad, 0);
+  ASSERT_GE(stride, in);
+  std::vector<float> x(static_cast<std::size_t>(rows) * ldx), bias(out);
+  std::vector<uint16_t> w(static_cast<std::size_t>(out) * in);
+  for (float& v : x) v = u(rng);
+  for (uint16_t& v : w) v = f32_to_bf16(u(rng));
+  for (float& v : bias) v = u(rng);
+  std::vector<uint16_t> scratch(static_cast<std::size_t>(rows) * stride, 0xffff);  // NaN until written
+  std::vector<float> y(static_cast<std::size_t>(rows) * ldy, 12345.0f);
+  kernel(x.data(), ldx, rows, in, w.data(), out, with_bias ? bias.data() : nullptr, y.data(), ldy, scratch.data());
+  for (int r = 0; r < rows; ++r) {
+    std::vector<double> xr(in);
+    for (int i = 0; i < in; ++i) {
+      const uint16_t want = f32_to_bf16(x[static_cast<std::size_t>(r) * ldx + i]);
+      ASSERT_EQ(scratch[static_cast<std::size_t>(r) * stride + i], want) << "row " << r << " rounded x " << i;
+      xr[i] = bf16_to_f32(want);
+    }
+    for (int i = in; i < stride; ++i)
+      ASSERT_EQ(scratch[static_cast<std::size_t>(r) * stride + i], 0) << "row " << r << " padding " << i;
+    for (int o = 0; o < out; ++o) {
+      double want = with_bias ? bias[o] : 0.0;
+      for (int i = 0; i < in; ++i) want += xr[i] * bf16_to_f32(w[static_cast<std::size_t>(o) * in + i]);
+      ASSERT_NEAR(y[static_cast<std::size_t>(r) * ldy + o], want, 1e-5 * (1 + std::sqrt(in)))
+          << "row " << r << " output " << o;
+    }
+    for (int o = out; o < ldy; ++o)
+      ASSERT_EQ(y[static_cast<std::size_t>(r) * ldy + o], 12345.0f) << "row " << r << " column " << o;
+  }
+}
+
+// Ragged rows (% 4) and outputs (% 3), in around the register (32 values) and pair (in % 2) bounds.
+void check_bf16_dot_sizes(Bf16DotFn kernel) {
+  for (int rows : {1, 2, 3, 4, 5, 7, 8, 9, 32, 65})
+    for (int out : {1, 2, 3, 4, 5, 67})
+      for (int in : {1, 2, 8, 13, 31, 32, 33, 63, 64, 72, 200})
+        check_bf16_dot(kernel, rows, in, out, (rows + out + in) % 2 == 0);
+  for (int rows : {4, 100})  // prefill-like row counts at model-sized rows (1040 = 32 registers and 16)
+    for (int in : {1024, 1040}) check_bf16_dot(kernel, rows, in, 12, rows == 4);
+}
+
+// Only the avx512bf16 level has the kernel; the others must not claim it.
+TEST_P(Linear, Bf16DotProductsMatchTheReference) {
+  const auto kernel = cpu::active_linear_kernels().tiled_bf16_dot;
+  if (GetParam() != cpu::CpuIsa::kAvx512Bf16) {
+    EXPECT_EQ(kernel, nullptr) << "only the avx512bf16 level has vdpbf16ps";
+    return;
+  }
+  ASSERT_NE(kernel, nullptr);
+  check_bf16_dot_sizes(kernel);
+}
+
 INSTANTIATE_TEST_SUITE_P(Levels, Linear, testing::kAllCpuIsaLevels,
                          [](const auto& info) { return std::string(cpu::cpu_isa_name(info.param)); });
 
@@ -134,6 +197,14 @@ TEST(LinearAt16Floats, EveryPathAndTailMatchesTheReference) {
         for (int in : {8, 16, 24, 32, 40, 48, 72, 1040})  // in % 16 == 8 and in % 32 == 16 included
           check(rows, in, out, dtype, (rows + out) % 2 == 0, linear_emulated16);
   check(3, 13, 8, DType::kF32, true, linear_emulated16);  // f32 dots with a scalar tail
+}
+
+// The bfloat16 tile's loops and tails with vdpbf16ps / vcvtne2ps2bf16 emulated (tests/unit/emulated16.h).
+TEST(LinearAt16Floats, Bf16DotProductsMatchTheReference) {
+  static constexpr cpu::LinearKernels kTable = cpu::linear_kernels_of<testing::Emulated16Bf16>();
+  ASSERT_NE(kTable.tiled_bf16_dot, nullptr);
+  static_assert(cpu::linear_kernels_of<testing::Emulated16>().tiled_bf16_dot == nullptr);
+  check_bf16_dot_sizes(kTable.tiled_bf16_dot);
 }
 
 TEST(LinearAt16Floats, WideningIsExactForEveryBitPattern) {
