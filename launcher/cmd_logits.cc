@@ -31,7 +31,9 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& f
 void add_common_model_options(CLI::App& command, ModelOptions& options) {
   command.add_option("--model", options.model_dir, "Hugging Face GPT-J checkpoint directory")->required();
   command.add_option("--backend", options.backend, "cpu|cuda|auto")->capture_default_str();
-  command.add_option("--dtype", options.dtype, "compute dtype: float32|float16|bfloat16|auto")
+  command.add_option("--dtype", options.dtype,
+                     "compute dtype: float32|float16|bfloat16|auto (cpu: float32, or opt-in bfloat16: bfloat16 "
+                     "weights and bfloat16-rounded activations, float32 sums)")
       ->capture_default_str();
   command.add_option("--weights", options.weights,
                      "weight format: auto (as stored) | int8 (per output channel) | int4 (groups of 128) | fp8; "

@@ -122,7 +122,8 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
   const double budget_gb = options.kv_memory_gb > 0 ? options.kv_memory_gb
                                                     : (options_.backend == "cuda" ? 24.0 : 1.0);
   const double bytes_per_block = 2.0 * options.block_size * (config_.n_embd / tp) *
-                                 config_.n_layer * (options_.dtype == "float32" ? 4 : 2);
+                                 config_.n_layer *
+                                 (options_.dtype == "float32" || options_.backend == "cpu" ? 4 : 2);  // CPU cache: float32
   kv_blocks_ = options.kv_blocks > 0
                    ? options.kv_blocks
                    : static_cast<int>(std::clamp(budget_gb * (1 << 30) / bytes_per_block, 16.0, 8192.0));

@@ -34,6 +34,13 @@ struct WeightRef {
   // int8 only, opt-in (--int8-activations): quantize each input row to int8 too and take exact
   // int8 x int8 products (kernels/cpu/linear_w8a8.cc). Off: the activations stay float32.
   bool int8_activations = false;
+  // bfloat16 only, opt-in (--dtype bfloat16 on the CPU backend): each input row is rounded to
+  // bfloat16 (to nearest even) and the products of bfloat16 pairs are summed in float32 — vdpbf16ps
+  // at the avx512bf16 level (LinearKernels::tiled_bf16_dot); at the other levels the same numerics by
+  // widening (the rounded rows widened back to float32, exact, then the float32 path: each product
+  // of two bfloat16 values is exact in float32). The levels differ only in the order of the float32
+  // sums and in vdpbf16ps flushing denormals to zero. Off: the activations stay float32.
+  bool bf16_products = false;
 };
 
 // linear() for a weight of any of these formats. 16-bit weights are widened to float32 in

@@ -6,13 +6,16 @@
 //                 Measured on the project's 2-core VM at 32 rows it beats OpenBLAS sgemm by 10-35 %
 //                 (which also packs the whole weight matrix first, even for one row).
 //   more rows     OpenBLAS sgemm (16-bit weights widened block by block into a float32 scratch).
-// The arithmetic is float32 throughout, so 16-bit weights give what their float32 widening gives.
+// The arithmetic is float32 throughout, so 16-bit weights give what their float32 widening gives —
+// except with WeightRef::bf16_products (opt-in --dtype bfloat16): input rows rounded to bfloat16,
+// then vdpbf16ps (the avx512bf16 level's tile, any row count) or, at other levels, the same by widening.
 // The first two are instruction-set specific: this file dispatches them to the table of the active
 // level (cpu_isa.h; linear_avx2.cc, linear_avx512.cc).
 #include <cblas.h>
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/cpu_kernels.h"
@@ -28,6 +31,27 @@ constexpr int kTiledRowsF32 = 48;  // float32 weights: the register tile up to h
 constexpr int kTiledRows16 = 64;   // 16-bit weights: widening for sgemm costs more until here
 
 const LinearKernels& kernels() { return active_linear_kernels(); }
+
+// WeightRef::bf16_products: the input rows rounded to bfloat16, products of bfloat16 pairs summed in
+// float32 (cpu_kernels.h).
+void linear_bf16_products(const float* x, int ldx, int rows, int in, const uint16_t* w, int out, const float* bias,
+                          float* y, int ldy) {
+  if (const auto kernel = kernels().tiled_bf16_dot) {
+    static thread_local std::vector<uint16_t> scratch;  // the calling thread's
+    scratch.resize(static_cast<std::size_t>(rows) * bf16_dot_stride(in));
+    kernel(x, ldx, rows, in, w, out, bias, y, ldy, scratch.data());
+    return;
+  }
+  // No vdpbf16ps at this level: the rows rounded to bfloat16 and widened back, then the float32 path.
+  static thread_local std::vector<float> rounded;  // the calling thread's; OpenMP workers get a pointer
+  rounded.resize(static_cast<std::size_t>(rows) * in);
+  float* const dst = rounded.data();
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; ++r)
+    for (int i = 0; i < in; ++i)
+      dst[static_cast<std::size_t>(r) * in + i] = bf16_to_f32(f32_to_bf16(x[static_cast<std::size_t>(r) * ldx + i]));
+  linear(dst, in, rows, in, WeightRef{w, WeightRef::kBF16}, out, bias, y, ldy);
+}
 
 }  // namespace
 
@@ -50,6 +74,10 @@ void linear(const float* x, int ldx, int rows, int in, WeightRef weight, int out
     return;
   }
   const auto* w = static_cast<const uint16_t*>(weight.data);
+  if (weight.dtype == WeightRef::kBF16 && weight.bf16_products) {
+    linear_bf16_products(x, ldx, rows, in, w, out, bias, y, ldy);
+    return;
+  }
   const bool half = weight.dtype == 1;
   if (rows <= kTiledRows16 && in % 8 == 0) {
     (half ? kernels().small_f16 : kernels().small_bf16)(x, ldx, rows, in, w, out, bias, y, ldy);

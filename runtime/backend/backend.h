@@ -54,7 +54,7 @@ class Backend {
 struct BackendOptions {
   TpPosition tp;
   KvCacheOptions kv;
-  std::string compute_dtype = "float32";  // the CPU backend supports float32 only
+  std::string compute_dtype = "float32";  // the CPU backend: float32, or bfloat16 (opt-in: WeightOptions::bf16_products)
   WeightOptions weights;                   // --weights: as stored, or quantized at load
 };
 

@@ -1,7 +1,9 @@
 // CPU backend: one TP rank's shard of GPT-J on host memory. Compute is float32; weight matrices stay
 // in the checkpoint's dtype (a float16/bfloat16 checkpoint takes half the memory and memory
 // traffic, widened exactly in the kernels) or are quantized at load (--weights int8|int4,
-// dequantized in the kernels); layernorms and biases are float32.
+// dequantized in the kernels); layernorms and biases are float32. Opt-in --dtype bfloat16: the
+// matrices held in bfloat16 and the products' input rows rounded to bfloat16 (WeightOptions::
+// bf16_products: vdpbf16ps where the CPU has AVX512-BF16, the same numerics by widening elsewhere).
 //
 // The shard's matrices and their fused order are runtime/backend/model_shard.h's (shared with the
 // CUDA backend): per token row the input GEMM writes [ q | k | v | fc_in ]; k and v go to the paged
@@ -24,11 +26,15 @@ struct CpuLayer {
   std::vector<float> k_cache, v_cache;   // [num_blocks, block_size, heads_l, head_dim]
 };
 
-cpu::WeightRef ref(const WeightMatrix& m, bool int8_activations) {
-  if (!m.is_quantized()) return {m.plain().data(), static_cast<int>(m.plain().dtype())};
+cpu::WeightRef ref(const WeightMatrix& m, const WeightOptions& options) {
+  if (!m.is_quantized()) {
+    cpu::WeightRef plain{m.plain().data(), static_cast<int>(m.plain().dtype())};
+    plain.bf16_products = options.bf16_products && m.plain().dtype() == DType::kBF16;
+    return plain;
+  }
   const QuantizedMatrix& q = m.quantized();
   if (q.format == WeightFormat::kInt8)
-    return {q.values.data(), cpu::WeightRef::kInt8, q.scales.data(), int8_activations};
+    return {q.values.data(), cpu::WeightRef::kInt8, q.scales.data(), options.int8_activations};
   return {q.values.data(), cpu::WeightRef::kInt4, q.scales16.data()};
 }
 
@@ -61,7 +67,9 @@ class CpuBackend final : public Backend {
   int64_t vocab_shard_rows() const override { return g_.vocab_rows; }
   int64_t weight_bytes() const override { return weight_bytes_; }
   std::string weight_format() const override {
-    return options_.weights.int8_activations ? weight_format_ + ", int8 activations" : weight_format_;
+    if (options_.weights.int8_activations) return weight_format_ + ", int8 activations";
+    if (options_.weights.bf16_products) return weight_format_ + ", bfloat16 products";
+    return weight_format_;
   }
   uint64_t all_reduce_calls() const override { return comm_.all_reduce_calls(); }
 
@@ -126,7 +134,7 @@ class CpuBackend final : public Backend {
     const LayerShard& w = layer.weights;
     const int E = g_.E, n_in = g_.n_in, hd = g_.head_dim, heads = g_.heads_l;
     cpu::layernorm(x_.data(), w.ln_gamma.data(), w.ln_beta.data(), h_.data(), T, E, config_.layer_norm_epsilon);
-    cpu::linear(h_.data(), E, T, E, ref(w.w_in, options_.weights.int8_activations), n_in, nullptr, in_.data(), n_in);
+    cpu::linear(h_.data(), E, T, E, ref(w.w_in, options_.weights), n_in, nullptr, in_.data(), n_in);
     float* q = in_.data() + g_.q_col();
     float* k = in_.data() + g_.k_col();
     float* v = in_.data() + g_.v_col();
@@ -148,7 +156,7 @@ class CpuBackend final : public Backend {
     cpu::attention_paged_batch(q, n_in, attention_seqs_.data(), static_cast<int>(attention_seqs_.size()),
                                options_.kv.block_size, heads, hd, layer.k_cache.data(), layer.v_cache.data(), v,
                                n_in);
-    cpu::linear(v, n_in, T, g_.n_mid, ref(w.w_out, options_.weights.int8_activations), E, nullptr, partial_.data(), E);
+    cpu::linear(v, n_in, T, g_.n_mid, ref(w.w_out, options_.weights), E, nullptr, partial_.data(), E);
     comm_.all_reduce_sum(partial_.data(), partial_.size());
     cpu::add_inplace(x_.data(), partial_.data(), x_.size());
     cpu::add_bias(x_.data(), w.b_fc_out.data(), T, E);
@@ -187,7 +195,7 @@ class CpuBackend final : public Backend {
     cpu::layernorm(h_.data(), head_.ln_f_gamma.data(), head_.ln_f_beta.data(), h_.data(), rows, E,
                    config_.layer_norm_epsilon);
     const int vocab_rows = static_cast<int>(g_.vocab_rows);
-    cpu::linear(h_.data(), E, rows, E, ref(head_.lm_head, options_.weights.int8_activations), vocab_rows, head_.lm_bias.data(), logits_shard, vocab_rows);
+    cpu::linear(h_.data(), E, rows, E, ref(head_.lm_head, options_.weights), vocab_rows, head_.lm_bias.data(), logits_shard, vocab_rows);
   }
 
   GptjConfig config_;
@@ -211,12 +219,19 @@ class CpuBackend final : public Backend {
 
 std::unique_ptr<Backend> make_cpu_backend(const GptjConfig& config, const Checkpoint& checkpoint,
                                           const BackendOptions& options, Communicator& comm) {
-  GPTJ_CHECK(options.compute_dtype == "float32",
-             "the CPU backend computes in float32 only (got --dtype {})", options.compute_dtype);
+  GPTJ_CHECK(options.compute_dtype == "float32" || options.compute_dtype == "bfloat16",
+             "the CPU backend computes in float32 (the default) or, opt-in, bfloat16 (got --dtype {})",
+             options.compute_dtype);
   GPTJ_CHECK(options.weights.format != WeightFormat::kFp8,
              "--weights fp8 needs a CUDA GPU of compute capability 8.9 or newer; the CPU backend takes --weights "
              "auto, int8 or int4");
-  return std::make_unique<CpuBackend>(config, checkpoint, options, comm);
+  if (options.compute_dtype != "bfloat16") return std::make_unique<CpuBackend>(config, checkpoint, options, comm);
+  GPTJ_CHECK(options.weights.format == WeightFormat::kStored,
+             "--dtype bfloat16 on the CPU backend holds the weights in bfloat16: it takes --weights auto, not {}",
+             weight_format_name(options.weights.format));
+  BackendOptions bf16 = options;
+  bf16.weights.bf16_products = true;
+  return std::make_unique<CpuBackend>(config, checkpoint, bf16, comm);
 }
 
 }  // namespace gptj

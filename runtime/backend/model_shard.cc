@@ -52,6 +52,16 @@ std::vector<float> read_vector(const Checkpoint& ck, const std::string& name, in
   return ck.read_f32(name, {n}, shard_slice(name, {n}, tp).slice);
 }
 
+// WeightOptions::bf16_products: `m` in bfloat16 (already bfloat16: as it is; else rounded to nearest even).
+HostMatrix held_as(HostMatrix m, const WeightOptions& weights) {
+  if (!weights.bf16_products || m.dtype() == DType::kBF16) return m;
+  const HostMatrix wide = m.dtype() == DType::kF32 ? std::move(m) : m.to_f32();
+  HostMatrix out(DType::kBF16, wide.rows(), wide.cols());
+  convert_from_f32(DType::kBF16, static_cast<const float*>(wide.data()), out.data(),
+                   static_cast<std::size_t>(wide.rows() * wide.cols()));
+  return out;
+}
+
 }  // namespace
 
 LayerShard read_layer_shard(const Checkpoint& ck, const GptjConfig& config, TpPosition tp, int layer,
@@ -66,11 +76,11 @@ LayerShard read_layer_shard(const Checkpoint& ck, const GptjConfig& config, TpPo
                                             read_slice(ck, p + "attn.k_proj.weight", {E, E}, tp, f),
                                             read_slice(ck, p + "attn.v_proj.weight", {E, E}, tp, f),
                                             read_slice(ck, p + "mlp.fc_in.weight", {I, E}, tp, f)});
-  out.w_in = WeightMatrix::make(std::move(w_in), weights.format, p + "{q,k,v}_proj/fc_in (fused)");
+  out.w_in = WeightMatrix::make(held_as(std::move(w_in), weights), weights.format, p + "{q,k,v}_proj/fc_in (fused)");
   out.b_fc_in = read_vector(ck, p + "mlp.fc_in.bias", I, tp);
   HostMatrix w_out = HostMatrix::stack_cols({read_slice(ck, p + "attn.out_proj.weight", {E, E}, tp, f),
                                              read_slice(ck, p + "mlp.fc_out.weight", {E, I}, tp, f)});
-  out.w_out = WeightMatrix::make(std::move(w_out), weights.format, p + "out_proj/fc_out (fused)");
+  out.w_out = WeightMatrix::make(held_as(std::move(w_out), weights), weights.format, p + "out_proj/fc_out (fused)");
   out.b_fc_out = read_vector(ck, p + "mlp.fc_out.bias", E, tp);
   return out;
 }
@@ -82,7 +92,8 @@ HeadShard read_head_shard(const Checkpoint& ck, const GptjConfig& config, TpPosi
   out.ln_f_gamma = read_vector(ck, "transformer.ln_f.weight", E, tp);
   out.ln_f_beta = read_vector(ck, "transformer.ln_f.bias", E, tp);
   const WeightFormat format = weights.quantize_lm_head ? weights.format : WeightFormat::kStored;
-  out.lm_head = WeightMatrix::make(read_slice(ck, "lm_head.weight", {V, E}, tp, format), format, "lm_head.weight");
+  out.lm_head =
+      WeightMatrix::make(held_as(read_slice(ck, "lm_head.weight", {V, E}, tp, format), weights), format, "lm_head.weight");
   out.lm_bias = read_vector(ck, "lm_head.bias", V, tp);
   return out;
 }

@@ -46,6 +46,11 @@ struct WeightOptions {
   // int8 only, CPU only, opt-in: the products quantize their input rows to int8 too (per-row
   // scale) and run exact int8 x int8 sums (kernels/cpu/linear_w8a8.cc).
   bool int8_activations = false;
+  // CPU only, opt-in (--dtype bfloat16 on the CPU backend, which sets it; with kStored only): every
+  // matrix is held in bfloat16 (a float32 or float16 checkpoint's matrices are rounded to nearest even
+  // at load — float16's 10 significand bits become bfloat16's 7), and the products round their input
+  // rows to bfloat16 too (cpu::WeightRef::bf16_products). Layernorms, biases, the KV cache: float32.
+  bool bf16_products = false;
 };
 
 // Host copies of one layer's shard. Matrices in the checkpoint's dtype or quantized; vectors float32.

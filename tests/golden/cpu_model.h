@@ -17,10 +17,12 @@ namespace gptj::testing {
 
 struct CpuModel {
   // `name`: a folder of tests/data (tiny-gptj-a, tiny-gptj-b); the backend has `num_blocks` KV blocks.
-  // `weights`: as stored (default) or quantized at load (--weights).
-  explicit CpuModel(const std::string& name, int num_blocks = 256, WeightOptions weights = {})
+  // `weights`: as stored (default) or quantized at load (--weights); compute_dtype: --dtype.
+  explicit CpuModel(const std::string& name, int num_blocks = 256, WeightOptions weights = {},
+                    const std::string& compute_dtype = "float32")
       : model(name), dir(model_dir(name)), config(load_config(dir + "/config.json")), checkpoint(dir) {
     BackendOptions options;
+    options.compute_dtype = compute_dtype;
     options.weights = weights;
     options.kv.num_blocks = num_blocks;
     options.kv.block_size = 16;
