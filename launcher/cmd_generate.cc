@@ -9,6 +9,7 @@
 #include "launcher/commands.h"
 #include "launcher/sampling_options.h"
 #include "runtime/core/error.h"
+#include "runtime/core/logging.h"
 #include "runtime/generate/generation_config.h"
 #include "runtime/generate/tokenizer.h"
 #include "runtime/generate/utf8_stream.h"
@@ -119,6 +120,9 @@ CommandRunner register_generate(CLI::App& app) {
                                                        : "";
         }
       }
+      const ReplicaStats kv = scheduler.stats();
+      spdlog::debug("generate: peak {} of {} KV blocks used, {} preemptions", kv.peak_used_blocks, kv.kv_blocks_total,
+                    kv.preemptions);
       auto as_json = [&](const Sample& s) {
         boost::json::object out{{"text", utf8::to_valid_utf8(s.text)}, {"finish_reason", s.finish},
                                 {"prompt_tokens", request.prompt.size()},
