@@ -84,7 +84,7 @@ DataParallelEngine::DataParallelEngine(Scheduler& local, World& world, const Rep
   }
 }
 
-DataParallelEngine::~DataParallelEngine() { stop(1); }
+DataParallelEngine::~DataParallelEngine() { stop(1, std::chrono::milliseconds(200)); }
 
 std::vector<ReplicaLoad> DataParallelEngine::loads() const {
   std::vector<ReplicaLoad> loads(replicas_.size());
@@ -262,13 +262,13 @@ Clock::time_point DataParallelEngine::keepalive_due() const {
   return remote_outstanding_ > 0 ? std::min(due, Clock::now() + std::chrono::milliseconds(2)) : due;
 }
 
-void DataParallelEngine::stop(int exit_code) {
+void DataParallelEngine::stop(int exit_code, std::chrono::milliseconds delivery_wait) {
   if (stopped_) return;
   stopped_ = true;
   for (std::size_t r = 1; r < replicas_.size(); ++r)
     send(replicas_[r], kStop, encode_u64(static_cast<uint64_t>(static_cast<uint32_t>(exit_code))));
-  if (!link_.flush(std::chrono::milliseconds(5000)))
-    spdlog::warn("a replica leader did not take its stop message within 5 s");
+  if (!link_.flush(delivery_wait))
+    spdlog::warn("a replica leader did not take its stop message within {:.1f} s", delivery_wait.count() / 1e3);
 }
 
 // ---- the other leaders -----------------------------------------------------------------------

@@ -56,9 +56,11 @@ class DataParallelEngine final : public Engine {
 
   // Until every replica has reported that it loaded (bounded by the start-up silence limit).
   void wait_until_ready();
-  // Tells every other leader to shut its replica down with `exit_code` (waits a few seconds at most
-  // for the messages to leave). Safe to call twice.
-  void stop(int exit_code);
+  // Tells every other leader to shut its replica down with `exit_code`, waiting at most
+  // `delivery_wait` for the messages to leave. Safe to call twice. (The destructor, reached only when
+  // an error unwinds rank 0, waits 0.2 s: the job is about to be aborted, and a stopped or hung
+  // replica would never take the message.)
+  void stop(int exit_code, std::chrono::milliseconds delivery_wait = std::chrono::milliseconds(5000));
   // Which replica a handle runs on, or ran on when it finished in the last step() (else -1).
   int replica_of(uint64_t handle) const override;
   uint64_t link_messages() const { return link_.messages(); }

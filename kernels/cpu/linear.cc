@@ -27,13 +27,15 @@ namespace {
 constexpr int kTiledRowsF32 = 48;  // float32 weights: the register tile up to here, then sgemm
 constexpr int kTiledRows16 = 64;   // 16-bit weights: widening for sgemm costs more until here
 
-// The table of the active level, by CpuIsa (avx512bf16 has no kernels of its own yet).
-const LinearKernels& kernels() {
+const LinearKernels& kernels() { return active_linear_kernels(); }
+
+}  // namespace
+
+// By CpuIsa (avx512bf16 has no kernels of its own yet).
+const LinearKernels& active_linear_kernels() {
   static constexpr const LinearKernels* kByLevel[kCpuIsaLevels] = {&kLinearAvx2, &kLinearAvx512, &kLinearAvx512};
   return *kByLevel[static_cast<int>(active_cpu_isa())];
 }
-
-}  // namespace
 
 void linear(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias,
             float* y, int ldy) {
@@ -52,9 +54,9 @@ void linear(const float* x, int ldx, int rows, int in, WeightRef weight, int out
     return;
   }
   // Larger products: widen blocks of 512 weight rows into a float32 scratch and let sgemm run on each.
+  const auto widen = half ? kernels().widen_f16 : kernels().widen_bf16;
   linear_widened_blocks(x, ldx, rows, in, out, bias, y, ldy, 512, [&](int row, float* dst) {
-    const uint16_t* src = w + static_cast<std::size_t>(row) * in;
-    for (int i = 0; i < in; ++i) dst[i] = half ? f16_to_f32(src[i]) : bf16_to_f32(src[i]);
+    widen(w + static_cast<std::size_t>(row) * in, in, dst);
   });
 }
 

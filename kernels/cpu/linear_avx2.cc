@@ -21,9 +21,13 @@ struct Avx2 {
     return _mm_cvtss_f32(_mm_add_ss(sum2, _mm_shuffle_ps(sum2, sum2, 1)));
   }
   static vf load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, vf v) { _mm256_storeu_ps(p, v); }
   static vf load(F16, const uint16_t* p) { return _mm256_cvtph_ps(load_bits(p)); }
   static vf load(BF16, const uint16_t* p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load_bits(p)), 16));
+  }
+  static vf load(Int8, const int8_t* p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
   }
   template <class... P>
   static vf load8(P... p) {  // a register holds 8 floats: the same as load

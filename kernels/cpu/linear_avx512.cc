@@ -26,12 +26,19 @@ struct Avx512 {
   static float hsum(vf v) { return _mm512_reduce_add_ps(v); }
   // 16 values.
   static vf load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, vf v) { _mm512_storeu_ps(p, v); }
   static vf load(F16, const uint16_t* p) { return _mm512_cvtph_ps(load_bits(p)); }
   static vf load(BF16, const uint16_t* p) { return from_bf16(load_bits(p)); }
   // 8 values in the low lanes, zeros above (reads only those 8).
   static vf load8(const float* p) { return _mm512_maskz_loadu_ps(0x00FF, p); }
   static vf load8(F16, const uint16_t* p) { return _mm512_cvtph_ps(load8_bits(p)); }
   static vf load8(BF16, const uint16_t* p) { return from_bf16(load8_bits(p)); }
+  static vf load(Int8, const int8_t* p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  }
+  static vf load8(Int8, const int8_t* p) {  // 8 bytes read, the upper 8 lanes zero
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  }
 
  private:
   static __m256i load_bits(const uint16_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }

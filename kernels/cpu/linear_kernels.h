@@ -21,9 +21,20 @@ struct LinearKernels {
   // Each picks the few-rows streaming kernel (rows < 4, out % 4 == 0, in % 16 == 0) or the tile.
   LinearKernel<uint16_t> small_f16;
   LinearKernel<uint16_t> small_bf16;
+  // int8 codes with one float32 scale per weight row (runtime/core/quant.h), the register tile widening
+  // the codes in registers (meant for 4..64 rows): y = row_scale[o] * sum_i(x[i] * code[o, i]) + bias[o].
+  // in % 8 == 0.
+  void (*tiled_int8)(const float* x, int ldx, int rows, int in, const int8_t* weight, const float* row_scale,
+                     int out, const float* bias, float* y, int ldy);
+  // dst [n] = src [n] widened to float32, exactly (the prefill path widens weight blocks for sgemm).
+  void (*widen_f16)(const uint16_t* src, int n, float* dst);
+  void (*widen_bf16)(const uint16_t* src, int n, float* dst);
 };
 
 extern const LinearKernels kLinearAvx2;    // linear_avx2.cc: 256-bit, AVX2 + FMA + F16C
 extern const LinearKernels kLinearAvx512;  // linear_avx512.cc: 512-bit, AVX-512 F/BW/VL/DQ
+
+// The table of the level active_cpu_isa() chose (linear.cc).
+const LinearKernels& active_linear_kernels();
 
 }  // namespace gptj::cpu

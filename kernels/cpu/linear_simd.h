@@ -3,8 +3,9 @@
 //
 // V provides: vf (the register type), kWidth (floats per register), zero(), add(a, b),
 // fmadd(a, b, c) = a * b + c, hsum(v), and loads of kWidth consecutive weights widened to float —
-// load(const float*), load(F16{}, const uint16_t*), load(BF16{}, const uint16_t*) — plus load8(...)
-// of the same three forms: 8 values in the low lanes, zeros above (kWidth == 8: the same as load).
+// load(const float*), load(F16{}, const uint16_t*), load(BF16{}, const uint16_t*),
+// load(Int8{}, const int8_t*) (the codes as floats) — plus load8(...) of the same four forms: 8 values in the low lanes, zeros above (kWidth == 8: the same as load) —
+// and store(float*, vf) of kWidth floats.
 //
 // Everything here is in an anonymous namespace on purpose: an inline function or template
 // instantiation with external linkage, compiled in two translation units with different flags, is
@@ -21,17 +22,28 @@ namespace {  // NOLINT: see above
 
 struct F16 {};   // float16 weight bits
 struct BF16 {};  // bfloat16 weight bits
+struct Int8 {};  // int8 weight codes (runtime/core/quant.h: one float32 scale per weight row)
 
 inline int imin(int a, int b) { return a < b ? a : b; }
 inline std::size_t at(int row, int stride) { return static_cast<std::size_t>(row) * stride; }
 
-// Weights of one format (float, F16 or BF16) widened to floats: get(p) one register, get<true>(p)
-// 8 values in the low lanes (load8).
+// The stored element of each weight format.
+template <class Format>
+struct StoredAs {
+  using type = uint16_t;  // F16, BF16
+};
+template <>
+struct StoredAs<Int8> {
+  using type = int8_t;
+};
+
+// Weights of one format (float, F16, BF16 or Int8) widened to floats: get(p) one register,
+// get<true>(p) 8 values in the low lanes (load8).
 template <class V, class Format>
 struct Weights {
-  using Weight = uint16_t;
+  using Weight = typename StoredAs<Format>::type;
   template <bool kLow8 = false>
-  static typename V::vf get(const uint16_t* p) {
+  static typename V::vf get(const Weight* p) {
     if constexpr (kLow8) return V::load8(Format{}, p);
     return V::load(Format{}, p);
   }
@@ -64,10 +76,11 @@ inline void tile_step(typename V::vf (&acc)[3][4], const typename Weights<V, For
 
 // The register tile: outputs o..o+2 for input rows r..r+3, 12 accumulators. A short last group
 // (out % 3) or block (rows % 4) repeats its last weight row / input row; those results are not
-// stored. in % 8 == 0: a last part of 8 (kWidth 16) is loaded into the low lanes.
+// stored. in % 8 == 0: a last part of 8 (kWidth 16) is loaded into the low lanes. With row_scale
+// (int8 codes), y = row_scale[o] * (the sum over the codes) + bias.
 template <class V, class Format>
-void linear_tiled(const float* x, int ldx, int rows, int in, const typename Weights<V, Format>::Weight* weight,
-                  int out, const float* bias, float* y, int ldy) {
+void linear_tiled_scaled(const float* x, int ldx, int rows, int in, const typename Weights<V, Format>::Weight* weight,
+                         const float* row_scale, int out, const float* bias, float* y, int ldy) {
   using W = Weights<V, Format>;
   using vf = typename V::vf;
   constexpr int kW = V::kWidth;
@@ -94,12 +107,25 @@ void linear_tiled(const float* x, int ldx, int rows, int in, const typename Weig
           for (vf& a : row) a = V::zero();
         for (int i = 0; i < full; i += kW) tile_step<V, Format, false>(acc, w, xr, i);
         if (full < in) tile_step<V, Format, true>(acc, w, xr, full);  // kWidth 16 and in % 16 == 8
-        for (int k = 0; k < n_out; ++k)
-          for (int r = 0; r < nr; ++r)
-            y[at(r0 + r, ldy) + o + k] = V::hsum(acc[k][r]) + (bias ? bias[o + k] : 0.0f);
+        for (int k = 0; k < n_out; ++k) {
+          const float scale = row_scale ? row_scale[o + k] : 1.0f, b = bias ? bias[o + k] : 0.0f;
+          for (int r = 0; r < nr; ++r) y[at(r0 + r, ldy) + o + k] = scale * V::hsum(acc[k][r]) + b;
+        }
       }
     }
   }
+}
+
+template <class V, class Format>
+void linear_tiled(const float* x, int ldx, int rows, int in, const typename Weights<V, Format>::Weight* weight,
+                  int out, const float* bias, float* y, int ldy) {
+  linear_tiled_scaled<V, Format>(x, ldx, rows, in, weight, nullptr, out, bias, y, ldy);
+}
+
+template <class V>
+void linear_tiled_int8(const float* x, int ldx, int rows, int in, const int8_t* weight, const float* row_scale, int out,
+                       const float* bias, float* y, int ldy) {
+  linear_tiled_scaled<V, Int8>(x, ldx, rows, in, weight, row_scale, out, bias, y, ldy);
 }
 
 // w · x over `in` floats (any in): two accumulators over alternating registers, the rest scalar.
@@ -172,10 +198,25 @@ void linear_small_16(const float* x, int ldx, int rows, int in, const uint16_t* 
     linear_tiled<V, Format>(x, ldx, rows, in, weight, out, bias, y, ldy);
 }
 
+// dst [n] = src [n] widened to float32. The last n % kWidth values go through a zero-padded copy
+// (no scalar conversion: a scalar helper from another header could be merged across levels).
+template <class V, class Format>
+void widen_16(const uint16_t* src, int n, float* dst) {
+  int i = 0;
+  for (; i + V::kWidth <= n; i += V::kWidth) V::store(dst + i, V::load(Format{}, src + i));
+  if (i == n) return;
+  uint16_t bits[V::kWidth] = {};
+  float wide[V::kWidth];
+  for (int k = 0; k < n - i; ++k) bits[k] = src[i + k];
+  V::store(wide, V::load(Format{}, bits));
+  for (int k = 0; k < n - i; ++k) dst[i + k] = wide[k];
+}
+
 // The table of one level.
 template <class V>
 constexpr LinearKernels linear_kernels_of() {
-  return {linear_dots<V>, linear_tiled<V, float>, linear_small_16<V, F16>, linear_small_16<V, BF16>};
+  return {linear_dots<V>,       linear_tiled<V, float>, linear_small_16<V, F16>, linear_small_16<V, BF16>,
+          linear_tiled_int8<V>, widen_16<V, F16>,       widen_16<V, BF16>};
 }
 
 }  // namespace

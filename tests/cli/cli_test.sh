@@ -147,6 +147,19 @@ assert any(r["what"] == "peak_memory" for r in rows), rows
 assert all(r["cpu_isa"] in ("avx2", "avx512", "avx512bf16") for r in decode), rows
 print("ok bench JSON:", len(rows), "lines")
 PY
+# With the bandwidth probe: the batch-1 floor comes from the bandwidth probed around those steps.
+"$GPTJ" bench --model "$b" --decode-batches 1 --steps 2 --prefill-tokens 8 > "$WORK/bench-bw.jsonl" || fail "bench (bandwidth)"
+python3 - "$WORK/bench-bw.jsonl" <<'PY' || fail "bench bandwidth output"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+[probe] = [r for r in rows if r["what"] == "memory_bandwidth"]
+[b1] = [r for r in rows if r["what"] == "decode"]
+assert probe["GB_per_s"] > 0 and b1["bandwidth_GB_per_s_around"] > 0, rows
+floor = b1["weight_bytes_per_rank"] / 1e9 / b1["bandwidth_GB_per_s_around"] * 1e3
+assert abs(b1["weight_read_floor_ms"] - floor) <= 1e-9 * floor, (b1, floor)
+assert abs(b1["ratio_to_floor"] - b1["ms_per_step"] / floor) <= 1e-9 * b1["ratio_to_floor"], b1
+print(f"ok bench floor from the bandwidth around batch 1: {b1['bandwidth_GB_per_s_around']:.1f} GB/s")
+PY
 # GPTJ_CPU_ISA: the lowest level can always be forced, and the bench and the launch log say so; an
 # unknown name is one line listing the valid ones.
 GPTJ_CPU_ISA=avx2 "$GPTJ" --log-level info bench --model "$b" --decode-batches 1 --steps 1 --prefill-tokens 8 --no-bandwidth \

@@ -16,8 +16,13 @@ fault() {  # fault NAME NP TP RANK SIGNAL PATTERN
   # allowance the replicas announce to each other (replicas.h: 4 x measured cost per token x
   # --max-step-tokens; the tiny model's cost per token is mostly fixed per-step cost, so at the
   # default 4096 the announced allowance alone would pass 30 s).
+  # Each stderr line is kept with the time it came (bash's $EPOCHREALTIME), so that a job that takes
+  # too long says where the time went.
+  rm -f "$WORK/stderr.fifo" && mkfifo "$WORK/stderr.fifo"
+  while IFS= read -r line; do echo "$EPOCHREALTIME $line"; done < "$WORK/stderr.fifo" > "$err.timed" &
+  local stamper=$!
   timeout -k 5 120 mpirun --oversubscribe -np $np "$GPTJ" batch --tp $tp --model "$model" --input "$WORK/in.jsonl" \
-    --output "$out" --max-batch 2 --max-step-tokens 128 2> "$err" &
+    --output "$out" --max-batch 2 --max-step-tokens 128 2> "$WORK/stderr.fifo" &
   local job=$!
   for _ in $(seq 600); do
     [ -f "$out" ] && [ "$(wc -l < "$out")" -ge 10 ] && break
@@ -27,15 +32,21 @@ fault() {  # fault NAME NP TP RANK SIGNAL PATTERN
   pid=$(for p in $(pgrep -f "$out"); do
     tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=$rank && echo $p; done | head -1)
   [ -n "$pid" ] || { kill $job; fail "$name: could not find rank $rank"; }
-  local start=$SECONDS
+  local start=$SECONDS stopped_at=$EPOCHREALTIME
   kill -$signal "$pid"
   wait $job
   local code=$? took=$((SECONDS - start))
   kill -CONT "$pid" 2>/dev/null
+  wait $stamper
+  cut -d' ' -f2- "$err.timed" > "$err"
   # (mpirun exits 137 itself when a rank was killed by SIGKILL; the timeout's 137 comes after 120 s.)
   [ $code -ne 0 ] && [ $code -ne 124 ] && [ $took -lt 100 ] || { tail -5 "$err"; fail "$name: exit $code after ${took}s"; }
   grep -Eq -- "$pattern" "$err" || { tail -20 "$err"; fail "$name: stderr lacks /$pattern/"; }
-  [ $took -le 30 ] || fail "$name: took ${took}s (limit 30 s): $(grep -Em1 -- "$pattern" "$err")"
+  [ $took -le 30 ] || {
+    awk -v t0="$stopped_at" '$1 >= t0 { printf "  +%6.2f s  %s\n", $1 - t0, substr($0, length($1) + 2) }' "$err.timed" |
+      grep -v "^ *+.*lines, .* tok/s, ETA" | cut -c1-200 | tail -25
+    fail "$name: took ${took}s (limit 30 s; stderr after the SIG$signal above): $(grep -Em1 -- "$pattern" "$err")"
+  }
   local kept
   kept=$(wc -l < "$out")
   echo "ok $name: exit $code ${took}s after SIG$signal of rank $rank, $kept lines kept: $(grep -Em1 -- "$pattern" "$err" | cut -c1-220)"

@@ -1,9 +1,11 @@
 // cpu::linear with int8 / int4 weights against the same product done in double precision on the
 // dequantized weights (runtime/core/quant.h's dequantize_rows): this checks the kernels exactly,
 // apart from quantization error. Every code path the kernel picks: 1..3 rows (dequantized in
-// registers; K weight rows at a time and the out % K tail), more rows (panels through the float32
-// kernels: register tile and sgemm), in not a multiple of 8/16 (scalar tail / panel path), ragged
-// last int4 group, strided x and y, with and without bias.
+// registers; K weight rows at a time and the out % K tail), int8 at 4..64 rows (the register tile on
+// the codes), more rows (panels through the float32 kernels: register tile and sgemm), in not a
+// multiple of 8/16 (scalar tail / panel path), ragged
+// last int4 group, strided x and y, with and without bias. Once per CPU ISA level (suffix /avx2,
+// /avx512, /avx512bf16; skipped where the CPU lacks it), and the int8 tile at 16 floats emulated.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -14,6 +16,8 @@
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/linear_quant.h"
 #include "runtime/core/quant.h"
+#include "tests/unit/cpu_isa_levels.h"
+#include "tests/unit/emulated16.h"
 
 namespace gptj {
 namespace {
@@ -23,7 +27,10 @@ cpu::WeightRef ref(const QuantizedMatrix& q) {
   return {q.values.data(), cpu::WeightRef::kInt4, q.scales16.data()};
 }
 
-void check(WeightFormat format, int rows, int in, int out, bool with_bias) {
+using LinearFn = void (*)(const float* x, int ldx, int rows, int in, cpu::WeightRef weight, int out,
+                          const float* bias, float* y, int ldy);
+
+void check(WeightFormat format, int rows, int in, int out, bool with_bias, LinearFn linear = cpu::linear) {
   SCOPED_TRACE(std::string(weight_format_name(format)) + " rows " + std::to_string(rows) + " in " + std::to_string(in) +
                " out " + std::to_string(out) + (with_bias ? " bias" : ""));
   std::mt19937 rng(static_cast<uint32_t>(rows * 7919 + in * 31 + out));
@@ -42,7 +49,7 @@ void check(WeightFormat format, int rows, int in, int out, bool with_bias) {
   ASSERT_EQ(deq, deq_kernel) << "the kernels' dequantization differs from runtime/core/quant's";
 
   std::vector<float> y(static_cast<std::size_t>(rows) * ldy, 12345.0f);
-  cpu::linear(x.data(), ldx, rows, in, ref(q), out, with_bias ? bias.data() : nullptr, y.data(), ldy);
+  linear(x.data(), ldx, rows, in, ref(q), out, with_bias ? bias.data() : nullptr, y.data(), ldy);
   for (int r = 0; r < rows; ++r) {
     for (int o = 0; o < ldy; ++o) {
       const float got = y[static_cast<std::size_t>(r) * ldy + o];
@@ -62,7 +69,12 @@ void check(WeightFormat format, int rows, int in, int out, bool with_bias) {
   }
 }
 
-TEST(LinearQuant, EveryPathAgainstTheDequantizedProduct) {
+class LinearQuant : public testing::CpuIsaTest<cpu::CpuIsa> {
+ protected:
+  cpu::CpuIsa level() const override { return GetParam(); }
+};
+
+TEST_P(LinearQuant, EveryPathAgainstTheDequantizedProduct) {
   for (WeightFormat format : {WeightFormat::kInt8, WeightFormat::kInt4}) {
     for (int rows : {1, 2, 3, 4, 5, 17, 48, 49, 64, 65, 100}) {
       for (int in : {16, 64, 136, 320}) {
@@ -72,7 +84,7 @@ TEST(LinearQuant, EveryPathAgainstTheDequantizedProduct) {
   }
 }
 
-TEST(LinearQuant, WidthsNotAMultipleOfTheVectorLength) {
+TEST_P(LinearQuant, WidthsNotAMultipleOfTheVectorLength) {
   for (WeightFormat format : {WeightFormat::kInt8, WeightFormat::kInt4}) {
     for (int rows : {1, 2, 3, 7, 70}) {
       for (int in : {1, 7, 9, 23, 100, 129}) check(format, rows, in, 11, true);
@@ -80,7 +92,7 @@ TEST(LinearQuant, WidthsNotAMultipleOfTheVectorLength) {
   }
 }
 
-TEST(LinearQuant, ModelSizedRows) {
+TEST_P(LinearQuant, ModelSizedRows) {
   // gptj-small's fused input projection (in 1024) and a 6B-wide row (in 4096) at decode sizes.
   for (WeightFormat format : {WeightFormat::kInt8, WeightFormat::kInt4}) {
     check(format, 1, 1024, 260, false);
@@ -134,13 +146,13 @@ void check_int8_activations(int rows, int in, int out) {
     }
 }
 
-TEST(LinearQuant, Int8ActivationsEqualTheExactIntegerProduct) {
+TEST_P(LinearQuant, Int8ActivationsEqualTheExactIntegerProduct) {
   for (int rows : {1, 2, 3, 4, 5, 8, 11, 64})
     for (int in : {1, 31, 32, 33, 100, 1024})
       for (int out : {1, 7, 65}) check_int8_activations(rows, in, out);
 }
 
-TEST(LinearQuant, Int8ActivationsOfAZeroRowGiveTheBias) {
+TEST_P(LinearQuant, Int8ActivationsOfAZeroRowGiveTheBias) {
   std::vector<float> x(64, 0.0f), bias{0.5f, -2.0f}, y(2, 9.0f);
   HostMatrix m(DType::kF32, 2, 64);
   for (int i = 0; i < 128; ++i) static_cast<float*>(m.data())[i] = 0.01f * static_cast<float>(i);
@@ -150,6 +162,24 @@ TEST(LinearQuant, Int8ActivationsOfAZeroRowGiveTheBias) {
   cpu::linear(x.data(), 64, 1, 64, w, 2, bias.data(), y.data(), 2);
   EXPECT_EQ(y[0], 0.5f);
   EXPECT_EQ(y[1], -2.0f);
+}
+
+INSTANTIATE_TEST_SUITE_P(Levels, LinearQuant, testing::kAllCpuIsaLevels,
+                         [](const auto& info) { return std::string(cpu::cpu_isa_name(info.param)); });
+
+// The int8 register tile at 16 floats per register (the avx512 level's loops and 8-float tails),
+// emulated with AVX2 pairs so that it runs on any machine.
+void tiled_int8_emulated16(const float* x, int ldx, int rows, int in, cpu::WeightRef weight, int out, const float* bias,
+                           float* y, int ldy) {
+  static constexpr cpu::LinearKernels kTable = cpu::linear_kernels_of<testing::Emulated16>();
+  kTable.tiled_int8(x, ldx, rows, in, static_cast<const int8_t*>(weight.data), static_cast<const float*>(weight.scales),
+                    out, bias, y, ldy);
+}
+
+TEST(LinearQuantAt16Floats, Int8TileAgainstTheDequantizedProduct) {
+  for (int rows : {4, 5, 9, 32, 64})
+    for (int in : {8, 16, 24, 40, 136, 1032})
+      for (int out : {1, 4, 5, 13}) check(WeightFormat::kInt8, rows, in, out, (rows + out) % 2 == 0, tiled_int8_emulated16);
 }
 
 }  // namespace

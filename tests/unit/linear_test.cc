@@ -9,14 +9,16 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
-#include "kernels/cpu/linear_simd.h"
+#include "kernels/cpu/linear_kernels.h"
 #include "runtime/core/dtype.h"
 #include "tests/unit/cpu_isa_levels.h"
+#include "tests/unit/emulated16.h"
 
 namespace gptj {
 namespace {
@@ -82,49 +84,41 @@ TEST_P(Linear, ModelSizedRows) {
         check(rows, in, 12, dtype, rows % 2 == 1);
 }
 
+// The prefill path's widening (16-bit weight rows to float32 for sgemm) against dtype.h's scalar
+// conversion, for every one of the 65536 bit patterns (subnormals, infinities, NaNs: NaN stays NaN),
+// at every length 0..40 (the tails) too.
+void check_widening(const cpu::LinearKernels& table) {
+  std::vector<uint16_t> every(65536);
+  for (int i = 0; i < 65536; ++i) every[i] = static_cast<uint16_t>(i);
+  for (bool half : {true, false}) {
+    SCOPED_TRACE(half ? "float16" : "bfloat16");
+    const auto widen = half ? table.widen_f16 : table.widen_bf16;
+    for (int n : {0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 40, 65536}) {
+      std::vector<float> wide(n + 1, 777.0f);
+      widen(every.data() + (65536 - n), n, wide.data());
+      for (int i = 0; i < n; ++i) {
+        const uint16_t bits = every[65536 - n + i];
+        const float want = half ? f16_to_f32(bits) : bf16_to_f32(bits);
+        if (std::isnan(want))
+          ASSERT_TRUE(std::isnan(wide[i])) << "bits " << bits;
+        else
+          ASSERT_EQ(std::memcmp(&want, &wide[i], sizeof(float)), 0) << "bits " << bits << ": " << wide[i] << " vs " << want;
+      }
+      ASSERT_EQ(wide[n], 777.0f) << "wrote past n = " << n;
+    }
+  }
+}
+
+TEST_P(Linear, WideningIsExactForEveryBitPattern) { check_widening(cpu::active_linear_kernels()); }
+
 INSTANTIATE_TEST_SUITE_P(Levels, Linear, testing::kAllCpuIsaLevels,
                          [](const auto& info) { return std::string(cpu::cpu_isa_name(info.param)); });
 
-// A 16-float "register" as two AVX2 ones: the level interface of kernels/cpu/linear_simd.h.
-struct Emulated16 {
-  struct vf {
-    __m256 lo, hi;
-  };
-  static constexpr int kWidth = 16;
-  static vf zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
-  static vf add(vf a, vf b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
-  static vf fmadd(vf a, vf b, vf c) { return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)}; }
-  static float hsum(vf v) {
-    float lanes[16];
-    _mm256_storeu_ps(lanes, v.lo);
-    _mm256_storeu_ps(lanes + 8, v.hi);
-    float sum = 0;
-    for (float lane : lanes) sum += lane;
-    return sum;
-  }
-  static __m256 eight(const float* p) { return _mm256_loadu_ps(p); }
-  static __m256 eight(cpu::F16, const uint16_t* p) { return _mm256_cvtph_ps(bits(p)); }
-  static __m256 eight(cpu::BF16, const uint16_t* p) {
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits(p)), 16));
-  }
-  // 16 values, or (load8) 8 and zeros.
-  static vf load(const float* p) { return {eight(p), eight(p + 8)}; }
-  template <class Format>
-  static vf load(Format f, const uint16_t* p) {
-    return {eight(f, p), eight(f, p + 8)};
-  }
-  static vf load8(const float* p) { return {eight(p), _mm256_setzero_ps()}; }
-  template <class Format>
-  static vf load8(Format f, const uint16_t* p) {
-    return {eight(f, p), _mm256_setzero_ps()};
-  }
-  static __m128i bits(const uint16_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
-};
 
 // cpu::linear's choice among the table's kernels (linear.cc) for rows <= 48, on the emulated level.
 void linear_emulated16(const float* x, int ldx, int rows, int in, cpu::WeightRef weight, int out, const float* bias,
                        float* y, int ldy) {
-  static constexpr cpu::LinearKernels kTable = cpu::linear_kernels_of<Emulated16>();
+  static constexpr cpu::LinearKernels kTable = cpu::linear_kernels_of<testing::Emulated16>();
   const auto* w16 = static_cast<const uint16_t*>(weight.data);
   if (weight.dtype == 0)
     (rows >= 4 && in % 8 == 0 ? kTable.tiled_f32 : kTable.dots_f32)(x, ldx, rows, in, static_cast<const float*>(weight.data),
@@ -140,6 +134,11 @@ TEST(LinearAt16Floats, EveryPathAndTailMatchesTheReference) {
         for (int in : {8, 16, 24, 32, 40, 48, 72, 1040})  // in % 16 == 8 and in % 32 == 16 included
           check(rows, in, out, dtype, (rows + out) % 2 == 0, linear_emulated16);
   check(3, 13, 8, DType::kF32, true, linear_emulated16);  // f32 dots with a scalar tail
+}
+
+TEST(LinearAt16Floats, WideningIsExactForEveryBitPattern) {
+  static constexpr cpu::LinearKernels kTable = cpu::linear_kernels_of<testing::Emulated16>();
+  check_widening(kTable);
 }
 
 }  // namespace
