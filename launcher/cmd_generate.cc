@@ -1,10 +1,15 @@
 // gptj generate: one prompt (text or token ids) through the scheduler; prints the continuation.
 #include <boost/json.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
 #include <iostream>
 
 #include "launcher/commands.h"
 #include "launcher/sampling_options.h"
 #include "runtime/core/error.h"
+#include "runtime/core/logging.h"
 #include "runtime/generate/generation_config.h"
 #include "runtime/generate/tokenizer.h"
 #include "runtime/generate/utf8_stream.h"
@@ -58,34 +63,42 @@ CommandRunner register_generate(CLI::App& app) {
   add_sampling_options(*cmd, args->gen);
   return [args, cmd](World& world) {
     GPTJ_CHECK(!args->prompt.empty() || !args->tokens.empty(), "generate needs --prompt or --tokens");
+    // The request first, on every rank (the same files, the same arguments), so that each sizes its
+    // KV pool to it: --n sequences of prompt + max_new_tokens positions (ModelOptions::kv_need).
+    std::optional<Tokenizer> tokenizer;
+    GenerationRequest request;
+    if (!args->tokens.empty()) {
+      request.prompt = parse_id_list(args->tokens, "--tokens");
+    } else if (std::filesystem::exists(std::filesystem::path(args->model.model_dir) / "config.json")) {
+      // (Without config.json the session says what is wrong with --model.)
+      GPTJ_CHECK(Tokenizer::available(args->model.model_dir),
+                 "--prompt needs vocab.json and merges.txt in {}; use --tokens", args->model.model_dir);
+      tokenizer = Tokenizer::from_model_dir(args->model.model_dir);
+      request.prompt = tokenizer->encode(args->prompt);
+    }
+    // generation_config.json's defaults for what the command line leaves unset (as vLLM).
+    const GenerationDefaults defaults = load_generation_defaults(args->model.model_dir);
+    SamplingParams& sp = args->gen.sampling;
+    auto unset = [&](const char* flag) { return cmd->count(flag) == 0; };
+    if (defaults.temperature && unset("--temperature")) sp.temperature = *defaults.temperature;
+    if (defaults.top_k && unset("--top-k")) sp.top_k = *defaults.top_k;
+    if (defaults.top_p && unset("--top-p")) sp.top_p = *defaults.top_p;
+    if (defaults.repetition_penalty && unset("--repetition-penalty")) sp.repetition_penalty = *defaults.repetition_penalty;
+    if (defaults.no_repeat_ngram_size && unset("--no-repeat-ngram-size"))
+      sp.no_repeat_ngram_size = *defaults.no_repeat_ngram_size;
+    if (defaults.max_new_tokens && unset("--max-new-tokens")) args->gen.max_new_tokens = *defaults.max_new_tokens;
+    request.sampling = sp;
+    request.max_new_tokens = args->gen.max_new_tokens;
+    request.stop = args->gen.stop;
+    request.n = args->n;
+    // The last token drawn is never written to the cache, but prompt + max_new_tokens keeps the
+    // scheduler's admission check ((prompt + 1) positions) satisfied for max_new_tokens >= 1.
+    const int64_t positions = static_cast<int64_t>(request.prompt.size()) + std::max(request.max_new_tokens, 1);
+    args->model.kv_need = {args->n, static_cast<int>(std::min<int64_t>(positions, INT32_MAX))};
     ModelSession session(world, args->model, "generate");
     return session.run([&]() {
-      std::optional<Tokenizer> tokenizer;
-      if (Tokenizer::available(args->model.model_dir))
+      if (!tokenizer && Tokenizer::available(args->model.model_dir))
         tokenizer = Tokenizer::from_model_dir(args->model.model_dir);
-      GenerationRequest request;
-      if (!args->tokens.empty()) {
-        request.prompt = parse_id_list(args->tokens, "--tokens");
-      } else {
-        GPTJ_CHECK(tokenizer.has_value(), "--prompt needs vocab.json and merges.txt in {}; use --tokens",
-                   args->model.model_dir);
-        request.prompt = tokenizer->encode(args->prompt);
-      }
-      // generation_config.json's defaults for what the command line leaves unset (as vLLM).
-      const GenerationDefaults defaults = load_generation_defaults(args->model.model_dir);
-      SamplingParams& sp = args->gen.sampling;
-      auto unset = [&](const char* flag) { return cmd->count(flag) == 0; };
-      if (defaults.temperature && unset("--temperature")) sp.temperature = *defaults.temperature;
-      if (defaults.top_k && unset("--top-k")) sp.top_k = *defaults.top_k;
-      if (defaults.top_p && unset("--top-p")) sp.top_p = *defaults.top_p;
-      if (defaults.repetition_penalty && unset("--repetition-penalty")) sp.repetition_penalty = *defaults.repetition_penalty;
-      if (defaults.no_repeat_ngram_size && unset("--no-repeat-ngram-size"))
-        sp.no_repeat_ngram_size = *defaults.no_repeat_ngram_size;
-      if (defaults.max_new_tokens && unset("--max-new-tokens")) args->gen.max_new_tokens = *defaults.max_new_tokens;
-      request.sampling = sp;
-      request.max_new_tokens = args->gen.max_new_tokens;
-      request.stop = args->gen.stop;
-      request.n = args->n;
       SchedulerOptions options = scheduler_options_for(session, BatchingOptions{.max_batch = args->n},
                                                        tokenizer ? &*tokenizer : nullptr);
       if (defaults.eos_token_id) options.eos_id = *defaults.eos_token_id;
@@ -107,6 +120,9 @@ CommandRunner register_generate(CLI::App& app) {
                                                        : "";
         }
       }
+      const ReplicaStats kv = scheduler.stats();
+      spdlog::debug("generate: peak {} of {} KV blocks used, {} preemptions", kv.peak_used_blocks, kv.kv_blocks_total,
+                    kv.preemptions);
       auto as_json = [&](const Sample& s) {
         boost::json::object out{{"text", utf8::to_valid_utf8(s.text)}, {"finish_reason", s.finish},
                                 {"prompt_tokens", request.prompt.size()},

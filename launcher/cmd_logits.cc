@@ -44,8 +44,12 @@ void add_common_model_options(CLI::App& command, ModelOptions& options) {
   command.add_flag("--int8-activations", options.int8_activations,
                    "with --weights int8 on the cpu backend: quantize each product's input rows to int8 too "
                    "(exact int8 x int8 sums; faster, slightly less accurate: README)");
-  command.add_option("--kv-blocks", options.kv_blocks, "KV cache blocks per rank (0: from --kv-memory-gb)");
-  command.add_option("--kv-memory-gb", options.kv_memory_gb, "KV cache memory per rank (0: 1 on cpu, 24 on cuda)");
+  command.add_option("--kv-blocks", options.kv_blocks,
+                     "KV cache blocks per rank (0: generate and logits take what the run needs, batch and serve "
+                     "fill --kv-memory-gb)");
+  command.add_option("--kv-memory-gb", options.kv_memory_gb,
+                     "KV cache memory per rank (0: generate and logits take what the run needs; batch and serve "
+                     "1 on cpu, 24 on cuda)");
   command.add_option("--block-size", options.block_size, "positions per KV block")->capture_default_str();
   command.add_option("--step-timeout", options.step_timeout_s,
                      "base seconds a model step may take before the job is ended as hung (0: off); "
@@ -78,6 +82,7 @@ CommandRunner register_logits(CLI::App& app) {
     const int n = static_cast<int>(ids.size());
     GPTJ_CHECK(args->prefill >= 0 && args->prefill <= n, "--prefill {} must be within 0..{} (the number of tokens)",
                args->prefill, n);
+    args->model.kv_need = {1, n};  // one sequence of the --tokens (unless --kv-blocks / --kv-memory-gb)
     ModelSession session(world, args->model, "logits");
     return session.run([&]() {
       const int vocab = session.config().vocab_size;

@@ -80,9 +80,12 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
                                  ? std::filesystem::absolute(options.model_dir).string()
                                  : "random:" + options.random_config;
   // --step-timeout too: ranks that disagree on it would disagree on keepalives (model_runner.h).
-  world.check_same_arguments(fmt::format("{} --model {} --backend {} --dtype {} --kv-blocks {} --step-timeout {} --tp {}",
-                                         command, source, options_.backend, options_.dtype,
-                                         options.kv_blocks, options.step_timeout_s, options.tp));
+  // The KV need too: every rank must size the same pool (rank 0's block ids are used on all).
+  world.check_same_arguments(fmt::format("{} --model {} --backend {} --dtype {} --kv-blocks {} --step-timeout {} --tp {} "
+                                         "(KV for {} x {} positions)",
+                                         command, source, options_.backend, options_.dtype, options.kv_blocks,
+                                         options.step_timeout_s, options.tp, options.kv_need.sequences,
+                                         options.kv_need.positions));
   world.split_replicas(options.tp);
   const int tp = world.replicas().tp;
   GPTJ_CHECK(world.replicas().count == 1 || command == "batch" || command == "serve",
@@ -119,14 +122,27 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
   GPTJ_CHECK(!options.int8_activations || (backend_options.weights.format == WeightFormat::kInt8 && options_.backend == "cpu"),
              "--int8-activations needs --weights int8 on the cpu backend");
   backend_options.kv.block_size = options.block_size;
-  const double budget_gb = options.kv_memory_gb > 0 ? options.kv_memory_gb
-                                                    : (options_.backend == "cuda" ? 24.0 : 1.0);
-  const double bytes_per_block = 2.0 * options.block_size * (config_.n_embd / tp) *
-                                 config_.n_layer *
-                                 (options_.dtype == "float32" || options_.backend == "cpu" ? 4 : 2);  // CPU cache: float32
-  kv_blocks_ = options.kv_blocks > 0
-                   ? options.kv_blocks
-                   : static_cast<int>(std::clamp(budget_gb * (1 << 30) / bytes_per_block, 16.0, 8192.0));
+  // The pool: --kv-blocks; else what a one-shot command said it needs (each sequence's positions,
+  // at most n_positions, in whole blocks), unless --kv-memory-gb is given; else the memory budget.
+  std::string kv_source;
+  const ModelOptions::KvNeed& need = options.kv_need;
+  GPTJ_CHECK(options.block_size > 0, "--block-size {} must be at least 1", options.block_size);
+  if (options.kv_blocks > 0) {
+    kv_blocks_ = options.kv_blocks;
+    kv_source = "--kv-blocks";
+  } else if (need.sequences > 0 && options.kv_memory_gb <= 0) {
+    const int positions = std::clamp(need.positions, 1, config_.n_positions);
+    kv_blocks_ = need.sequences * ((positions + options.block_size - 1) / options.block_size);
+    kv_source = fmt::format("what the run needs: {} x {} positions", need.sequences, positions);
+  } else {
+    const double budget_gb = options.kv_memory_gb > 0 ? options.kv_memory_gb
+                                                      : (options_.backend == "cuda" ? 24.0 : 1.0);
+    const double bytes_per_block = 2.0 * options.block_size * (config_.n_embd / tp) *
+                                   config_.n_layer *
+                                   (options_.dtype == "float32" || options_.backend == "cpu" ? 4 : 2);  // CPU cache: float32
+    kv_blocks_ = static_cast<int>(std::clamp(budget_gb * (1 << 30) / bytes_per_block, 16.0, 8192.0));
+    kv_source = fmt::format("{:g} GiB", budget_gb);
+  }
   backend_options.kv.num_blocks = kv_blocks_;
 
   if (random && options_.backend == "cpu") {
@@ -170,9 +186,9 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
     runner_->set_watchdog(watchdog_.get(),
                           watchdog_->startup_wait_limit(load_seconds_, static_cast<double>(backend_->weight_bytes())));
   }
-  const std::string ready = fmt::format("{} backend ready: {:.1f} MB of {} weights per rank, {} KV blocks of {}",
+  const std::string ready = fmt::format("{} backend ready: {:.1f} MB of {} weights per rank, {} KV blocks of {} ({})",
                                         backend_->name(), backend_->weight_bytes() / 1e6, backend_->weight_format(),
-                                        kv_blocks_, options.block_size);
+                                        kv_blocks_, options.block_size, kv_source);
   // Quantized runs say so at info level (rank 0): what was asked for is what is measured.
   if (world.rank() == 0 && backend_options.weights.format != WeightFormat::kStored)
     spdlog::info("{}", ready);

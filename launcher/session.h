@@ -28,8 +28,15 @@ struct ModelOptions {
   std::string weights = "auto";
   bool quantize_lm_head = false;
   bool int8_activations = false;  // --int8-activations (with --weights int8, CPU): W8A8 products
-  int kv_blocks = 0;             // 0: as many as kv_memory_gb holds, at most 8192
-  double kv_memory_gb = 0;       // KV cache per rank; 0: 1 GiB on cpu, 24 GiB on cuda
+  int kv_blocks = 0;             // 0: kv_need's blocks when set, else as many as kv_memory_gb holds (at most 8192)
+  double kv_memory_gb = 0;       // KV cache per rank; 0: kv_need when set, else 1 GiB on cpu, 24 GiB on cuda
+  // What a one-shot command (generate, logits) will hold in the KV cache at most: `sequences` of up to
+  // `positions` each (capped at n_positions). When set and neither --kv-blocks nor --kv-memory-gb
+  // is given, the pool is that many blocks, not a budget's worth. Unset (batch, serve): the budget.
+  struct KvNeed {
+    int sequences = 0;
+    int positions = 0;
+  } kv_need;
   int block_size = 16;
   // A step slower than this base plus an allowance for its tokens (parallel/watchdog.h) ends the
   // job: a peer is stopped or hung; so does rank 0's silence between steps for this base + 8 s

@@ -378,5 +378,6 @@ stage cpu-golden-tests-avx2 host 120 env GPTJ_CPU_ISA=avx2 "$BIN/cpu_golden_test
 for level in avx2 avx512 avx512bf16; do
   stage "cpu-kernels-$level" host 60 "$BIN/linear_test" "--gtest_filter=*/$level"
   stage "cpu-weights16-$level" host 60 "$BIN/weights16_test" "--gtest_filter=*_$level"
+  stage "cpu-quant-kernels-$level" host 60 "$BIN/linear_quant_test" "--gtest_filter=*/$level"
 done
 finish

@@ -9,8 +9,13 @@
 // CUDA backend): per token row the input GEMM writes [ q | k | v | fc_in ]; k and v go to the paged
 // cache, attention writes its output over the v columns, and [ attn_out | gelu(fc_in) ] feeds the
 // output GEMM without a copy. One all-reduce per layer.
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
@@ -21,9 +26,32 @@
 namespace gptj {
 namespace {
 
+// `count` floats of anonymous memory: zero, but backed by pages only where written. A KV pool sized
+// for many sequences (batch, serve: --kv-memory-gb) so costs resident memory for the blocks used,
+// not for all of it up front (a zero-filled std::vector wrote every page at load).
+struct Unmap {
+  std::size_t bytes = 0;
+  void operator()(float* p) const { ::munmap(p, bytes); }
+};
+class LazyZeroFloats {
+ public:
+  LazyZeroFloats() = default;
+  explicit LazyZeroFloats(std::size_t count) {
+    const std::size_t bytes = std::max<std::size_t>(count, 1) * sizeof(float);
+    void* mapping = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    GPTJ_CHECK(mapping != MAP_FAILED, "KV cache: cannot map {:.1f} MB ({})", bytes / 1e6, std::strerror(errno));
+    data_ = std::unique_ptr<float, Unmap>(static_cast<float*>(mapping), Unmap{bytes});
+  }
+  float* data() { return data_.get(); }
+  float& operator[](std::size_t i) { return data_.get()[i]; }
+
+ private:
+  std::unique_ptr<float, Unmap> data_;
+};
+
 struct CpuLayer {
   LayerShard weights;                    // model_shard.h: w_in [Nin, E], w_out [E, Nmid], norms, biases
-  std::vector<float> k_cache, v_cache;   // [num_blocks, block_size, heads_l, head_dim]
+  LazyZeroFloats k_cache, v_cache;       // [num_blocks, block_size, heads_l, head_dim]
 };
 
 cpu::WeightRef ref(const WeightMatrix& m, const WeightOptions& options) {
@@ -51,8 +79,8 @@ class CpuBackend final : public Backend {
     for (int l = 0; l < config.n_layer; ++l) {
       CpuLayer& layer = layers_[l];
       layer.weights = read_layer_shard(checkpoint, config, tp, l, options.weights);
-      layer.k_cache.assign(cache_size, 0.0f);
-      layer.v_cache.assign(cache_size, 0.0f);
+      layer.k_cache = LazyZeroFloats(cache_size);
+      layer.v_cache = LazyZeroFloats(cache_size);
       const LayerShard& w = layer.weights;
       weight_bytes_ += static_cast<int64_t>(w.w_in.size_bytes() + w.w_out.size_bytes()) +
                        static_cast<int64_t>(sizeof(float)) * (w.b_fc_in.size() + 3 * g_.E);
