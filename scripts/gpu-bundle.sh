@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 build=${BUNDLE_BUILD:-build-gpu-bundle}
 out=${BUNDLE_OUT:-$PWD}
 binaries=(gptj cuda_kernels_test cuda_model_test cuda_draws_test cuda_quant_test cpu_golden_test linear_test
-          weights16_test linear_quant_test)
+          weights16_test linear_quant_test bf16_golden_test)
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGPTJ_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DGPTJ_MPI=OFF -DGPTJ_NATIVE=OFF -DCMAKE_SKIP_RPATH=ON >/dev/null
 nice ninja -C "$build" -j"${JOBS:-2}" "${binaries[@]}"

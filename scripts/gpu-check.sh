@@ -21,7 +21,8 @@
 #   rerun        every failed GPU stage again with CUDA_LAUNCH_BLOCKING=1 (the fault names its kernel)
 #   cpu          the CPU golden test, at the best CPU kernel level and forced to avx2; the linear kernel
 #                tests at each level (avx2, avx512, avx512bf16): a GPU machine's CPU is where the
-#                AVX-512 levels get run; a level this CPU lacks is skipped (the binary exits 77)
+#                AVX-512 levels get run; a level this CPU lacks is skipped (the binary exits 77); the
+#                --dtype bfloat16 golden test at avx512bf16 (vdpbf16ps)
 # A stage that would start past the deadline is skipped (GPTJ_CHECK_DEADLINE_S, default 400 s), and
 # each stage's timeout is cut to the time left. Without a GPU every GPU stage says "skipped: no GPU".
 # The summary line is the last line. Exit: 0 every stage ran and passed; 1 some stage failed;
@@ -380,4 +381,6 @@ for level in avx2 avx512 avx512bf16; do
   stage "cpu-weights16-$level" host 60 "$BIN/weights16_test" "--gtest_filter=*_$level"
   stage "cpu-quant-kernels-$level" host 60 "$BIN/linear_quant_test" "--gtest_filter=*/$level"
 done
+# --dtype bfloat16 on the CPU vs HF float32 through vdpbf16ps (skipped, exit 77, without AVX512-BF16).
+stage cpu-bf16-golden-avx512bf16 host 60 "$BIN/bf16_golden_test" "--gtest_filter=*avx512bf16"
 finish

@@ -52,7 +52,7 @@ BUNDLE_BUILD=$BUNDLE_BUILD BUNDLE_OUT=$WORK bash "$REPO/scripts/gpu-bundle.sh" >
 [ -f "$WORK/gpu-bundle.tar.gz" ] || fail "no gpu-bundle.tar.gz"
 mkdir -p "$WORK/unpacked" && tar xzf "$WORK/gpu-bundle.tar.gz" -C "$WORK/unpacked" || fail "tar xzf failed"
 B=$WORK/unpacked/gpu-bundle
-for bin in gptj cuda_kernels_test cuda_model_test cuda_draws_test cuda_quant_test cpu_golden_test linear_test weights16_test linear_quant_test; do
+for bin in gptj cuda_kernels_test cuda_model_test cuda_draws_test cuda_quant_test cpu_golden_test linear_test weights16_test linear_quant_test bf16_golden_test; do
   [ -x "$B/bin/$bin" ] || fail "bundle lacks bin/$bin"
   readelf -d "$B/bin/$bin" | grep -Eq 'RUNPATH|RPATH' && fail "bin/$bin carries a RUNPATH of this machine"
   readelf -d "$B/bin/$bin" | grep -q 'libnccl' && fail "bin/$bin needs libnccl (single-process build)"
