@@ -107,9 +107,10 @@ void Scheduler::check(const GenerationRequest& request) const {
   for (int32_t id : request.prompt)
     GPTJ_CHECK(id >= 0 && id < runner_.vocab_size(), "token id {} outside the vocabulary [0, {})", id,
                runner_.vocab_size());
-  const int needed_blocks = (len + options_.kv.block_size) / options_.kv.block_size;
-  GPTJ_CHECK(needed_blocks <= options_.kv.num_blocks,
-             "the prompt needs {} KV blocks but the cache has {}", needed_blocks, options_.kv.num_blocks);
+  // The prompt and room for its next token, and a private last block for each further sample (admit()).
+  const int needed_blocks = (len + options_.kv.block_size) / options_.kv.block_size + (request.n - 1);
+  GPTJ_CHECK(needed_blocks <= options_.kv.num_blocks, "the prompt{} needs {} KV blocks but the cache has {}",
+             request.n > 1 ? fmt::format(" with n = {}", request.n) : "", needed_blocks, options_.kv.num_blocks);
   GPTJ_CHECK(request.stop.empty() || tokenizer_ != nullptr,
              "stop strings need a tokenizer (vocab.json + merges.txt in the model directory)");
 }
@@ -326,6 +327,15 @@ std::vector<GenerationEvent> Scheduler::step() {
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
     budget -= chunk.emplace_back(std::min(running_.back()->pending(), budget));
+  }
+  if (running_.empty() && !waiting_.empty()) {
+    // Nothing runs, so nothing will free a block: a request the whole pool cannot admit never will
+    // (check() refuses those at submit; this is the guard against a loop that makes no progress).
+    const Sequence& seq = *waiting_.front();
+    const int bs = options_.kv.block_size;
+    fail("KV cache too small: one sequence of {} tokens{} needs {} blocks of {} and the pool has {}",
+         seq.tokens.size(), seq.forks_pending > 0 ? fmt::format(" with {} more samples of it", seq.forks_pending) : "",
+         (static_cast<int>(seq.tokens.size()) + bs) / bs + seq.forks_pending, bs, blocks_.total_blocks());
   }
   struct Active {  // a sequence in this step, in running_ order, and how many tokens it feeds
     Sequence* seq;

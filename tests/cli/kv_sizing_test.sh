@@ -72,6 +72,17 @@ grep -q "KV cache too small: one sequence of .* tokens needs more than 3 blocks"
 [ "$(wc -l < "$WORK/small.err")" = 1 ] || fail "too-small pool: more than one line: $(cat "$WORK/small.err")"
 [ ! -s "$WORK/small.out" ] || fail "too-small pool printed output: $(cat "$WORK/small.out")"
 echo "ok generate: too-small --kv-blocks"
+# With --n the samples need a private last block each: 3 blocks hold the 33-token prompt and its
+# next token (34 positions: 3 blocks) but not 4 more samples (7 blocks). Refused at once in one
+# line; this once looped forever (nothing running, the request never admitted).
+timeout 30 "$GPTJ" generate --model "$b" --tokens "$p2" --n 5 --max-new-tokens 4 --kv-blocks 3 > "$WORK/n5.out" 2> "$WORK/n5.err"
+code=$?
+[ $code -ne 124 ] || fail "--n 5 with --kv-blocks 3: still running after 30 s"
+[ $code -ne 0 ] || fail "--n 5 with --kv-blocks 3 accepted: $(cat "$WORK/n5.out")"
+grep -q "the prompt with n = 5 needs 7 KV blocks but the cache has 3" "$WORK/n5.err" ||
+  fail "--n 5 too-small pool message: $(cat "$WORK/n5.err")"
+[ "$(wc -l < "$WORK/n5.err")" = 1 ] || fail "--n 5 too-small pool: more than one line: $(cat "$WORK/n5.err")"
+echo "ok generate: --n 5 with too small a --kv-blocks is refused at once"
 
 # logits: ceil(5 / 4) = 2 blocks of 4; the same logits as from a 1 GiB pool; --kv-blocks 1 is refused.
 "$GPTJ" --log-level debug logits --model "$b" --tokens 1,2,3,4,5 --block-size 4 --prefill 2 --all-positions \
