@@ -36,7 +36,9 @@ const LinearKernels& kernels() { return active_linear_kernels(); }
 // float32 (cpu_kernels.h).
 void linear_bf16_products(const float* x, int ldx, int rows, int in, const uint16_t* w, int out, const float* bias,
                           float* y, int ldy) {
-  if (const auto kernel = kernels().tiled_bf16_dot) {
+  // 1-3 rows (decode) are memory-bound: the streaming kernel on the rounded rows reads each weight once
+  // (the tile would compute 4 rows for 1); the same numerics, a bf16 x bf16 product being exact in float32.
+  if (const auto kernel = kernels().tiled_bf16_dot; kernel && rows >= 4) {
     static thread_local std::vector<uint16_t> scratch;  // the calling thread's
     scratch.resize(static_cast<std::size_t>(rows) * bf16_dot_stride(in));
     kernel(x, ldx, rows, in, w, out, bias, y, ldy, scratch.data());
