@@ -266,9 +266,10 @@ CommandRunner register_bench(CLI::App& app) {
       for (int batch_size : batches) {
         StepBatch prefill;
         for (int s = 0; s < batch_size; ++s) prefill.seqs.push_back({prompt(args->context, s), 0, blocks_of(s), false});
-        step_greedy(prefill);
+        // (Probed before the untimed prefill, which then brings the weights back into the caches.)
         const double bandwidth_before_b1 =
             batch_size == 1 && bandwidth > 0 && session.backend().name() == "cpu" ? measure_read_bandwidth(kAroundProbeBytes) : 0;
+        step_greedy(prefill);
         std::vector<double> times;
         const uint64_t calls_before = session.backend().all_reduce_calls();
         const double reduce_before = comm.all_reduce_seconds();
