@@ -1,11 +1,13 @@
 // The linear kernels written once over a vector "level" V, included by each level's translation unit
-// (linear_avx2.cc, linear_avx512.cc), which supplies V and is built with that level's flags.
+// (linear_avx2.cc, linear_avx512.cc, linear_avx512bf16.cc), which supplies V and is built with that
+// level's flags.
 //
 // V provides: vf (the register type), kWidth (floats per register), zero(), add(a, b),
 // fmadd(a, b, c) = a * b + c, hsum(v), and loads of kWidth consecutive weights widened to float —
 // load(const float*), load(F16{}, const uint16_t*), load(BF16{}, const uint16_t*),
-// load(Int8{}, const int8_t*) (the codes as floats) — plus load8(...) of the same four forms: 8 values in the low lanes, zeros above (kWidth == 8: the same as load) —
-// and store(float*, vf) of kWidth floats.
+// load(Int8{}, const int8_t*) (the codes as floats) — plus load8(...) of the same four forms (8 values
+// in the low lanes, zeros above; kWidth == 8: the same as load), and store(float*, vf) of kWidth
+// floats.
 //
 // A level with bfloat16 dot products (avx512bf16; an emulation in the tests) also provides vbf (a
 // register of 2 * kWidth bfloat16 values), load_bf16(const uint16_t*) of 2 * kWidth values,
