@@ -68,6 +68,25 @@ std::string resolve_backend(const std::string& requested) {
 #endif
 }
 
+// The other ranks of this rank's replica (its steps' collectives), for the step watchdog's message:
+// "the other rank of this step (rank 2 on vm)", "one of the other ranks of this step (rank 1 on a,
+// rank 2 on b, ...)" (at most 8 named), or "another rank" when the replica is this rank alone.
+std::string describe_step_peers(const World& world) {
+  const ReplicaLayout& layout = world.replicas();
+  std::string names;
+  int named = 0;
+  for (int r = layout.leader_rank(layout.index); r < layout.leader_rank(layout.index) + layout.tp; ++r) {
+    if (r == world.rank()) continue;
+    if (named++ == 8) {
+      names += ", ...";
+      break;
+    }
+    names += fmt::format("{}rank {} on {}", names.empty() ? "" : ", ", r, world.hosts()[r]);
+  }
+  if (layout.tp <= 1) return "another rank";
+  return fmt::format("{} of this step ({})", layout.tp == 2 ? "the other rank" : "one of the other ranks", names);
+}
+
 }  // namespace
 
 ModelSession::ModelSession(World& world, const ModelOptions& options, const std::string& command)
@@ -179,6 +198,7 @@ ModelSession::ModelSession(World& world, const ModelOptions& options, const std:
     watchdog_ = std::make_unique<StepWatchdog>(options.step_timeout_s, who,
                                                prior_seconds_per_token(config_, tp, backend_->name()));
     watchdog_->set_health_probe([backend = backend_.get()] { return backend->async_error(); });
+    watchdog_->set_step_peers(describe_step_peers(world));
     if (world.replicas().index > 0)
       watchdog_->set_leader_name(fmt::format("rank {} (the leader of replica {})",
                                              world.replicas().leader_rank(world.replicas().index),

@@ -90,13 +90,9 @@ void StepWatchdog::watch() {
     const int64_t started = step_started_ns_;
     const double limit = limit_s_;
     if (started == 0 || (now_ns() - started) / 1e9 < limit) continue;
-    char why[256];
-    std::snprintf(why, sizeof(why),
-                  "step %llu (%d tokens) did not complete within %.0f s (--step-timeout %.0f s + %.1f x "
-                  "the measured cost per token): another rank is stopped, hung or unreachable",
-                  static_cast<unsigned long long>(step_.load()), step_tokens_.load(), limit, base_s_,
-                  kAllowanceFactor);
-    end_job(why);
+    end_job(fmt::format("step {} ({} tokens) did not complete within {:.0f} s (--step-timeout {:.0f} s + {:.1f} x "
+                        "the measured cost per token): {} is stopped, hung or unreachable",
+                        step_.load(), step_tokens_.load(), limit, base_s_, kAllowanceFactor, step_peers_));
   }
 }
 
@@ -115,8 +111,8 @@ void StepWatchdog::check_wait() {
                         "unreachable while loading)", leader, limit, leader);
       break;
     case Wait::kKeepaliveSent:
-      why = fmt::format("a keepalive to the other ranks did not complete within {:.0f} s: another rank is stopped, "
-                        "hung or unreachable", limit);
+      why = fmt::format("a keepalive to the other ranks did not complete within {:.0f} s: {} is stopped, "
+                        "hung or unreachable", limit, step_peers_);
       break;
   }
   end_job(why);

@@ -45,6 +45,9 @@ class StepWatchdog {
   // Who the waits for "rank 0" wait for, in messages (default "rank 0"; a replica's workers wait
   // for their replica's leader: "rank 2 (the leader of replica 1)"). Set before the first step.
   void set_leader_name(std::string name) { leader_name_ = std::move(name); }
+  // Who else takes part in this rank's steps, in messages: "the other rank of this step (rank 2 on
+  // vm)" (default "another rank"). Set before the first step.
+  void set_step_peers(std::string peers) { step_peers_ = std::move(peers); }
 
   // Main thread, before the step's collectives (ends a wait in progress).
   void begin_step(uint64_t step, int tokens);
@@ -87,6 +90,7 @@ class StepWatchdog {
   double base_s_;
   std::string who_;
   std::string leader_name_ = "rank 0";
+  std::string step_peers_ = "another rank";
   std::atomic<double> cost_per_token_s_;
   std::atomic<int64_t> step_started_ns_{0};  // 0: no step in progress
   std::atomic<uint64_t> step_{0};

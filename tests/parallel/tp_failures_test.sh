@@ -72,6 +72,9 @@ wait $job
 code=$? took=$((SECONDS - start))
 [ $code -ne 0 ] && [ $code -ne 124 ] && [ $code -ne 137 ] || { cat "$WORK/stopped.err"; fail "sigstop: exit $code"; }
 grep -Eq "did not complete within [0-9]+ s" "$WORK/stopped.err" || { cat "$WORK/stopped.err"; fail "sigstop: no watchdog message"; }
+# Rank 0's watchdog names the stopped rank: at np 2 the step's only other rank.
+grep -Eq "rank 0 on .*the other rank of this step \(rank 1 on [^)]*\) is stopped" "$WORK/stopped.err" ||
+  { cat "$WORK/stopped.err"; fail "sigstop: rank 0's message does not name rank 1"; }
 [ $took -le 30 ] || fail "sigstop: took ${took}s"
 kept=$(wc -l < "$WORK/stopped.jsonl")
 echo "ok sigstop: exit $code in ${took}s with $kept lines kept: $(grep -m1 "did not complete" "$WORK/stopped.err")"

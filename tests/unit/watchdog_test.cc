@@ -45,6 +45,20 @@ TEST(StepWatchdogDeathTest, AStepPastItsLimitEndsTheProcessWithTheStepNamed) {
       ::testing::ExitedWithCode(3), "rank 1 on test: step 7 \\(3 tokens\\) did not complete within 0 s");
 }
 
+TEST(StepWatchdogDeathTest, AStepPastItsLimitNamesTheOtherRanksOfTheStep) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        StepWatchdog dog(0.2, "rank 3 (replica 1) on test", 0.0);
+        dog.set_step_peers("the other rank of this step (rank 2 on test)");
+        dog.begin_step(4, 1);
+        std::this_thread::sleep_for(std::chrono::seconds(10));
+      },
+      ::testing::ExitedWithCode(3),
+      "rank 3 \\(replica 1\\) on test: step 4 .* the other rank of this step \\(rank 2 on test\\) is stopped, hung or "
+      "unreachable");
+}
+
 TEST(StepWatchdogDeathTest, AFailedHealthProbeEndsTheProcessBetweenSteps) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(
