@@ -85,39 +85,36 @@ inline void tile_step(typename V::vf (&acc)[3][4], const typename Weights<V, For
   }
 }
 
-// The register tile: outputs o..o+2 for input rows r..r+3, 12 accumulators. A short last group
-// (out % 3) or block (rows % 4) repeats its last weight row / input row; those results are not
-// stored. in % 8 == 0: a last part of 8 (kWidth 16) is loaded into the low lanes. With row_scale
-// (int8 codes), y = row_scale[o] * (the sum over the codes) + bias.
-template <class V, class Format>
-void linear_tiled_scaled(const float* x, int ldx, int rows, int in, const typename Weights<V, Format>::Weight* weight,
-                         const float* row_scale, int out, const float* bias, float* y, int ldy) {
-  using W = Weights<V, Format>;
+// The register tile's loops, for every format: outputs o..o+2 for input rows r..r+3, 12
+// accumulators. A short last group (out % 3) or block (rows % 4) repeats its last weight row / input
+// row; those results are not stored. accumulate(acc, w, xr) adds the products of the 3 weight rows
+// w (row stride ldw) and the 4 input rows xr (row stride ldx) over all `in` columns; then
+// y = row_scale[o] * sum + bias (row_scale null: the sum).
+template <class V, class XElem, class WElem, class Accumulate>
+void tile_outputs(int rows, int in, int out, const XElem* x, int ldx, const WElem* weight, int ldw,
+                  const float* row_scale, const float* bias, float* y, int ldy, const Accumulate& accumulate) {
   using vf = typename V::vf;
-  constexpr int kW = V::kWidth;
   // Output groups are taken `chunk` at a time: for each block of 4 input rows (16 KB at in = 1024,
   // kept in L1) the chunk's weight rows (96 KB, in L2) are visited, instead of re-reading every
   // input row block from L2 for each group. Longer rows do not fit L1: one group at a time.
   const int chunk = in <= 2048 ? 8 : 1;
   const int groups = (out + 2) / 3;
-  const int full = in - in % kW;  // the part covered by whole registers
 #pragma omp parallel for schedule(static)
   for (int c = 0; c < (groups + chunk - 1) / chunk; ++c) {
     const int g_end = imin(groups, (c + 1) * chunk);
     for (int r0 = 0; r0 < rows; r0 += 4) {
       const int nr = imin(4, rows - r0);
-      const float* xr[4];
+      const XElem* xr[4];
       for (int r = 0; r < 4; ++r) xr[r] = x + at(r0 + imin(r, nr - 1), ldx);
       for (int group = c * chunk; group < g_end; ++group) {
         const int o = 3 * group;
         const int n_out = imin(3, out - o);
-        const typename W::Weight* w[3];
-        for (int k = 0; k < 3; ++k) w[k] = weight + at(o + imin(k, n_out - 1), in);
+        const WElem* w[3];
+        for (int k = 0; k < 3; ++k) w[k] = weight + at(o + imin(k, n_out - 1), ldw);
         vf acc[3][4];
         for (auto& row : acc)
           for (vf& a : row) a = V::zero();
-        for (int i = 0; i < full; i += kW) tile_step<V, Format, false>(acc, w, xr, i);
-        if (full < in) tile_step<V, Format, true>(acc, w, xr, full);  // kWidth 16 and in % 16 == 8
+        accumulate(acc, w, xr);
         for (int k = 0; k < n_out; ++k) {
           const float scale = row_scale ? row_scale[o + k] : 1.0f, b = bias ? bias[o + k] : 0.0f;
           for (int r = 0; r < nr; ++r) y[at(r0 + r, ldy) + o + k] = scale * V::hsum(acc[k][r]) + b;
@@ -125,6 +122,21 @@ void linear_tiled_scaled(const float* x, int ldx, int rows, int in, const typena
       }
     }
   }
+}
+
+// The register tile on float / 16-bit / int8 weights, in % 8 == 0: a last part of 8 (kWidth 16) is
+// loaded into the low lanes. With row_scale (int8 codes), y = row_scale[o] * (the sum over the
+// codes) + bias.
+template <class V, class Format>
+void linear_tiled_scaled(const float* x, int ldx, int rows, int in, const typename Weights<V, Format>::Weight* weight,
+                         const float* row_scale, int out, const float* bias, float* y, int ldy) {
+  using Weight = typename Weights<V, Format>::Weight;
+  const int full = in - in % V::kWidth;  // the part covered by whole registers
+  tile_outputs<V>(rows, in, out, x, ldx, weight, in, row_scale, bias, y, ldy,
+                  [full, in](typename V::vf(&acc)[3][4], const Weight* const(&w)[3], const float* const(&xr)[4]) {
+                    for (int i = 0; i < full; i += V::kWidth) tile_step<V, Format, false>(acc, w, xr, i);
+                    if (full < in) tile_step<V, Format, true>(acc, w, xr, full);  // kWidth 16, in % 16 == 8
+                  });
 }
 
 template <class V, class Format>
@@ -245,14 +257,12 @@ inline void tile_step_bf16(typename V::vf (&acc)[3][4], const uint16_t* const (&
 }
 
 // bfloat16 x bfloat16 (LinearKernels::tiled_bf16_dot): the input rows are rounded to bfloat16 into
-// scratch (stride bf16_dot_stride(in), zero-padded), then the 3 x 4 register tile of linear_tiled_scaled
-// (same chunking, same repetition of a short last group / row block, results not stored) with
+// scratch (stride bf16_dot_stride(in), zero-padded), then the 3 x 4 register tile (tile_outputs) with
 // 2 * kWidth values per register. A last in % (2 * kWidth) weights go through a zero-padded copy of
 // each of the group's 3 rows (the rows are not padded; reading past them could fault or meet NaN).
 template <class V>
 void linear_tiled_bf16_dot(const float* x, int ldx, int rows, int in, const uint16_t* weight, int out,
                            const float* bias, float* y, int ldy, uint16_t* scratch) {
-  using vf = typename V::vf;
   constexpr int kP = 2 * V::kWidth;  // bfloat16 values per register
   static_assert(kBf16DotPad % kP == 0, "the scratch rows must hold whole registers");
   const int stride = bf16_dot_stride(in);
@@ -269,39 +279,17 @@ void linear_tiled_bf16_dot(const float* x, int ldx, int rows, int in, const uint
       V::round_to_bf16(part, dst + i);
     }
   }
-  const int chunk = in <= 2048 ? 8 : 1;  // as in linear_tiled_scaled
-  const int groups = (out + 2) / 3;
-#pragma omp parallel for schedule(static)
-  for (int c = 0; c < (groups + chunk - 1) / chunk; ++c) {
-    const int g_end = imin(groups, (c + 1) * chunk);
-    for (int r0 = 0; r0 < rows; r0 += 4) {
-      const int nr = imin(4, rows - r0);
-      const uint16_t* xr[4];
-      for (int r = 0; r < 4; ++r) xr[r] = scratch + at(r0 + imin(r, nr - 1), stride);
-      for (int group = c * chunk; group < g_end; ++group) {
-        const int o = 3 * group;
-        const int n_out = imin(3, out - o);
-        const uint16_t* w[3];
-        for (int k = 0; k < 3; ++k) w[k] = weight + at(o + imin(k, n_out - 1), in);
-        vf acc[3][4];
-        for (auto& row : acc)
-          for (vf& a : row) a = V::zero();
-        for (int i = 0; i < full; i += kP) tile_step_bf16<V>(acc, w, xr, i);
-        if (full < in) {
-          uint16_t tail[3][kP];
-          for (int k = 0; k < 3; ++k)
-            for (int j = 0; j < kP; ++j) tail[k][j] = full + j < in ? w[k][full + j] : 0;
-          const uint16_t* const wt[3] = {tail[0], tail[1], tail[2]};
-          const uint16_t* const xt[4] = {xr[0] + full, xr[1] + full, xr[2] + full, xr[3] + full};
-          tile_step_bf16<V>(acc, wt, xt, 0);
-        }
-        for (int k = 0; k < n_out; ++k) {
-          const float b = bias ? bias[o + k] : 0.0f;
-          for (int r = 0; r < nr; ++r) y[at(r0 + r, ldy) + o + k] = V::hsum(acc[k][r]) + b;
-        }
-      }
-    }
-  }
+  tile_outputs<V>(rows, in, out, static_cast<const uint16_t*>(scratch), stride, weight, in, nullptr, bias, y, ldy,
+                  [full, in](typename V::vf(&acc)[3][4], const uint16_t* const(&w)[3], const uint16_t* const(&xr)[4]) {
+                    for (int i = 0; i < full; i += kP) tile_step_bf16<V>(acc, w, xr, i);
+                    if (full == in) return;
+                    uint16_t tail[3][kP];
+                    for (int k = 0; k < 3; ++k)
+                      for (int j = 0; j < kP; ++j) tail[k][j] = full + j < in ? w[k][full + j] : 0;
+                    const uint16_t* const wt[3] = {tail[0], tail[1], tail[2]};
+                    const uint16_t* const xt[4] = {xr[0] + full, xr[1] + full, xr[2] + full, xr[3] + full};
+                    tile_step_bf16<V>(acc, wt, xt, 0);
+                  });
 }
 
 // The table of one level.
