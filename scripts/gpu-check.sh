@@ -20,7 +20,7 @@
 #                cuda_quant_test), racecheck on the kernels
 #   rerun        every failed GPU stage again with CUDA_LAUNCH_BLOCKING=1 (the fault names its kernel)
 #   cpu          the CPU golden test, at the best CPU kernel level and forced to avx2; the linear kernel
-#                tests at each level (avx2, avx512, avx512bf16): a GPU machine's CPU is where the
+#                tests at each level (avx2, avx512, avx512vnni, avx512bf16): a GPU machine's CPU is where the
 #                AVX-512 levels get run; a level this CPU lacks is skipped (the binary exits 77); the
 #                --dtype bfloat16 golden test at avx512bf16 (vdpbf16ps)
 # A stage that would start past the deadline is skipped (GPTJ_CHECK_DEADLINE_S, default 400 s), and
@@ -376,7 +376,7 @@ done
 # CPU golden in-process (the bundle's CPU code on this machine's CPU), last: it checks no GPU.
 stage cpu-golden-tests host 120 "$BIN/cpu_golden_test"
 stage cpu-golden-tests-avx2 host 120 env GPTJ_CPU_ISA=avx2 "$BIN/cpu_golden_test"
-for level in avx2 avx512 avx512bf16; do
+for level in avx2 avx512 avx512vnni avx512bf16; do
   stage "cpu-kernels-$level" host 60 "$BIN/linear_test" "--gtest_filter=*/$level"
   stage "cpu-weights16-$level" host 60 "$BIN/weights16_test" "--gtest_filter=*_$level"
   stage "cpu-quant-kernels-$level" host 60 "$BIN/linear_quant_test" "--gtest_filter=*/$level"

@@ -1,6 +1,7 @@
 // The avx512 vector level (kernels/cpu/linear_simd.h's V at 512 bits, 16 floats): float16 widened
 // with vcvtph2ps (AVX-512F), bfloat16 by a 16-bit shift. Included only by translation units built
-// with at least -mavx512f -mavx512bw -mavx512vl -mavx512dq (linear_avx512.cc, linear_avx512bf16.cc);
+// with at least -mavx512f -mavx512bw -mavx512vl -mavx512dq (linear_avx512.cc, linear_avx512vnni.cc,
+// linear_avx512bf16.cc; the last two add -mavx512vnni, which Avx512VnniBytes needs);
 // in an anonymous namespace for linear_simd.h's reason (no copy merged across levels).
 #pragma once
 // GCC 12's AVX-512 intrinsics start from _mm*_undefined_*() (`__m512 __Y = __Y;`), which
@@ -16,8 +17,42 @@
 namespace gptj::cpu {
 namespace {
 
+// int8 x int8 products, 64 per step (w8a8_simd.h): x takes w's sign by a masked subtract (AVX-512
+// has no vpsignb), then vpmaddubsw + vpmaddwd as at avx2.
+struct Avx512Bytes {
+  using vi = __m512i;
+  static constexpr int kBytes = 64;
+  struct WeightBytes {
+    __m512i magnitudes;
+    __mmask64 negative;
+  };
+  static vi zero() { return _mm512_setzero_si512(); }
+  static WeightBytes weights(const int8_t* p) {
+    const __m512i codes = _mm512_loadu_si512(p);
+    return {_mm512_abs_epi8(codes), _mm512_movepi8_mask(codes)};
+  }
+  static __m512i signed_like(WeightBytes w, const int8_t* x) {  // x[j] * sign(w[j]), where w[j] != 0
+    const __m512i xv = _mm512_loadu_si512(x);
+    return _mm512_mask_sub_epi8(xv, w.negative, _mm512_setzero_si512(), xv);
+  }
+  static vi dot(vi acc, WeightBytes w, const int8_t* x) {
+    const __m512i pairs = _mm512_maddubs_epi16(w.magnitudes, signed_like(w, x));
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(pairs, _mm512_set1_epi16(1)));
+  }
+  static int32_t hsum(vi v) { return _mm512_reduce_add_epi32(v); }
+};
+
+#if defined(__AVX512VNNI__)
+// The same with VNNI: one vpdpbusd (unsigned |w| times signed x, four products summed into each
+// int32 lane) per 64 bytes, in place of vpmaddubsw + vpmaddwd + vpaddd.
+struct Avx512VnniBytes : Avx512Bytes {
+  static vi dot(vi acc, WeightBytes w, const int8_t* x) { return _mm512_dpbusd_epi32(acc, w.magnitudes, signed_like(w, x)); }
+};
+#endif
+
 struct Avx512 {
   using vf = __m512;
+  using Bytes = Avx512Bytes;
   static constexpr int kWidth = 16;
   static vf zero() { return _mm512_setzero_ps(); }
   static vf add(vf a, vf b) { return _mm512_add_ps(a, b); }

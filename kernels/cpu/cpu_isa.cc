@@ -15,11 +15,12 @@
 namespace gptj::cpu {
 namespace {
 
-constexpr std::array<std::string_view, kCpuIsaLevels> kNames = {"avx2", "avx512", "avx512bf16"};
+constexpr std::array<std::string_view, kCpuIsaLevels> kNames = {"avx2", "avx512", "avx512vnni", "avx512bf16"};
 
 struct Features {
   bool avx2 = false, fma = false, f16c = false;
-  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512bf16 = false;
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512vnni = false,
+       avx512bf16 = false;
   bool ymm_state = false, zmm_state = false;  // XCR0: the OS saves YMM / ZMM + opmask registers
 };
 
@@ -49,6 +50,7 @@ Features read_features() {
   f.avx512dq = b & (1u << 17);
   f.avx512bw = b & (1u << 30);
   f.avx512vl = b & (1u << 31);
+  f.avx512vnni = c & (1u << 11);
   if (max_subleaf >= 1) {
     __cpuid_count(7, 1, a, b, c, d);
     f.avx512bf16 = a & (1u << 5);
@@ -82,7 +84,7 @@ std::string_view cpu_isa_name(CpuIsa isa) { return kNames.at(static_cast<std::si
 CpuIsa parse_cpu_isa(std::string_view name) {
   for (int i = 0; i < kCpuIsaLevels; ++i)
     if (kNames[i] == name) return static_cast<CpuIsa>(i);
-  fail("GPTJ_CPU_ISA={}: unknown level (valid: {}, {}, {})", name, kNames[0], kNames[1], kNames[2]);
+  fail("GPTJ_CPU_ISA={}: unknown level (valid: {}, {}, {}, {})", name, kNames[0], kNames[1], kNames[2], kNames[3]);
 }
 
 CpuIsa detected_cpu_isa() {
@@ -90,7 +92,8 @@ CpuIsa detected_cpu_isa() {
   GPTJ_CHECK(f.avx2 && f.fma && f.f16c && f.ymm_state,
              "this CPU lacks AVX2+FMA+F16C (has: {}): gptj is built for x86-64-v3", cpu_isa_features());
   if (!(f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.zmm_state)) return CpuIsa::kAvx2;
-  return f.avx512bf16 ? CpuIsa::kAvx512Bf16 : CpuIsa::kAvx512;
+  if (!f.avx512vnni) return CpuIsa::kAvx512;  // Skylake-SP
+  return f.avx512bf16 ? CpuIsa::kAvx512Bf16 : CpuIsa::kAvx512Vnni;  // Cooper Lake, Sapphire Rapids, Zen 4 : Ice Lake
 }
 
 std::string cpu_isa_features() {
@@ -98,7 +101,8 @@ std::string cpu_isa_features() {
   const std::pair<bool, const char*> all[] = {
       {f.avx2, "avx2"},         {f.fma, "fma"},           {f.f16c, "f16c"},
       {f.avx512f, "avx512f"},   {f.avx512bw, "avx512bw"}, {f.avx512vl, "avx512vl"},
-      {f.avx512dq, "avx512dq"}, {f.avx512bf16, "avx512_bf16"}, {f.zmm_state, "os-zmm-state"}};
+      {f.avx512dq, "avx512dq"}, {f.avx512vnni, "avx512_vnni"}, {f.avx512bf16, "avx512_bf16"},
+      {f.zmm_state, "os-zmm-state"}};
   std::string out;
   for (const auto& [present, name] : all) {
     if (!present) continue;

@@ -1,7 +1,7 @@
 // Which x86 instruction-set level the CPU kernels use, chosen at run time. The whole binary is built
 // for x86-64-v3 (the avx2 level); the AVX-512 kernels live in their own translation units, built
 // with their own flags, and run only when the CPU (cpuid) and the OS (xgetbv: ZMM and opmask state
-// saved) support them. Environment GPTJ_CPU_ISA=avx2|avx512|avx512bf16 forces a level, for tests
+// saved) support them. Environment GPTJ_CPU_ISA=avx2|avx512|avx512vnni|avx512bf16 forces a level, for tests
 // and for comparing levels on one machine.
 #pragma once
 #include <string>
@@ -13,11 +13,12 @@ namespace gptj::cpu {
 enum class CpuIsa : int {
   kAvx2 = 0,        // AVX2 + FMA + F16C: the baseline (x86-64-v3)
   kAvx512 = 1,      // + AVX-512 F, BW, VL, DQ
-  kAvx512Bf16 = 2,  // + AVX512_BF16 (today the same kernels as avx512: no vdpbf16ps kernel yet)
+  kAvx512Vnni = 2,  // + AVX512_VNNI (vpdpbusd: the int8 x int8 product)
+  kAvx512Bf16 = 3,  // + AVX512_BF16 (vdpbf16ps: the bfloat16 x bfloat16 tile); needs VNNI as well
 };
-inline constexpr int kCpuIsaLevels = 3;
+inline constexpr int kCpuIsaLevels = 4;
 
-// "avx2", "avx512", "avx512bf16".
+// "avx2", "avx512", "avx512vnni", "avx512bf16".
 std::string_view cpu_isa_name(CpuIsa isa);
 
 // The level GPTJ_CPU_ISA spells; an unknown name throws gptj::Error listing the valid ones.

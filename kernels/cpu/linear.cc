@@ -10,7 +10,7 @@
 // except with WeightRef::bf16_products (opt-in --dtype bfloat16): input rows rounded to bfloat16,
 // then vdpbf16ps (the avx512bf16 level's tile, any row count) or, at other levels, the same by widening.
 // The first two are instruction-set specific: this file dispatches them to the table of the active
-// level (cpu_isa.h; linear_avx2.cc, linear_avx512.cc).
+// level (cpu_isa.h; linear_avx2.cc, linear_avx512.cc, linear_avx512vnni.cc, linear_avx512bf16.cc).
 #include <cblas.h>
 
 #include <algorithm>
@@ -61,7 +61,8 @@ int bf16_dot_stride(int in) { return (in + kBf16DotPad - 1) / kBf16DotPad * kBf1
 
 // By CpuIsa.
 const LinearKernels& active_linear_kernels() {
-  static constexpr const LinearKernels* kByLevel[kCpuIsaLevels] = {&kLinearAvx2, &kLinearAvx512, &kLinearAvx512Bf16};
+  static constexpr const LinearKernels* kByLevel[kCpuIsaLevels] = {&kLinearAvx2, &kLinearAvx512, &kLinearAvx512Vnni,
+                                                                   &kLinearAvx512Bf16};
   return *kByLevel[static_cast<int>(active_cpu_isa())];
 }
 

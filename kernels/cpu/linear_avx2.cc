@@ -9,8 +9,35 @@
 namespace gptj::cpu {
 namespace {
 
+// int8 x int8 products, 32 per step (w8a8_simd.h): |w| as unsigned bytes times x with w's sign
+// (vpsignb), pairs summed to int16 by vpmaddubsw (at most 2 * 128 * 127: no saturation), then to
+// int32 by vpmaddwd.
+struct Avx2Bytes {
+  using vi = __m256i;
+  static constexpr int kBytes = 32;
+  struct WeightBytes {
+    __m256i codes, magnitudes;
+  };
+  static vi zero() { return _mm256_setzero_si256(); }
+  static WeightBytes weights(const int8_t* p) {
+    const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return {codes, _mm256_abs_epi8(codes)};
+  }
+  static vi dot(vi acc, WeightBytes w, const int8_t* x) {
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+    const __m256i pairs = _mm256_maddubs_epi16(w.magnitudes, _mm256_sign_epi8(xv, w.codes));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+  }
+  static int32_t hsum(vi v) {
+    const __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    const __m128i s2 = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    return _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0xB1)));
+  }
+};
+
 struct Avx2 {
   using vf = __m256;
+  using Bytes = Avx2Bytes;
   static constexpr int kWidth = 8;
   static vf zero() { return _mm256_setzero_ps(); }
   static vf add(vf a, vf b) { return _mm256_add_ps(a, b); }

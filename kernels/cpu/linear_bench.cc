@@ -5,6 +5,7 @@
 //         sgemm  OpenBLAS sgemm on float32 weights (16-bit / quantized weights widened once, outside
 //                the timing: the same values)
 //         tile   the level's 3 x 4 register tile on those float32 weights at any row count
+//         w8a8   (int8 only) cpu::linear with --int8-activations: the rows quantized, the level's int8 x int8 product
 // Usage: linear_bench ROWS IN OUT [float32|float16|bfloat16|int8|int4] [REPEATS]   (threads: OMP_NUM_THREADS)
 #include <cblas.h>
 
@@ -42,7 +43,7 @@ double median(std::vector<double> v) {
 int main(int argc, char** argv) {
   using namespace gptj;
   if (argc < 4) {
-    std::fprintf(stderr, "usage: %s ROWS IN OUT [float32|float16|bfloat16] [REPEATS]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s ROWS IN OUT [float32|float16|bfloat16|int8|int4] [REPEATS]\n", argv[0]);
     return 2;
   }
   const int rows = std::atoi(argv[1]), in = std::atoi(argv[2]), out = std::atoi(argv[3]);
@@ -78,9 +79,14 @@ int main(int argc, char** argv) {
 
   std::vector<Way> ways = {{"auto", {}}, {"sgemm", {}}};
   if (in % 8 == 0) ways.push_back({"tile", {}});
+  if (format == "int8") ways.push_back({"w8a8", {}});  // --int8-activations: the level's int8 x int8 product
   auto run = [&](const std::string& name) {
     if (name == "auto") {
       cpu::linear(x.data(), in, rows, in, weight, out, nullptr, y.data(), out);
+    } else if (name == "w8a8") {
+      cpu::WeightRef w8a8 = weight;
+      w8a8.int8_activations = true;
+      cpu::linear(x.data(), in, rows, in, w8a8, out, nullptr, y.data(), out);
     } else if (name == "sgemm") {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x.data(), in, w.data(), in, 0.0f,
                   y.data(), out);

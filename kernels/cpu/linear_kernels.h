@@ -36,6 +36,11 @@ struct LinearKernels {
   // values (the rounded rows, zero-padded to that stride).
   void (*tiled_bf16_dot)(const float* x, int ldx, int rows, int in, const uint16_t* weight, int out,
                          const float* bias, float* y, int ldy, uint16_t* scratch);
+  // int8 weights x int8 activations (opt-in --int8-activations; every level has it): input rows already
+  // quantized (linear_quant.h: xq [rows, stride], codes in [-127, 127], scales sx [rows]); the sums
+  // exact in int32, y[r, o] = row_scale[o] * sx[r] * sum + bias[o]. Any rows, in, out (meant for all).
+  void (*w8a8)(const int8_t* xq, int stride, int rows, int in, const int8_t* weight, const float* row_scale, int out,
+               const float* sx, const float* bias, float* y, int ldy);
 };
 
 // The row stride of tiled_bf16_dot's scratch: in rounded up to a multiple of kBf16DotPad (32: one
@@ -45,8 +50,9 @@ constexpr int kBf16DotPad = 32;
 int bf16_dot_stride(int in);
 
 extern const LinearKernels kLinearAvx2;    // linear_avx2.cc: 256-bit, AVX2 + FMA + F16C
-extern const LinearKernels kLinearAvx512;  // linear_avx512.cc: 512-bit, AVX-512 F/BW/VL/DQ
-extern const LinearKernels kLinearAvx512Bf16;  // linear_avx512bf16.cc: the avx512 kernels + tiled_bf16_dot
+extern const LinearKernels kLinearAvx512;      // linear_avx512.cc: 512-bit, AVX-512 F/BW/VL/DQ
+extern const LinearKernels kLinearAvx512Vnni;  // linear_avx512vnni.cc: the avx512 kernels, w8a8 on vpdpbusd
+extern const LinearKernels kLinearAvx512Bf16;  // linear_avx512bf16.cc: avx512vnni's + tiled_bf16_dot
 
 // The table of the level active_cpu_isa() chose (linear.cc).
 const LinearKernels& active_linear_kernels();

@@ -17,6 +17,9 @@
 // exact product, rounded to nearest even; denormal inputs are zero, denormal results flushed to zero).
 // linear_kernels_of<V>() then fills tiled_bf16_dot.
 //
+// A level names its int8 x int8 dot as V::Bytes (kernels/cpu/w8a8_simd.h); linear_kernels_of<V>() then
+// fills w8a8 (every real level has one; the tests' emulated levels do not).
+//
 // Everything here is in an anonymous namespace on purpose: an inline function or template
 // instantiation with external linkage, compiled in two translation units with different flags, is
 // merged by the linker into one copy — possibly the AVX-512 one, which the avx2 level would then run
@@ -27,6 +30,7 @@
 #include <cstdint>
 
 #include "kernels/cpu/linear_kernels.h"
+#include "kernels/cpu/w8a8_simd.h"
 
 namespace gptj::cpu {
 namespace {  // NOLINT: see above
@@ -297,8 +301,10 @@ template <class V>
 constexpr LinearKernels linear_kernels_of() {
   LinearKernels table = {linear_dots<V>,       linear_tiled<V, float>, linear_small_16<V, F16>,
                          linear_small_16<V, BF16>, linear_tiled_int8<V>, widen_16<V, F16>,
-                         widen_16<V, BF16>,    nullptr};
+                         widen_16<V, BF16>,    nullptr,
+                         nullptr};
   if constexpr (HasBf16Dot<V>) table.tiled_bf16_dot = linear_tiled_bf16_dot<V>;
+  if constexpr (requires { typename V::Bytes; }) table.w8a8 = linear_w8a8<typename V::Bytes>;
   return table;
 }
 

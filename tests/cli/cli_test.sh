@@ -144,7 +144,7 @@ assert floats and not [t for t in floats if "e" in t.lower()], [t for t in float
 decode = [r for r in rows if r["what"] == "decode"]
 assert [r["batch"] for r in decode] == [1, 4] and all(r["all_reduces_per_layer"] == 1 for r in decode), rows
 assert any(r["what"] == "peak_memory" for r in rows), rows
-assert all(r["cpu_isa"] in ("avx2", "avx512", "avx512bf16") for r in decode), rows
+assert all(r["cpu_isa"] in ("avx2", "avx512", "avx512vnni", "avx512bf16") for r in decode), rows
 print("ok bench JSON:", len(rows), "lines")
 PY
 # With the bandwidth probe: the batch-1 floor comes from the bandwidth probed around those steps.
@@ -168,7 +168,7 @@ grep -q '"cpu_isa":"avx2"' "$WORK/bench_avx2.jsonl" || fail "bench JSON lacks th
 grep -q "CPU kernels avx2" "$WORK/bench_avx2.err" || fail "launch log lacks the level: $(cat "$WORK/bench_avx2.err")"
 GPTJ_CPU_ISA=sse9 "$GPTJ" generate --model "$b" --tokens 1,2 --max-new-tokens 1 > "$WORK/isa.out" 2> "$WORK/isa.err" &&
   fail "GPTJ_CPU_ISA=sse9 accepted"
-grep -q "GPTJ_CPU_ISA=sse9: unknown level (valid: avx2, avx512, avx512bf16)" "$WORK/isa.err" &&
+grep -q "GPTJ_CPU_ISA=sse9: unknown level (valid: avx2, avx512, avx512vnni, avx512bf16)" "$WORK/isa.err" &&
   [ "$(wc -l < "$WORK/isa.err")" = 1 ] || fail "GPTJ_CPU_ISA=sse9 message: $(cat "$WORK/isa.err")"
 echo "ok GPTJ_CPU_ISA"
 # Threads per rank: OMP_NUM_THREADS when set, else the cores the process may run on.

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The default (portable) build runs on any x86-64-v3 CPU: the only AVX-512 instructions in the gptj
-# binary are in the avx512 and avx512bf16 levels' kernels (kernels/cpu/linear_avx512.cc,
+# binary are in the AVX-512 levels' kernels (kernels/cpu/linear_avx512.cc, linear_avx512vnni.cc,
 # linear_avx512bf16.cc), which run only where kernels/cpu/cpu_isa.cc detects that level. objdump
 # disassembles gptj; every EVEX-encoded instruction (first byte 0x62, AVX-512 only) must lie in a
-# function of those files (their names carry the Avx512 / Avx512Bf16 register type), and there must be some (else the check would see nothing). A -DGPTJ_NATIVE=ON
+# function of those files (their names carry an Avx512* level or byte-dot type), and there must be
+# some (else the check would see nothing). A -DGPTJ_NATIVE=ON
 # build is built for its own CPU and skips (exit 77).
 set -uo pipefail
 source "$(dirname "$0")/../tools/common.sh" "$1" "$2"
@@ -19,7 +20,7 @@ objdump -d -w -C "$GPTJ" | awk -F'\t' '
   END { printf "evex_inside=%d evex_outside=%d\n", inside, outside }' > "$WORK/evex.txt" || fail "objdump | awk"
 cat "$WORK/evex.txt"
 counts=$(tail -1 "$WORK/evex.txt")
-[ "${counts#*evex_outside=}" = 0 ] || fail "AVX-512 instructions outside linear_avx512.cc / linear_avx512bf16.cc (listed above)"
+[ "${counts#*evex_outside=}" = 0 ] || fail "AVX-512 instructions outside kernels/cpu/linear_avx512*.cc (listed above)"
 inside=${counts#evex_inside=}
 [ "${inside%% *}" -gt 0 ] || fail "no AVX-512 instructions found at all: the check saw nothing"
 echo "ok portable: AVX-512 only in the avx512 kernels"

@@ -16,7 +16,8 @@ inline void PrintTo(CpuIsa isa, std::ostream* out) { *out << cpu_isa_name(isa); 
 
 namespace gptj::testing {
 
-inline const auto kAllCpuIsaLevels = ::testing::Values(cpu::CpuIsa::kAvx2, cpu::CpuIsa::kAvx512, cpu::CpuIsa::kAvx512Bf16);
+inline const auto kAllCpuIsaLevels = ::testing::Values(cpu::CpuIsa::kAvx2, cpu::CpuIsa::kAvx512, cpu::CpuIsa::kAvx512Vnni,
+                                                cpu::CpuIsa::kAvx512Bf16);
 
 // Param: the test's parameter; level_of(param) says which level it runs at.
 template <class Param>

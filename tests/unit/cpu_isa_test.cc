@@ -22,15 +22,16 @@ std::string error_of(const auto& call) {
 }
 
 TEST(CpuIsa, NamesParseBack) {
-  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16})
+  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Vnni, CpuIsa::kAvx512Bf16})
     EXPECT_EQ(parse_cpu_isa(cpu_isa_name(isa)), isa) << cpu_isa_name(isa);
+  EXPECT_EQ(cpu_isa_name(CpuIsa::kAvx512Vnni), "avx512vnni");
   EXPECT_EQ(cpu_isa_name(CpuIsa::kAvx512Bf16), "avx512bf16");
 }
 
 TEST(CpuIsa, AnUnknownNameListsTheValidOnes) {
-  const std::string message = error_of([] { choose_cpu_isa("avx512vnni", CpuIsa::kAvx512Bf16); });
-  EXPECT_NE(message.find("GPTJ_CPU_ISA=avx512vnni"), std::string::npos) << message;
-  EXPECT_NE(message.find("avx2, avx512, avx512bf16"), std::string::npos) << message;
+  const std::string message = error_of([] { choose_cpu_isa("avx512fp16", CpuIsa::kAvx512Bf16); });
+  EXPECT_NE(message.find("GPTJ_CPU_ISA=avx512fp16"), std::string::npos) << message;
+  EXPECT_NE(message.find("avx2, avx512, avx512vnni, avx512bf16"), std::string::npos) << message;
   EXPECT_EQ(message.find('\n'), std::string::npos) << message;
   EXPECT_NE(error_of([] { parse_cpu_isa("AVX2"); }), "(no error)");  // names are exact
 }
@@ -43,6 +44,7 @@ TEST(CpuIsa, UnsetOrEmptyMeansTheDetectedLevel) {
 TEST(CpuIsa, ForcingALowerLevelIsAllowed) {
   EXPECT_EQ(choose_cpu_isa("avx2", CpuIsa::kAvx512Bf16), CpuIsa::kAvx2);
   EXPECT_EQ(choose_cpu_isa("avx512", CpuIsa::kAvx512Bf16), CpuIsa::kAvx512);
+  EXPECT_EQ(choose_cpu_isa("avx512vnni", CpuIsa::kAvx512Bf16), CpuIsa::kAvx512Vnni);
   EXPECT_EQ(choose_cpu_isa("avx512bf16", CpuIsa::kAvx512Bf16), CpuIsa::kAvx512Bf16);
 }
 
@@ -52,6 +54,7 @@ TEST(CpuIsa, ForcingAMissingLevelNamesItAndWhatTheCpuHas) {
   EXPECT_NE(message.find("best level is avx2"), std::string::npos) << message;
   EXPECT_NE(message.find(cpu_isa_features()), std::string::npos) << message;
   EXPECT_NE(error_of([] { choose_cpu_isa("avx512", CpuIsa::kAvx2); }), "(no error)");
+  EXPECT_NE(error_of([] { choose_cpu_isa("avx512bf16", CpuIsa::kAvx512Vnni); }), "(no error)");
 }
 
 TEST(CpuIsa, SetActiveRefusesALevelThisCpuLacks) {
@@ -67,9 +70,11 @@ TEST(CpuIsa, DetectionAgreesWithTheCompilersRuntime) {
   __builtin_cpu_init();
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  const CpuIsa want = !avx512                                  ? CpuIsa::kAvx2
+  const bool vnni = __builtin_cpu_supports("avx512vnni");
+  const CpuIsa want = !avx512                                          ? CpuIsa::kAvx2
+                      : !vnni                                          ? CpuIsa::kAvx512
                       : __builtin_cpu_supports("avx512bf16") ? CpuIsa::kAvx512Bf16
-                                                               : CpuIsa::kAvx512;
+                                                                       : CpuIsa::kAvx512Vnni;
   EXPECT_EQ(cpu_isa_name(detected_cpu_isa()), cpu_isa_name(want)) << "features: " << cpu_isa_features();
   EXPECT_TRUE(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
 }

@@ -114,4 +114,45 @@ struct Emulated16Bf16 : Emulated16 {
   }
 };
 
+// The avx512vnni level's int8 x int8 step (kernels/cpu/w8a8_simd.h's B at 64 bytes: the avx512 levels'
+// masked-subtract sign and VPDPBUSD) in scalar code after Intel's pseudocode: per int32 lane l,
+// acc[l] += sum over k < 4 of unsigned a[4l+k] times signed b[4l+k], a = |w| (as unsigned bytes),
+// b = x with w's sign. Emulated16Vnni's table fills w8a8, so the 64-byte loop and its tails run here.
+struct Emulated64Bytes {
+  struct vi {
+    int32_t lane[16];
+  };
+  static constexpr int kBytes = 64;
+  struct WeightBytes {
+    uint8_t magnitude[64];
+    bool negative[64];
+  };
+  static vi zero() { return {}; }
+  static WeightBytes weights(const int8_t* p) {
+    WeightBytes w;
+    for (int j = 0; j < 64; ++j) {
+      w.magnitude[j] = static_cast<uint8_t>(p[j] < 0 ? -static_cast<int>(p[j]) : p[j]);  // -128 -> 128
+      w.negative[j] = p[j] < 0;
+    }
+    return w;
+  }
+  static vi dot(vi acc, const WeightBytes& w, const int8_t* x) {
+    for (int l = 0; l < 16; ++l)
+      for (int k = 0; k < 4; ++k) {
+        const int j = 4 * l + k;
+        const int8_t b = w.negative[j] ? static_cast<int8_t>(-x[j]) : x[j];  // vpsubb: wraps, as the mask sub
+        acc.lane[l] += static_cast<int32_t>(w.magnitude[j]) * b;
+      }
+    return acc;
+  }
+  static int32_t hsum(vi v) {
+    int32_t sum = 0;
+    for (int32_t lane : v.lane) sum += lane;
+    return sum;
+  }
+};
+struct Emulated16Vnni : Emulated16 {
+  using Bytes = Emulated64Bytes;
+};
+
 }  // namespace gptj::testing

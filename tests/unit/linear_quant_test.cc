@@ -5,7 +5,8 @@
 // the codes), more rows (panels through the float32 kernels: register tile and sgemm), in not a
 // multiple of 8/16 (scalar tail / panel path), ragged
 // last int4 group, strided x and y, with and without bias. Once per CPU ISA level (suffix /avx2,
-// /avx512, /avx512bf16; skipped where the CPU lacks it), and the int8 tile at 16 floats emulated.
+// /avx512, /avx512vnni, /avx512bf16; skipped where the CPU lacks it), and the int8 tile at 16 floats
+// and the int8 x int8 product at 64 bytes (the VNNI step) emulated.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -103,7 +104,7 @@ TEST_P(LinearQuant, ModelSizedRows) {
 
 // int8 x int8 (--int8-activations): against the exact integer sum of the same quantized weights
 // and activations (quantize_activation_rows), scaled once: equal within the final products' rounding.
-void check_int8_activations(int rows, int in, int out) {
+void check_int8_activations(int rows, int in, int out, LinearFn linear = cpu::linear) {
   SCOPED_TRACE("w8a8 rows " + std::to_string(rows) + " in " + std::to_string(in) + " out " + std::to_string(out));
   std::mt19937 rng(static_cast<uint32_t>(rows * 131 + in * 7 + out));
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
@@ -117,7 +118,7 @@ void check_int8_activations(int rows, int in, int out) {
   cpu::WeightRef w = ref(q);
   w.int8_activations = true;
   std::vector<float> y(static_cast<std::size_t>(rows) * ldy, 777.0f);
-  cpu::linear(x.data(), ldx, rows, in, w, out, bias.data(), y.data(), ldy);
+  linear(x.data(), ldx, rows, in, w, out, bias.data(), y.data(), ldy);
   const int stride = cpu::activation_row_stride(in);
   std::vector<int8_t> xq(static_cast<std::size_t>(rows) * stride);
   std::vector<float> sx(rows);
@@ -152,6 +153,33 @@ TEST_P(LinearQuant, Int8ActivationsEqualTheExactIntegerProduct) {
       for (int out : {1, 7, 65}) check_int8_activations(rows, in, out);
 }
 
+// The largest products, all of one sign, over 4096 columns: no 16-bit pair sum or 32-bit lane saturates
+// (127 * 127 * 2 < 32767), and weight codes of either sign meet activations of either sign.
+TEST_P(LinearQuant, Int8ActivationsAtTheExtremesDoNotSaturate) {
+  constexpr int kIn = 4096, kOut = 4;
+  HostMatrix m(DType::kF32, kOut, kIn);
+  std::vector<float> x(2 * kIn);
+  for (int i = 0; i < kIn; ++i) {
+    const float sign = i % 3 == 0 ? -1.0f : 1.0f;
+    x[i] = 2.5f * sign;              // row 0: codes +-127 with the weights' signs of output 0
+    x[kIn + i] = -2.5f * sign;       // row 1: the opposite signs
+    for (int o = 0; o < kOut; ++o) static_cast<float*>(m.data())[o * kIn + i] = (o % 2 ? -sign : sign) * 0.5f;
+  }
+  const QuantizedMatrix q = quantize(m, WeightFormat::kInt8, "test");
+  cpu::WeightRef w = ref(q);
+  w.int8_activations = true;
+  std::vector<float> y(2 * kOut);
+  cpu::linear(x.data(), kIn, 2, kIn, w, kOut, nullptr, y.data(), kOut);
+  const double full = 127.0 * 127.0 * kIn * q.scales[0] * (2.5 / 127.0);
+  for (int r = 0; r < 2; ++r)
+    for (int o = 0; o < kOut; ++o) {
+      const double want = ((r + o) % 2 ? -1.0 : 1.0) * full;
+      EXPECT_NEAR(y[r * kOut + o], want, 1e-5 * full) << "row " << r << " out " << o;
+    }
+}
+
+TEST_P(LinearQuant, EveryLevelHasTheInt8ByInt8Product) { EXPECT_NE(cpu::active_linear_kernels().w8a8, nullptr); }
+
 TEST_P(LinearQuant, Int8ActivationsOfAZeroRowGiveTheBias) {
   std::vector<float> x(64, 0.0f), bias{0.5f, -2.0f}, y(2, 9.0f);
   HostMatrix m(DType::kF32, 2, 64);
@@ -180,6 +208,26 @@ TEST(LinearQuantAt16Floats, Int8TileAgainstTheDequantizedProduct) {
   for (int rows : {4, 5, 9, 32, 64})
     for (int in : {8, 16, 24, 40, 136, 1032})
       for (int out : {1, 4, 5, 13}) check(WeightFormat::kInt8, rows, in, out, (rows + out) % 2 == 0, tiled_int8_emulated16);
+}
+
+// The int8 x int8 product at 64 bytes per step with the VNNI level's arithmetic, emulated
+// (tests/unit/emulated16.h): the template's 64-byte loop, the 32-byte-padded rows and the scalar tails.
+void w8a8_emulated_vnni(const float* x, int ldx, int rows, int in, cpu::WeightRef weight, int out, const float* bias,
+                        float* y, int ldy) {
+  static constexpr cpu::LinearKernels kTable = cpu::linear_kernels_of<testing::Emulated16Vnni>();
+  static_assert(cpu::linear_kernels_of<testing::Emulated16>().w8a8 == nullptr);
+  const int stride = cpu::activation_row_stride(in);
+  std::vector<int8_t> xq(static_cast<std::size_t>(rows) * stride);
+  std::vector<float> sx(rows);
+  cpu::quantize_activation_rows(x, ldx, rows, in, xq.data(), sx.data());
+  kTable.w8a8(xq.data(), stride, rows, in, static_cast<const int8_t*>(weight.data),
+              static_cast<const float*>(weight.scales), out, sx.data(), bias, y, ldy);
+}
+
+TEST(LinearQuantAt64Bytes, Int8ActivationsEqualTheExactIntegerProduct) {
+  for (int rows : {1, 3, 4, 7, 32})
+    for (int in : {1, 32, 63, 64, 65, 96, 200, 1024})
+      for (int out : {1, 7}) check_int8_activations(rows, in, out, w8a8_emulated_vnni);
 }
 
 }  // namespace
