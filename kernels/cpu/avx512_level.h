@@ -5,10 +5,12 @@
 // in an anonymous namespace for linear_simd.h's reason (no copy merged across levels).
 #pragma once
 // GCC 12's AVX-512 intrinsics start from _mm*_undefined_*() (`__m512 __Y = __Y;`), which
-// -Wmaybe-uninitialized reports wherever they inline (GCC bug 105593, fixed in GCC 13); the warning
-// is located in the intrinsics' headers, so it is silenced for them only.
+// -Wmaybe-uninitialized (or, inlined into some loops, -Wuninitialized) reports wherever they inline
+// (GCC bug 105593, fixed in GCC 13); the warning is located in the intrinsics' headers, so it is
+// silenced for them only.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 

@@ -26,6 +26,9 @@ struct LinearKernels {
   // in % 8 == 0.
   void (*tiled_int8)(const float* x, int ldx, int rows, int in, const int8_t* weight, const float* row_scale,
                      int out, const float* bias, float* y, int ldy);
+  // The same product for 1..3 rows (decode), streaming each weight row once: any in.
+  void (*few_rows_int8)(const float* x, int ldx, int rows, int in, const int8_t* weight, const float* row_scale,
+                        int out, const float* bias, float* y, int ldy);
   // dst [n] = src [n] widened to float32, exactly (the prefill path widens weight blocks for sgemm).
   void (*widen_f16)(const uint16_t* src, int n, float* dst);
   void (*widen_bf16)(const uint16_t* src, int n, float* dst);

@@ -1,10 +1,10 @@
 // cpu::linear with int8 / int4 weights. Which code runs depends on the number of input rows:
 //   rows 1..3  memory-bound decode: the quantized rows are streamed once, widened to float32 in
-//              registers (8 values per load for int8, 16 per 8-byte load for int4) and FMA'd with the
-//              inputs; the scale multiplies once per output (int8) or per 128-column group (int4).
-//              Each weight row is streamed front to back (several accumulators per input row), the
-//              rows split over the threads in contiguous ranges: measured on the project's 2-core
-//              Zen 3 VM, 1.7x faster than 4 interleaved rows at a time (4 short streams).
+//              registers and FMA'd with the inputs; the scale multiplies once per output (int8) or per
+//              128-column group (int4). Each weight row is streamed front to back (several
+//              accumulators per input row), the rows split over the threads in contiguous ranges.
+//              int8: the active ISA level's kernel (linear_simd.h, kWidth codes per load); int4: the
+//              AVX2 code below (16 values per 8-byte load) at every level.
 //   int8, 4..64 rows: the active ISA level's 3 x 4 register tile (linear_simd.h) on the codes,
 //              widened to float32 in registers; the row's scale multiplies each finished sum.
 //   more rows  compute-bound: panels of weight rows are dequantized into a float32 scratch (L2-sized)
@@ -48,38 +48,6 @@ inline float hsum(__m256 v) {
 
 inline __m256 widen_int8(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
-}
-
-// int8, output o for input rows 0..R-1: one weight row streamed front to back, U = 4 / R (at least
-// 2) independent accumulators per input row over consecutive runs of 8, so the loop waits on memory,
-// not on FMA latency; in % 8 columns in scalar at the end; the scale once, on the row's sum.
-template <int R>
-void int8_row(const float* x, int ldx, int in, const int8_t* w, float scale, float bias, float* y, int ldy) {
-  constexpr int U = R == 1 ? 4 : 2;
-  __m256 acc[R][U];
-  for (int r = 0; r < R; ++r)
-    for (int u = 0; u < U; ++u) acc[r][u] = _mm256_setzero_ps();
-  const int in_unrolled = in / (8 * U) * (8 * U), in8 = in / 8 * 8;
-  for (int i = 0; i < in_unrolled; i += 8 * U) {
-    for (int u = 0; u < U; ++u) {
-      const __m256 wv = widen_int8(w + i + 8 * u);
-      for (int r = 0; r < R; ++r)
-        acc[r][u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + static_cast<std::size_t>(r) * ldx + i + 8 * u), acc[r][u]);
-    }
-  }
-  for (int i = in_unrolled; i < in8; i += 8) {
-    const __m256 wv = widen_int8(w + i);
-    for (int r = 0; r < R; ++r)
-      acc[r][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + static_cast<std::size_t>(r) * ldx + i), acc[r][0]);
-  }
-  for (int r = 0; r < R; ++r) {
-    const float* xr = x + static_cast<std::size_t>(r) * ldx;
-    __m256 sum = acc[r][0];
-    for (int u = 1; u < U; ++u) sum = _mm256_add_ps(sum, acc[r][u]);
-    float total = hsum(sum);
-    for (int i = in8; i < in; ++i) total += static_cast<float>(w[i]) * xr[i];
-    y[static_cast<std::size_t>(r) * ldy] = scale * total + bias;
-  }
 }
 
 // int4: 16 values from 8 bytes (layout in runtime/core/quant.h) as two runs of 8 floats.
@@ -158,23 +126,16 @@ void int4_row(const float* x, int ldx, int in, const uint8_t* w, const uint16_t*
   for (int r = 0; r < R; ++r) y[static_cast<std::size_t>(r) * ldy] = hsum(total[r]) + bias;
 }
 
-// R input rows: the outputs in parallel, each thread streaming a contiguous range of weight rows.
+// int4, R input rows: the outputs in parallel, each thread streaming a contiguous range of weight rows.
 template <int R>
-void few_rows(const float* x, int ldx, int in, WeightRef weight, int out, const float* bias, float* y, int ldy) {
+void few_rows_int4(const float* x, int ldx, int in, WeightRef weight, int out, const float* bias, float* y, int ldy) {
   const auto* values = static_cast<const uint8_t*>(weight.data);
-  const bool int8 = weight.dtype == WeightRef::kInt8;
-  const int row_bytes = int8 ? in : static_cast<int>(int4_row_bytes(in)), groups = static_cast<int>(int4_groups(in));
+  const int row_bytes = static_cast<int>(int4_row_bytes(in)), groups = static_cast<int>(int4_groups(in));
 #pragma omp parallel for schedule(static)
-  for (int o = 0; o < out; ++o) {
-    const uint8_t* w = values + static_cast<std::size_t>(o) * row_bytes;
-    const float b = bias ? bias[o] : 0.0f;
-    if (int8)
-      int8_row<R>(x, ldx, in, reinterpret_cast<const int8_t*>(w), static_cast<const float*>(weight.scales)[o], b, y + o,
-                  ldy);
-    else
-      int4_row<R>(x, ldx, in, w, static_cast<const uint16_t*>(weight.scales) + static_cast<std::size_t>(o) * groups, b,
-                  y + o, ldy);
-  }
+  for (int o = 0; o < out; ++o)
+    int4_row<R>(x, ldx, in, values + static_cast<std::size_t>(o) * row_bytes,
+                static_cast<const uint16_t*>(weight.scales) + static_cast<std::size_t>(o) * groups, bias ? bias[o] : 0.0f,
+                y + o, ldy);
 }
 #else
 void dequantize_row(WeightRef weight, int in, int r, float* out) { dequantize_row_scalar(weight, in, r, out); }
@@ -200,12 +161,16 @@ void linear_quantized(const float* x, int ldx, int rows, int in, WeightRef weigh
     linear_int8_activations(x, ldx, rows, in, weight, out, bias, y, ldy);
     return;
   }
+  if (weight.dtype == WeightRef::kInt8 && rows <= 3) {
+    active_linear_kernels().few_rows_int8(x, ldx, rows, in, static_cast<const int8_t*>(weight.data),
+                                          static_cast<const float*>(weight.scales), out, bias, y, ldy);
+    return;
+  }
 #if defined(__AVX2__) && defined(__FMA__)
-  const bool vector_ok = weight.dtype == WeightRef::kInt8 || in % 16 == 0;
-  if (rows <= 3 && vector_ok) {
-    if (rows == 1) few_rows<1>(x, ldx, in, weight, out, bias, y, ldy);
-    if (rows == 2) few_rows<2>(x, ldx, in, weight, out, bias, y, ldy);
-    if (rows == 3) few_rows<3>(x, ldx, in, weight, out, bias, y, ldy);
+  if (weight.dtype == WeightRef::kInt4 && rows <= 3 && in % 16 == 0) {
+    if (rows == 1) few_rows_int4<1>(x, ldx, in, weight, out, bias, y, ldy);
+    if (rows == 2) few_rows_int4<2>(x, ldx, in, weight, out, bias, y, ldy);
+    if (rows == 3) few_rows_int4<3>(x, ldx, in, weight, out, bias, y, ldy);
     return;
   }
 #endif

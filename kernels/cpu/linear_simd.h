@@ -155,6 +155,60 @@ void linear_tiled_int8(const float* x, int ldx, int rows, int in, const int8_t* 
   linear_tiled_scaled<V, Int8>(x, ldx, rows, in, weight, row_scale, out, bias, y, ldy);
 }
 
+// int8 codes, 1..3 input rows (decode: memory-bound), output o: the weight row streamed front to back,
+// U = 4 / R (at least 2) independent accumulators per input row over consecutive registers, so the
+// loop waits on memory, not on FMA latency; then (kWidth 16) a last 8 in the low lanes, the in % 8
+// columns in scalar, and the row's scale once on its sum.
+template <class V, int R>
+void int8_rows(const float* x, int ldx, int in, const int8_t* w, float scale, float bias, float* y, int ldy) {
+  using vf = typename V::vf;
+  using W = Weights<V, Int8>;
+  constexpr int kW = V::kWidth, U = R == 1 ? 4 : 2;
+  vf acc[R][U];
+  for (auto& row : acc)
+    for (vf& a : row) a = V::zero();
+  const int unrolled = in / (kW * U) * (kW * U), whole = in / kW * kW;
+  for (int i = 0; i < unrolled; i += kW * U)
+    for (int u = 0; u < U; ++u) {
+      const vf wv = W::get(w + i + kW * u);
+      for (int r = 0; r < R; ++r) acc[r][u] = V::fmadd(wv, V::load(x + at(r, ldx) + i + kW * u), acc[r][u]);
+    }
+  for (int i = unrolled; i < whole; i += kW) {
+    const vf wv = W::get(w + i);
+    for (int r = 0; r < R; ++r) acc[r][0] = V::fmadd(wv, V::load(x + at(r, ldx) + i), acc[r][0]);
+  }
+  int tail = whole;
+  if (kW == 16 && in - tail >= 8) {
+    const vf wv = W::template get<true>(w + tail);
+    for (int r = 0; r < R; ++r) acc[r][0] = V::fmadd(wv, V::load8(x + at(r, ldx) + tail), acc[r][0]);
+    tail += 8;
+  }
+  for (int r = 0; r < R; ++r) {
+    const float* xr = x + at(r, ldx);
+    vf sum = acc[r][0];
+    for (int u = 1; u < U; ++u) sum = V::add(sum, acc[r][u]);
+    float total = V::hsum(sum);
+    for (int i = tail; i < in; ++i) total += static_cast<float>(w[i]) * xr[i];
+    y[at(r, ldy)] = scale * total + bias;
+  }
+}
+
+// int8 codes, 1..3 rows, any in: the outputs split over the threads in contiguous ranges, each thread
+// streaming its weight rows (measured on the project's 2-core Zen 3 VM: 1.7x faster than 4
+// interleaved rows at a time, 4 short streams).
+template <class V>
+void linear_few_rows_int8(const float* x, int ldx, int rows, int in, const int8_t* weight, const float* row_scale,
+                          int out, const float* bias, float* y, int ldy) {
+#pragma omp parallel for schedule(static)
+  for (int o = 0; o < out; ++o) {
+    const int8_t* w = weight + at(o, in);
+    const float b = bias ? bias[o] : 0.0f;
+    if (rows == 1) int8_rows<V, 1>(x, ldx, in, w, row_scale[o], b, y + o, ldy);
+    if (rows == 2) int8_rows<V, 2>(x, ldx, in, w, row_scale[o], b, y + o, ldy);
+    if (rows == 3) int8_rows<V, 3>(x, ldx, in, w, row_scale[o], b, y + o, ldy);
+  }
+}
+
 // w · x over `in` floats (any in): two accumulators over alternating registers, the rest scalar.
 template <class V>
 float dot(const float* w, const float* x, int in) {
@@ -300,7 +354,7 @@ void linear_tiled_bf16_dot(const float* x, int ldx, int rows, int in, const uint
 template <class V>
 constexpr LinearKernels linear_kernels_of() {
   LinearKernels table = {linear_dots<V>,       linear_tiled<V, float>, linear_small_16<V, F16>,
-                         linear_small_16<V, BF16>, linear_tiled_int8<V>, widen_16<V, F16>,
+                         linear_small_16<V, BF16>, linear_tiled_int8<V>, linear_few_rows_int8<V>, widen_16<V, F16>,
                          widen_16<V, BF16>,    nullptr,
                          nullptr};
   if constexpr (HasBf16Dot<V>) table.tiled_bf16_dot = linear_tiled_bf16_dot<V>;

@@ -5,8 +5,8 @@
 // the codes), more rows (panels through the float32 kernels: register tile and sgemm), in not a
 // multiple of 8/16 (scalar tail / panel path), ragged
 // last int4 group, strided x and y, with and without bias. Once per CPU ISA level (suffix /avx2,
-// /avx512, /avx512vnni, /avx512bf16; skipped where the CPU lacks it), and the int8 tile at 16 floats
-// and the int8 x int8 product at 64 bytes (the VNNI step) emulated.
+// /avx512, /avx512vnni, /avx512bf16; skipped where the CPU lacks it), and the int8 tile and 1..3-row
+// kernel at 16 floats and the int8 x int8 product at 64 bytes (the VNNI step) emulated.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -202,6 +202,21 @@ void tiled_int8_emulated16(const float* x, int ldx, int rows, int in, cpu::Weigh
   static constexpr cpu::LinearKernels kTable = cpu::linear_kernels_of<testing::Emulated16>();
   kTable.tiled_int8(x, ldx, rows, in, static_cast<const int8_t*>(weight.data), static_cast<const float*>(weight.scales),
                     out, bias, y, ldy);
+}
+
+// The int8 1..3-row kernel at 16 floats per register: its unrolled loop, the 16-float remainder, the
+// 8-float tail in the low lanes and the scalar columns.
+void few_rows_int8_emulated16(const float* x, int ldx, int rows, int in, cpu::WeightRef weight, int out,
+                              const float* bias, float* y, int ldy) {
+  static constexpr cpu::LinearKernels kTable = cpu::linear_kernels_of<testing::Emulated16>();
+  kTable.few_rows_int8(x, ldx, rows, in, static_cast<const int8_t*>(weight.data),
+                       static_cast<const float*>(weight.scales), out, bias, y, ldy);
+}
+
+TEST(LinearQuantAt16Floats, Int8FewRowsAgainstTheDequantizedProduct) {
+  for (int rows : {1, 2, 3})
+    for (int in : {1, 7, 8, 16, 24, 40, 72, 136, 1032, 1037})
+      for (int out : {1, 4, 5}) check(WeightFormat::kInt8, rows, in, out, (rows + out) % 2 == 0, few_rows_int8_emulated16);
 }
 
 TEST(LinearQuantAt16Floats, Int8TileAgainstTheDequantizedProduct) {
