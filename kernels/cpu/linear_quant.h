@@ -5,6 +5,8 @@
 
 namespace gptj::cpu {
 
+struct LinearKernels;  // kernels/cpu/linear_kernels.h
+
 // y [rows, out] = x [rows, in] · dequant(W)^T (+ bias); weight.dtype is kInt8 or kInt4.
 void linear_quantized(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias,
                       float* y, int ldy);
@@ -18,6 +20,9 @@ void dequantize_weight_rows(WeightRef weight, int in, int row_begin, int n, floa
 // y[r, o] = w_scale[o] * sx[r] * (exact int32 sum of wq * xq) + bias[o].
 void linear_int8_activations(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias,
                              float* y, int ldy);
+// The same with a given level's table instead of the active one (tests run an emulated level).
+void linear_int8_activations(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias,
+                             float* y, int ldy, const LinearKernels& kernels);
 // The row quantization it uses: xq [rows, activation_row_stride(in)] (zero-padded), sx [rows].
 int activation_row_stride(int in);
 void quantize_activation_rows(const float* x, int ldx, int rows, int in, int8_t* xq, float* sx);

@@ -33,17 +33,21 @@ void quantize_activation_rows(const float* x, int ldx, int rows, int in, int8_t*
 }
 
 void linear_int8_activations(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias,
-                             float* y, int ldy) {
-  const auto kernel = active_linear_kernels().w8a8;
-  GPTJ_CHECK(kernel != nullptr, "int8 activations: the active CPU kernel level has no int8 x int8 product");
+                             float* y, int ldy, const LinearKernels& kernels) {
+  GPTJ_CHECK(kernels.w8a8 != nullptr, "int8 activations: the active CPU kernel level has no int8 x int8 product");
   const int stride = activation_row_stride(in);
   static thread_local std::vector<int8_t> xq;  // the calling thread's; OpenMP workers get a pointer
   static thread_local std::vector<float> sx;
   xq.resize(static_cast<std::size_t>(rows) * stride);
   sx.resize(static_cast<std::size_t>(rows));
   quantize_activation_rows(x, ldx, rows, in, xq.data(), sx.data());
-  kernel(xq.data(), stride, rows, in, static_cast<const int8_t*>(weight.data), static_cast<const float*>(weight.scales),
-         out, sx.data(), bias, y, ldy);
+  kernels.w8a8(xq.data(), stride, rows, in, static_cast<const int8_t*>(weight.data),
+               static_cast<const float*>(weight.scales), out, sx.data(), bias, y, ldy);
+}
+
+void linear_int8_activations(const float* x, int ldx, int rows, int in, WeightRef weight, int out, const float* bias,
+                             float* y, int ldy) {
+  linear_int8_activations(x, ldx, rows, in, weight, out, bias, y, ldy, active_linear_kernels());
 }
 
 }  // namespace gptj::cpu

@@ -231,12 +231,7 @@ void w8a8_emulated_vnni(const float* x, int ldx, int rows, int in, cpu::WeightRe
                         float* y, int ldy) {
   static constexpr cpu::LinearKernels kTable = cpu::linear_kernels_of<testing::Emulated16Vnni>();
   static_assert(cpu::linear_kernels_of<testing::Emulated16>().w8a8 == nullptr);
-  const int stride = cpu::activation_row_stride(in);
-  std::vector<int8_t> xq(static_cast<std::size_t>(rows) * stride);
-  std::vector<float> sx(rows);
-  cpu::quantize_activation_rows(x, ldx, rows, in, xq.data(), sx.data());
-  kTable.w8a8(xq.data(), stride, rows, in, static_cast<const int8_t*>(weight.data),
-              static_cast<const float*>(weight.scales), out, sx.data(), bias, y, ldy);
+  cpu::linear_int8_activations(x, ldx, rows, in, weight, out, bias, y, ldy, kTable);
 }
 
 TEST(LinearQuantAt64Bytes, Int8ActivationsEqualTheExactIntegerProduct) {
