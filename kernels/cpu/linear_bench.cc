@@ -6,6 +6,8 @@
 //                the timing: the same values)
 //         tile   the level's 3 x 4 register tile on those float32 weights at any row count
 //         w8a8   (int8 only) cpu::linear with --int8-activations: the rows quantized, the level's int8 x int8 product
+//         bf16dot (bfloat16 only) cpu::linear with --dtype bfloat16's products: the rows rounded to bfloat16,
+//                vdpbf16ps at avx512bf16 (4+ rows), the same numerics by widening elsewhere
 // Usage: linear_bench ROWS IN OUT [float32|float16|bfloat16|int8|int4] [REPEATS]   (threads: OMP_NUM_THREADS)
 #include <cblas.h>
 
@@ -80,6 +82,7 @@ int main(int argc, char** argv) {
   std::vector<Way> ways = {{"auto", {}}, {"sgemm", {}}};
   if (in % 8 == 0) ways.push_back({"tile", {}});
   if (format == "int8") ways.push_back({"w8a8", {}});  // --int8-activations: the level's int8 x int8 product
+  if (dtype == DType::kBF16) ways.push_back({"bf16dot", {}});  // --dtype bfloat16's products
   auto run = [&](const std::string& name) {
     if (name == "auto") {
       cpu::linear(x.data(), in, rows, in, weight, out, nullptr, y.data(), out);
@@ -87,6 +90,10 @@ int main(int argc, char** argv) {
       cpu::WeightRef w8a8 = weight;
       w8a8.int8_activations = true;
       cpu::linear(x.data(), in, rows, in, w8a8, out, nullptr, y.data(), out);
+    } else if (name == "bf16dot") {
+      cpu::WeightRef rounded = weight;
+      rounded.bf16_products = true;
+      cpu::linear(x.data(), in, rows, in, rounded, out, nullptr, y.data(), out);
     } else if (name == "sgemm") {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x.data(), in, w.data(), in, 0.0f,
                   y.data(), out);
