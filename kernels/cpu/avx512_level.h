@@ -56,6 +56,13 @@ struct Avx512 {
   using vf = __m512;
   using Bytes = Avx512Bytes;
   static constexpr int kWidth = 16;
+  // The register tile: 6 weight rows x 4 input rows, 24 of the 32 registers accumulating; a step
+  // loads 10 registers for 24 FMAs (the 3 x 4 tile: 7 for 12).
+  static constexpr int kTileOutputs = 6;
+  static vf pin(vf v) {  // linear_simd.h: pinned()
+    asm("" : "+v"(v));
+    return v;
+  }
   static vf zero() { return _mm512_setzero_ps(); }
   static vf add(vf a, vf b) { return _mm512_add_ps(a, b); }
   static vf fmadd(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }

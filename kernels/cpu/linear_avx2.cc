@@ -39,6 +39,10 @@ struct Avx2 {
   using vf = __m256;
   using Bytes = Avx2Bytes;
   static constexpr int kWidth = 8;
+  static vf pin(vf v) {  // linear_simd.h: pinned()
+    asm("" : "+x"(v));
+    return v;
+  }
   static vf zero() { return _mm256_setzero_ps(); }
   static vf add(vf a, vf b) { return _mm256_add_ps(a, b); }
   static vf fmadd(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }

@@ -15,6 +15,11 @@ namespace {
 struct Avx512Bf16 : Avx512 {
   using Bytes = Avx512VnniBytes;
   using vbf = __m512bh;  // 32 bfloat16 values
+  using Avx512::pin;
+  static vbf pin(vbf v) {  // linear_simd.h: pinned()
+    asm("" : "+v"(v));
+    return v;
+  }
   static vbf load_bf16(const uint16_t* p) { return reinterpret_cast<vbf>(_mm512_loadu_si512(p)); }
   // 32 floats to bfloat16: _mm512_cvtne2ps_pbh(a, b) puts b's 16 in the low half, a's in the high.
   static void round_to_bf16(const float* src, uint16_t* dst) {

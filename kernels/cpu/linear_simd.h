@@ -7,7 +7,9 @@
 // load(const float*), load(F16{}, const uint16_t*), load(BF16{}, const uint16_t*),
 // load(Int8{}, const int8_t*) (the codes as floats) — plus load8(...) of the same four forms (8 values
 // in the low lanes, zeros above; kWidth == 8: the same as load), and store(float*, vf) of kWidth
-// floats.
+// floats. Optional: kTileOutputs, the weight rows of the register tile (default 3: 16 registers hold 12
+// accumulators, 3 weights and an input; 6 at avx512, whose 32 registers hold 24), and pin(v), which
+// makes v an opaque register value (linear_simd.h's pinned()).
 //
 // A level with bfloat16 dot products (avx512bf16; an emulation in the tests) also provides vbf (a
 // register of 2 * kWidth bfloat16 values), load_bf16(const uint16_t*) of 2 * kWidth values,
@@ -73,36 +75,55 @@ struct Weights<V, float> {
   }
 };
 
+// The register tile's weight rows at level V (the outputs one pass over `in` produces per input row).
+template <class V>
+constexpr int tile_outputs_of() {
+  if constexpr (requires { V::kTileOutputs; })
+    return V::kTileOutputs;
+  else
+    return 3;
+}
+
+// v as an opaque register value where the level has pin(): a load feeding several FMAs is then done
+// once. (Without it GCC 12 folded each use into its FMA as a memory operand at 512 bits: the tile's
+// loop made 15 loads per 12 FMAs instead of 7 and ran at 0.7x the avx2 tile's speed on Zen 4.)
+template <class V, class T>
+inline T pinned(T v) {
+  if constexpr (requires { V::pin(v); })
+    return V::pin(v);
+  else
+    return v;
+}
+
 // One register step of the tile below at column i: acc[k][r] += w[k][i..] * xr[r][i..] (kLow8: the
-// last 8 columns, in the low lanes).
-template <class V, class Format, bool kLow8>
-inline void tile_step(typename V::vf (&acc)[3][4], const typename Weights<V, Format>::Weight* const (&w)[3],
+// last 8 columns, in the low lanes); K = tile_outputs_of<V>().
+template <class V, class Format, bool kLow8, int K>
+inline void tile_step(typename V::vf (&acc)[K][4], const typename Weights<V, Format>::Weight* const (&w)[K],
                       const float* const (&xr)[4], int i) {
   using W = Weights<V, Format>;
-  const typename V::vf w0 = W::template get<kLow8>(w[0] + i), w1 = W::template get<kLow8>(w[1] + i),
-                       w2 = W::template get<kLow8>(w[2] + i);
+  typename V::vf wv[K];
+  for (int k = 0; k < K; ++k) wv[k] = pinned<V>(W::template get<kLow8>(w[k] + i));
   for (int r = 0; r < 4; ++r) {
-    const typename V::vf xv = Weights<V, float>::template get<kLow8>(xr[r] + i);
-    acc[0][r] = V::fmadd(w0, xv, acc[0][r]);
-    acc[1][r] = V::fmadd(w1, xv, acc[1][r]);
-    acc[2][r] = V::fmadd(w2, xv, acc[2][r]);
+    const typename V::vf xv = pinned<V>(Weights<V, float>::template get<kLow8>(xr[r] + i));
+    for (int k = 0; k < K; ++k) acc[k][r] = V::fmadd(wv[k], xv, acc[k][r]);
   }
 }
 
-// The register tile's loops, for every format: outputs o..o+2 for input rows r..r+3, 12
-// accumulators. A short last group (out % 3) or block (rows % 4) repeats its last weight row / input
-// row; those results are not stored. accumulate(acc, w, xr) adds the products of the 3 weight rows
-// w (row stride ldw) and the 4 input rows xr (row stride ldx) over all `in` columns; then
-// y = row_scale[o] * sum + bias (row_scale null: the sum).
+// The register tile's loops, for every format: K = tile_outputs_of<V>() outputs o..o+K-1 for input
+// rows r..r+3, 4K accumulators. A short last group (out % K) or block (rows % 4) repeats its last
+// weight row / input row; those results are not stored. accumulate(acc, w, xr) adds the products of
+// the K weight rows w (row stride ldw) and the 4 input rows xr (row stride ldx) over all `in`
+// columns; then y = row_scale[o] * sum + bias (row_scale null: the sum).
 template <class V, class XElem, class WElem, class Accumulate>
 void tile_outputs(int rows, int in, int out, const XElem* x, int ldx, const WElem* weight, int ldw,
                   const float* row_scale, const float* bias, float* y, int ldy, const Accumulate& accumulate) {
   using vf = typename V::vf;
+  constexpr int K = tile_outputs_of<V>();
   // Output groups are taken `chunk` at a time: for each block of 4 input rows (16 KB at in = 1024,
-  // kept in L1) the chunk's weight rows (96 KB, in L2) are visited, instead of re-reading every
+  // kept in L1) the chunk's 24 weight rows (96 KB, in L2) are visited, instead of re-reading every
   // input row block from L2 for each group. Longer rows do not fit L1: one group at a time.
-  const int chunk = in <= 2048 ? 8 : 1;
-  const int groups = (out + 2) / 3;
+  const int chunk = in <= 2048 ? 24 / K : 1;
+  const int groups = (out + K - 1) / K;
 #pragma omp parallel for schedule(static)
   for (int c = 0; c < (groups + chunk - 1) / chunk; ++c) {
     const int g_end = imin(groups, (c + 1) * chunk);
@@ -111,11 +132,11 @@ void tile_outputs(int rows, int in, int out, const XElem* x, int ldx, const WEle
       const XElem* xr[4];
       for (int r = 0; r < 4; ++r) xr[r] = x + at(r0 + imin(r, nr - 1), ldx);
       for (int group = c * chunk; group < g_end; ++group) {
-        const int o = 3 * group;
-        const int n_out = imin(3, out - o);
-        const WElem* w[3];
-        for (int k = 0; k < 3; ++k) w[k] = weight + at(o + imin(k, n_out - 1), ldw);
-        vf acc[3][4];
+        const int o = K * group;
+        const int n_out = imin(K, out - o);
+        const WElem* w[K];
+        for (int k = 0; k < K; ++k) w[k] = weight + at(o + imin(k, n_out - 1), ldw);
+        vf acc[K][4];
         for (auto& row : acc)
           for (vf& a : row) a = V::zero();
         accumulate(acc, w, xr);
@@ -137,7 +158,7 @@ void linear_tiled_scaled(const float* x, int ldx, int rows, int in, const typena
   using Weight = typename Weights<V, Format>::Weight;
   const int full = in - in % V::kWidth;  // the part covered by whole registers
   tile_outputs<V>(rows, in, out, x, ldx, weight, in, row_scale, bias, y, ldy,
-                  [full, in](typename V::vf(&acc)[3][4], const Weight* const(&w)[3], const float* const(&xr)[4]) {
+                  [full, in](auto& acc, const Weight* const(&w)[tile_outputs_of<V>()], const float* const(&xr)[4]) {
                     for (int i = 0; i < full; i += V::kWidth) tile_step<V, Format, false>(acc, w, xr, i);
                     if (full < in) tile_step<V, Format, true>(acc, w, xr, full);  // kWidth 16, in % 16 == 8
                   });
@@ -302,22 +323,21 @@ concept HasBf16Dot = requires(typename V::vf acc, typename V::vbf a, const uint1
 };
 
 // One register step of the bfloat16 tile at column i: acc[k][r] += pairs of w[k][i..] * xr[r][i..].
-template <class V>
-inline void tile_step_bf16(typename V::vf (&acc)[3][4], const uint16_t* const (&w)[3], const uint16_t* const (&xr)[4],
+template <class V, int K>
+inline void tile_step_bf16(typename V::vf (&acc)[K][4], const uint16_t* const (&w)[K], const uint16_t* const (&xr)[4],
                            int i) {
-  const typename V::vbf w0 = V::load_bf16(w[0] + i), w1 = V::load_bf16(w[1] + i), w2 = V::load_bf16(w[2] + i);
+  typename V::vbf wv[K];
+  for (int k = 0; k < K; ++k) wv[k] = pinned<V>(V::load_bf16(w[k] + i));
   for (int r = 0; r < 4; ++r) {
-    const typename V::vbf xv = V::load_bf16(xr[r] + i);
-    acc[0][r] = V::dot_bf16(acc[0][r], w0, xv);
-    acc[1][r] = V::dot_bf16(acc[1][r], w1, xv);
-    acc[2][r] = V::dot_bf16(acc[2][r], w2, xv);
+    const typename V::vbf xv = pinned<V>(V::load_bf16(xr[r] + i));
+    for (int k = 0; k < K; ++k) acc[k][r] = V::dot_bf16(acc[k][r], wv[k], xv);
   }
 }
 
 // bfloat16 x bfloat16 (LinearKernels::tiled_bf16_dot): the input rows are rounded to bfloat16 into
-// scratch (stride bf16_dot_stride(in), zero-padded), then the 3 x 4 register tile (tile_outputs) with
+// scratch (stride bf16_dot_stride(in), zero-padded), then the K x 4 register tile (tile_outputs) with
 // 2 * kWidth values per register. A last in % (2 * kWidth) weights go through a zero-padded copy of
-// each of the group's 3 rows (the rows are not padded; reading past them could fault or meet NaN).
+// each of the group's K rows (the rows are not padded; reading past them could fault or meet NaN).
 template <class V>
 void linear_tiled_bf16_dot(const float* x, int ldx, int rows, int in, const uint16_t* weight, int out,
                            const float* bias, float* y, int ldy, uint16_t* scratch) {
@@ -338,13 +358,16 @@ void linear_tiled_bf16_dot(const float* x, int ldx, int rows, int in, const uint
     }
   }
   tile_outputs<V>(rows, in, out, static_cast<const uint16_t*>(scratch), stride, weight, in, nullptr, bias, y, ldy,
-                  [full, in](typename V::vf(&acc)[3][4], const uint16_t* const(&w)[3], const uint16_t* const(&xr)[4]) {
+                  [full, in](auto& acc, const uint16_t* const(&w)[tile_outputs_of<V>()], const uint16_t* const(&xr)[4]) {
+                    constexpr int K = tile_outputs_of<V>();
                     for (int i = 0; i < full; i += kP) tile_step_bf16<V>(acc, w, xr, i);
                     if (full == in) return;
-                    uint16_t tail[3][kP];
-                    for (int k = 0; k < 3; ++k)
+                    uint16_t tail[K][kP];
+                    const uint16_t* wt[K];
+                    for (int k = 0; k < K; ++k) {
                       for (int j = 0; j < kP; ++j) tail[k][j] = full + j < in ? w[k][full + j] : 0;
-                    const uint16_t* const wt[3] = {tail[0], tail[1], tail[2]};
+                      wt[k] = tail[k];
+                    }
                     const uint16_t* const xt[4] = {xr[0] + full, xr[1] + full, xr[2] + full, xr[3] + full};
                     tile_step_bf16<V>(acc, wt, xt, 0);
                   });

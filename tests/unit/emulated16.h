@@ -17,6 +17,7 @@ struct Emulated16 {
     __m256 lo, hi;
   };
   static constexpr int kWidth = 16;
+  static constexpr int kTileOutputs = 6;  // as the avx512 level's register tile
   static vf zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
   static vf add(vf a, vf b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
   static vf fmadd(vf a, vf b, vf c) { return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)}; }
