@@ -18,7 +18,7 @@ struct LinearKernels {
   LinearKernel<float> dots_f32;    // float32, a dot product per (output, row): any rows, any in
   LinearKernel<float> tiled_f32;   // float32 register tile (meant for 4..48 rows): in % 8 == 0
   // 16-bit weights (float16 / bfloat16), widened in registers, any rows (meant for 1..64): in % 8 == 0.
-  // Each picks the few-rows streaming kernel (rows < 4, out % 4 == 0, in % 16 == 0) or the tile.
+  // Each picks the few-rows streaming kernel (rows < 4) or the tile.
   LinearKernel<uint16_t> small_f16;
   LinearKernel<uint16_t> small_bf16;
   // int8 codes with one float32 scale per weight row (runtime/core/quant.h), the register tile widening
