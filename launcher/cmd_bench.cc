@@ -109,6 +109,7 @@ CommandRunner register_bench(CLI::App& app) {
     ModelOptions model;
     std::string decode_batches = "1,8,32";
     int prefill_tokens = 128;
+    int prefill_repeats = 3;
     int context = 32;
     int steps = 16;
     bool random_weights = false;
@@ -130,6 +131,9 @@ CommandRunner register_bench(CLI::App& app) {
   cmd->add_option("--kv-blocks", args->model.kv_blocks, "KV blocks per rank");
   cmd->add_option("--decode-batches", args->decode_batches, "comma-separated batch sizes")->capture_default_str();
   cmd->add_option("--prefill-tokens", args->prefill_tokens, "prompt length of the prefill run")->capture_default_str();
+  cmd->add_option("--prefill-repeats", args->prefill_repeats, "prefill runs (the median is printed; more for profiling)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->add_option("--context", args->context, "prompt length before the decode steps")->capture_default_str();
   cmd->add_option("--steps", args->steps, "timed decode steps per batch size")->capture_default_str();
   cmd->add_flag("!--no-bandwidth", args->bandwidth, "skip the host memory bandwidth measurement");
@@ -196,10 +200,10 @@ CommandRunner register_bench(CLI::App& app) {
       if (bandwidth > 0)
         print({{"what", "memory_bandwidth"}, {"GB_per_s", bandwidth}, {"threads", omp_get_max_threads()}});
 
-      // Prefill: one sequence of prefill_tokens, median of 3.
+      // Prefill: one sequence of prefill_tokens, median of prefill_repeats.
       {
         std::vector<double> times;
-        for (int rep = 0; rep < 3; ++rep) {
+        for (int rep = 0; rep < args->prefill_repeats; ++rep) {
           StepBatch batch;
           batch.seqs.push_back({prompt(args->prefill_tokens, rep), 0, prefill_table(), false});
           const auto start = Clock::now();
