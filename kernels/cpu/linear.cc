@@ -22,6 +22,7 @@
 #include "kernels/cpu/linear_kernels.h"
 #include "kernels/cpu/linear_quant.h"
 #include "kernels/cpu/widened_blocks.h"
+#include "runtime/core/aligned.h"
 #include "runtime/core/dtype.h"
 
 namespace gptj::cpu {
@@ -39,13 +40,13 @@ void linear_bf16_products(const float* x, int ldx, int rows, int in, const uint1
   // 1-3 rows (decode) are memory-bound: the streaming kernel on the rounded rows reads each weight once
   // (the tile would compute 4 rows for 1); the same numerics, a bf16 x bf16 product being exact in float32.
   if (const auto kernel = kernels().tiled_bf16_dot; kernel && rows >= 4) {
-    static thread_local std::vector<uint16_t> scratch;  // the calling thread's
+    static thread_local AlignedVector<uint16_t> scratch;  // the calling thread's
     scratch.resize(static_cast<std::size_t>(rows) * bf16_dot_stride(in));
     kernel(x, ldx, rows, in, w, out, bias, y, ldy, scratch.data());
     return;
   }
   // No vdpbf16ps at this level: the rows rounded to bfloat16 and widened back, then the float32 path.
-  static thread_local std::vector<float> rounded;  // the calling thread's; OpenMP workers get a pointer
+  static thread_local AlignedVector<float> rounded;  // the calling thread's; OpenMP workers get a pointer
   rounded.resize(static_cast<std::size_t>(rows) * in);
   float* const dst = rounded.data();
 #pragma omp parallel for schedule(static)

@@ -13,6 +13,7 @@
 
 #include "kernels/cpu/linear_kernels.h"
 #include "kernels/cpu/linear_quant.h"
+#include "runtime/core/aligned.h"
 #include "runtime/core/error.h"
 
 namespace gptj::cpu {
@@ -36,7 +37,7 @@ void linear_int8_activations(const float* x, int ldx, int rows, int in, WeightRe
                              float* y, int ldy, const LinearKernels& kernels) {
   GPTJ_CHECK(kernels.w8a8 != nullptr, "int8 activations: the active CPU kernel level has no int8 x int8 product");
   const int stride = activation_row_stride(in);
-  static thread_local std::vector<int8_t> xq;  // the calling thread's; OpenMP workers get a pointer
+  static thread_local AlignedVector<int8_t> xq;  // the calling thread's; OpenMP workers get a pointer
   static thread_local std::vector<float> sx;
   xq.resize(static_cast<std::size_t>(rows) * stride);
   sx.resize(static_cast<std::size_t>(rows));

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "runtime/core/aligned.h"
 #include "runtime/backend/backend.h"
 #include "runtime/core/error.h"
 #include "runtime/model/safetensors.h"
@@ -236,8 +237,8 @@ class CpuBackend final : public Backend {
   std::vector<CpuLayer> layers_;
   HeadShard head_;                   // ln_f, lm_head [vocab_rows, E], lm_bias
   // Step workspaces, reused across steps.
-  std::vector<float> x_, h_, partial_, in_;
-  std::vector<float> logits_;        // [logit rows, vocab_rows] of the last step
+  AlignedVector<float> x_, h_, partial_, in_;  // 64-byte aligned: the kernels' 512-bit row loads
+  AlignedVector<float> logits_;      // [logit rows, vocab_rows] of the last step
   std::vector<float> draw_scratch_;  // one processed logits row
   std::vector<int32_t> positions_, tokens_;
   std::vector<cpu::AttentionSequence> attention_seqs_;

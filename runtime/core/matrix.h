@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "runtime/core/aligned.h"
 #include "runtime/core/dtype.h"
 #include "runtime/core/error.h"
 
@@ -81,7 +82,7 @@ class HostMatrix {
 
   DType dtype_ = DType::kF32;
   int64_t rows_ = 0, cols_ = 0;
-  std::vector<uint8_t> bytes_;
+  AlignedVector<uint8_t> bytes_;  // 64-byte aligned (aligned.h)
 };
 
 }  // namespace gptj

@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "runtime/core/aligned.h"
 #include "runtime/core/matrix.h"
 
 namespace gptj {
@@ -41,7 +42,7 @@ constexpr int64_t int4_groups(int64_t cols) { return (cols + kInt4Group - 1) / k
 struct QuantizedMatrix {
   WeightFormat format = WeightFormat::kInt8;
   int64_t rows = 0, cols = 0;
-  std::vector<uint8_t> values;   // int8: rows * cols bytes; int4: rows * row_bytes()
+  AlignedVector<uint8_t> values;  // int8: rows * cols bytes; int4: rows * row_bytes(); 64-byte aligned
   std::vector<float> scales;     // int8 only: [rows]
   std::vector<uint16_t> scales16;  // int4 only: float16 [rows, groups()]
 
