@@ -1,8 +1,9 @@
 // cpu::linear: y [rows, out] = x [rows, in] · W^T (+ bias), W [out, in] in float32, float16 or
 // bfloat16. Which code runs depends on the number of input rows (a step's token count):
 //   rows 1..3     memory-bound: every weight row is streamed once and dotted with the few inputs
-//   rows 4..48    (float32; 4..64 for 16-bit weights) a 3-weight-row x 4-input-row register tile:
-//                 each register of weights feeds 4 FMAs; 16-bit weights are widened in registers.
+//   rows 4..48    (float32 at avx2, 4..96 at the avx512 levels; 4..64 for 16-bit weights) a register
+//                 tile of 3 (avx2) or 6 (avx512) weight rows x 4 input rows: each register of weights
+//                 feeds 4 FMAs; 16-bit weights are widened in registers.
 //                 Measured on the project's 2-core VM at 32 rows it beats OpenBLAS sgemm by 10-35 %
 //                 (which also packs the whole weight matrix first, even for one row).
 //   more rows     OpenBLAS sgemm (16-bit weights widened block by block into a float32 scratch).
@@ -28,7 +29,6 @@
 namespace gptj::cpu {
 namespace {
 
-constexpr int kTiledRowsF32 = 48;  // float32 weights: the register tile up to here, then sgemm
 constexpr int kTiledRows16 = 64;   // 16-bit weights: widening for sgemm costs more until here
 
 const LinearKernels& kernels() { return active_linear_kernels(); }
@@ -96,7 +96,7 @@ void linear(const float* x, int ldx, int rows, int in, WeightRef weight, int out
 
 void linear(const float* x, int ldx, int rows, int in, const float* weight, int out,
             const float* bias, float* y, int ldy) {
-  if (rows <= kTiledRowsF32) {
+  if (rows <= kernels().tiled_rows_f32) {
     (rows >= 4 && in % 8 == 0 ? kernels().tiled_f32 : kernels().dots_f32)(x, ldx, rows, in, weight, out, bias, y,
                                                                            ldy);
     return;

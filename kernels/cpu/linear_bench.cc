@@ -22,6 +22,7 @@
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/linear_kernels.h"
+#include "runtime/core/aligned.h"
 #include "runtime/core/dtype.h"
 #include "runtime/core/matrix.h"
 #include "runtime/core/quant.h"
@@ -59,11 +60,12 @@ int main(int argc, char** argv) {
   }
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
-  std::vector<float> x(static_cast<std::size_t>(rows) * in), w(static_cast<std::size_t>(out) * in), y(
-                                                                   static_cast<std::size_t>(rows) * out);
+  // 64-byte aligned, as the model's weights and activations (runtime/core/aligned.h).
+  AlignedVector<float> x(static_cast<std::size_t>(rows) * in), w(static_cast<std::size_t>(out) * in),
+      y(static_cast<std::size_t>(rows) * out);
   for (float& v : x) v = uniform(rng);
   for (float& v : w) v = uniform(rng);
-  std::vector<uint8_t> stored(w.size() * dtype_size(dtype));
+  AlignedVector<uint8_t> stored(w.size() * dtype_size(dtype));
   QuantizedMatrix q;
   cpu::WeightRef weight{stored.data(), static_cast<int>(dtype)};
   if (quantized) {

@@ -15,6 +15,8 @@ using LinearKernel = void (*)(const float* x, int ldx, int rows, int in, const W
                               const float* bias, float* y, int ldy);
 
 struct LinearKernels {
+  // float32 weights: rows up to this many go to tiled_f32 (4+) / dots_f32, more to OpenBLAS sgemm.
+  int tiled_rows_f32;
   LinearKernel<float> dots_f32;    // float32, a dot product per (output, row): any rows, any in
   LinearKernel<float> tiled_f32;   // float32 register tile (meant for 4..48 rows): in % 8 == 0
   // 16-bit weights (float16 / bfloat16), widened in registers, any rows (meant for 1..64): in % 8 == 0.
