@@ -4,7 +4,7 @@
 //   ways: auto   cpu::linear as the model calls it (the level's kernels or OpenBLAS by row count)
 //         sgemm  OpenBLAS sgemm on float32 weights (16-bit / quantized weights widened once, outside
 //                the timing: the same values)
-//         tile   the level's 3 x 4 register tile on those float32 weights at any row count
+//         tile   the level's register tile (3 or 6 weight rows x 4 input rows) on those float32 weights at any row count
 //         w8a8   (int8 only) cpu::linear with --int8-activations: the rows quantized, the level's int8 x int8 product
 //         bf16dot (bfloat16 only) cpu::linear with --dtype bfloat16's products: the rows rounded to bfloat16,
 //                vdpbf16ps at avx512bf16 (4+ rows), the same numerics by widening elsewhere

@@ -236,12 +236,6 @@ void linear_few_rows(const float* x, int ldx, int rows, int in, const typename S
   }
 }
 
-template <class V>
-void linear_few_rows_int8(const float* x, int ldx, int rows, int in, const int8_t* weight, const float* row_scale,
-                          int out, const float* bias, float* y, int ldy) {
-  linear_few_rows<V, Int8>(x, ldx, rows, in, weight, row_scale, out, bias, y, ldy);
-}
-
 // w · x over `in` floats (any in): two accumulators over alternating registers, the rest scalar.
 template <class V>
 float dot(const float* w, const float* x, int in) {
@@ -360,7 +354,7 @@ constexpr LinearKernels linear_kernels_of() {
   // rows; at avx2 the tile is level with sgemm at 64 and 10-30 % behind at 96).
   constexpr int kTiledRowsF32 = tile_outputs_of<V>() >= 6 ? 96 : 48;
   LinearKernels table = {kTiledRowsF32, linear_dots<V>, linear_tiled<V, float>, linear_small_16<V, F16>,
-                         linear_small_16<V, BF16>, linear_tiled_int8<V>, linear_few_rows_int8<V>, widen_16<V, F16>,
+                         linear_small_16<V, BF16>, linear_tiled_int8<V>, linear_few_rows<V, Int8>, widen_16<V, F16>,
                          widen_16<V, BF16>,    nullptr,
                          nullptr};
   if constexpr (HasBf16Dot<V>) table.tiled_bf16_dot = linear_tiled_bf16_dot<V>;
